@@ -1,0 +1,247 @@
+package brokertest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/domainevents/domainevents/broker"
+)
+
+// Receiver waits until the messages with the given ids have arrived at the
+// broker (read back from a queue or topic) or ctx ends, and returns those it
+// found, keyed by id. It may return messages other than those asked for.
+type Receiver func(ctx context.Context, ids []string) (map[string]broker.Message, error)
+
+// Harness tells [Run] how to make the adapter under test.
+type Harness struct {
+	// New returns a fresh broker, and a Receiver when published messages can
+	// be read back (nil otherwise: the round-trip cases then skip). The
+	// harness cleans up with t.Cleanup; the suite closes the broker itself.
+	New func(t *testing.T) (broker.Broker, Receiver)
+	// Timeout bounds each wait for a message to arrive. Default 10s.
+	Timeout time.Duration
+}
+
+// Run runs the conformance suite every adapter must pass: publish and read
+// back, headers and binary bodies unchanged, a cancelled ctx, invalid
+// messages, publish after Close, Close twice, concurrent publishers.
+func Run(t *testing.T, h Harness) {
+	t.Helper()
+	if h.Timeout == 0 {
+		h.Timeout = 10 * time.Second
+	}
+	cases := []struct {
+		name string
+		fn   func(*testing.T, Harness)
+	}{
+		{"PublishReceive", testPublishReceive},
+		{"HeadersRoundTrip", testHeaders},
+		{"BinaryBody", testBinaryBody},
+		{"CancelledContext", testCancelledContext},
+		{"InvalidMessage", testInvalidMessage},
+		{"PublishAfterClose", testPublishAfterClose},
+		{"CloseTwice", testCloseTwice},
+		{"ConcurrentPublishers", testConcurrentPublishers},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) { c.fn(t, h) })
+	}
+}
+
+// NewMessage returns a valid JSON message with a fresh id.
+func NewMessage(name string) broker.Message {
+	id := uuid.NewString()
+	return broker.Message{
+		ID:          id,
+		Name:        name,
+		Key:         "order-" + id[:8],
+		Body:        []byte(fmt.Sprintf(`{"name":%q,"id":%q}`, name, id)),
+		ContentType: broker.ContentTypeJSON,
+		Time:        time.Now().UTC().Truncate(time.Second),
+	}
+}
+
+func open(t *testing.T, h Harness) (broker.Broker, Receiver) {
+	t.Helper()
+	b, r := h.New(t)
+	require.NotNil(t, b, "Harness.New returned a nil broker")
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), h.Timeout)
+		defer cancel()
+		assert.NoError(t, b.Close(ctx), "Close")
+	})
+	return b, r
+}
+
+func ctxFor(t *testing.T, h Harness) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), h.Timeout)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// roundTrip publishes msgs and returns what arrived, requiring all of them.
+func roundTrip(t *testing.T, h Harness, msgs ...broker.Message) map[string]broker.Message {
+	t.Helper()
+	b, recv := open(t, h)
+	if recv == nil {
+		t.Skip("reading messages back is not supported by this adapter")
+	}
+	ctx := ctxFor(t, h)
+	ids := make([]string, len(msgs))
+	for i, m := range msgs {
+		require.NoError(t, b.Publish(ctx, m), "Publish %s", m.ID)
+		ids[i] = m.ID
+	}
+	got, err := recv(ctx, ids)
+	require.NoError(t, err, "receiving")
+	for _, id := range ids {
+		require.Contains(t, got, id, "published message %s never arrived", id)
+	}
+	return got
+}
+
+func testPublishReceive(t *testing.T, h Harness) {
+	msgs := []broker.Message{NewMessage("order.created"), NewMessage("order.status.updated"), NewMessage("order.cancelled")}
+	got := roundTrip(t, h, msgs...)
+	for _, m := range msgs {
+		g := got[m.ID]
+		assert.Equal(t, m.Name, g.Name, "name of %s", m.ID)
+		assert.Equal(t, m.Body, g.Body, "body of %s", m.ID)
+		assert.Equal(t, m.ContentType, g.ContentType, "content type of %s", m.ID)
+	}
+}
+
+func testHeaders(t *testing.T, h Harness) {
+	m := NewMessage("order.created")
+	m.Headers = map[string]string{"trace-id": "abc-123", "empty": "", "unicode": "заказ ✓"}
+	g := roundTrip(t, h, m)[m.ID]
+	for k, v := range m.Headers {
+		assert.Equal(t, v, g.Headers[k], "header %q", k)
+	}
+}
+
+func testBinaryBody(t *testing.T, h Harness) {
+	m := NewMessage("order.created")
+	m.ContentType = "application/octet-stream"
+	m.Body = make([]byte, 256)
+	for i := range m.Body {
+		m.Body[i] = byte(i)
+	}
+	empty := NewMessage("order.created")
+	empty.Body = nil
+	got := roundTrip(t, h, m, empty)
+	assert.True(t, bytes.Equal(m.Body, got[m.ID].Body), "binary body changed")
+	assert.Empty(t, got[empty.ID].Body, "empty body")
+}
+
+func testCancelledContext(t *testing.T, h Harness) {
+	b, _ := open(t, h)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	err := b.Publish(ctx, NewMessage("order.created"))
+	require.Error(t, err)
+	assert.ErrorIs(t, err, context.Canceled)
+	assert.False(t, broker.IsRetryable(err))
+}
+
+func testInvalidMessage(t *testing.T, h Harness) {
+	b, _ := open(t, h)
+	for name, m := range map[string]broker.Message{
+		"no id":   {Name: "order.created", Body: []byte("{}")},
+		"no name": {ID: uuid.NewString(), Body: []byte("{}")},
+	} {
+		err := b.Publish(ctxFor(t, h), m)
+		require.Error(t, err, name)
+		assert.ErrorIs(t, err, broker.ErrInvalid, name)
+		assert.False(t, broker.IsRetryable(err), name)
+	}
+}
+
+func testPublishAfterClose(t *testing.T, h Harness) {
+	b, _ := open(t, h)
+	require.NoError(t, b.Close(ctxFor(t, h)))
+	err := b.Publish(ctxFor(t, h), NewMessage("order.created"))
+	require.Error(t, err)
+	assert.ErrorIs(t, err, broker.ErrClosed)
+	assert.False(t, broker.IsRetryable(err), "ErrClosed must not be retryable")
+}
+
+func testCloseTwice(t *testing.T, h Harness) {
+	b, _ := open(t, h)
+	require.NoError(t, b.Close(ctxFor(t, h)))
+	assert.NoError(t, b.Close(ctxFor(t, h)), "second Close")
+}
+
+func testConcurrentPublishers(t *testing.T, h Harness) {
+	b, recv := open(t, h)
+	ctx := ctxFor(t, h)
+	const publishers, each = 16, 25
+	ids := make([]string, publishers*each)
+	var wg sync.WaitGroup
+	errs := make([]error, publishers)
+	for p := range publishers {
+		wg.Go(func() {
+			for i := range each {
+				m := NewMessage("order.created")
+				ids[p*each+i] = m.ID
+				if err := b.Publish(ctx, m); err != nil {
+					errs[p] = err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	require.NoError(t, errors.Join(errs...))
+	if recv == nil {
+		return
+	}
+	got, err := recv(ctx, ids)
+	require.NoError(t, err)
+	missing := 0
+	for _, id := range ids {
+		if _, ok := got[id]; !ok {
+			missing++
+		}
+	}
+	assert.Zero(t, missing, "of %d published, %d never arrived", len(ids), missing)
+}
+
+// RecorderReceiver returns a Receiver that reads r's recorded messages,
+// polling until the ids are there or ctx ends.
+func RecorderReceiver(r *Recorder) Receiver {
+	return func(ctx context.Context, ids []string) (map[string]broker.Message, error) {
+		tick := time.NewTicker(time.Millisecond)
+		defer tick.Stop()
+		for {
+			got := map[string]broker.Message{}
+			for _, m := range r.Messages() {
+				got[m.ID] = m
+			}
+			all := true
+			for _, id := range ids {
+				if _, ok := got[id]; !ok {
+					all = false
+					break
+				}
+			}
+			if all {
+				return got, nil
+			}
+			select {
+			case <-ctx.Done():
+				return got, ctx.Err()
+			case <-tick.C:
+			}
+		}
+	}
+}

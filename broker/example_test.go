@@ -1,0 +1,52 @@
+package broker_test
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/domainevents/domainevents/broker"
+	"github.com/domainevents/domainevents/broker/brokertest"
+	"github.com/domainevents/domainevents/eventbus"
+	"github.com/domainevents/domainevents/events"
+)
+
+func ExampleForwarder() {
+	// A real service uses rabbitmq.New or kafka.New; the recorder keeps the
+	// messages in memory.
+	rec := &brokertest.Recorder{}
+	fwd, err := broker.NewForwarder(rec, broker.WithStamper(events.Stamper{
+		NewID: func() string { return "e-1" },
+		Now:   func() time.Time { return time.Date(2026, 11, 30, 9, 0, 0, 0, time.UTC) },
+	}))
+	if err != nil {
+		panic(err)
+	}
+	bus := eventbus.New()
+	fwd.Attach(bus)
+
+	err = eventbus.Publish(context.Background(), bus, events.OrderStatusUpdated{
+		OrderID: "o-1", UserID: "u-1", OldStatus: events.StatusCreated, NewStatus: events.StatusInProgress,
+	})
+	fmt.Println("publish error:", err)
+	m := rec.Messages()[0]
+	fmt.Println(m.Name, m.ID, m.Key)
+	fmt.Println(string(m.Body))
+	// Output:
+	// publish error: <nil>
+	// order.status.updated e-1 o-1
+	// {"name":"order.status.updated","id":"e-1","timestamp":"2026-11-30T09:00:00.000Z","data":{"orderId":"o-1","userId":"u-1","oldStatus":"created","newStatus":"in_progress"}}
+}
+
+func ExampleLoadConfig() {
+	vars := map[string]string{"MESSAGE_BROKER_PORT": "abc", "MESSAGE_BROKER_PASSWORD": "hunter2"}
+	_, err := broker.LoadConfig(func(k string) (string, bool) { v, ok := vars[k]; return v, ok })
+	fmt.Println(err)
+
+	cfg := broker.DefaultConfig()
+	cfg.Password = "hunter2"
+	fmt.Printf("%+v\n", cfg)
+	// Output:
+	// MESSAGE_BROKER_PORT="abc": want a port number from 1 to 65535
+	// broker.Config{Enabled:false Type:rabbitmq Addrs:[localhost:5672] Username:guest Password:[redacted] VHost:/ Exchange:orders.events Topic:orders.events TLS:false ClientID:orders-service}
+}

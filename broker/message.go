@@ -1,0 +1,83 @@
+package broker
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"time"
+)
+
+// ContentTypeJSON is the content type of event bodies.
+const ContentTypeJSON = "application/json"
+
+// Message is what a [Broker] publishes: an encoded event plus what the broker
+// needs to route it. Adapters map it onto the wire (see each adapter's doc).
+type Message struct {
+	// ID is the event id, the idempotency key consumers deduplicate on.
+	// RabbitMQ: message_id; Kafka: the "id" header. Required.
+	ID string
+	// Name is the event name, e.g. "order.created". RabbitMQ: routing key and
+	// type; Kafka: the "name" header (and the topic, with per-event topics).
+	// Required.
+	Name string
+	// Key is the aggregate id (the order id). Kafka: the record key, so that
+	// one order's events share a partition and stay in order.
+	Key string
+	// Body is the payload, for events the JSON envelope.
+	Body []byte
+	// ContentType of Body, e.g. [ContentTypeJSON]. Empty means unspecified.
+	ContentType string
+	// Headers are extra string headers carried to consumers.
+	Headers map[string]string
+	// Time is when the event happened; zero means "now" at publish.
+	Time time.Time
+}
+
+// Validate reports a message that no broker could publish, as an error
+// matching [ErrInvalid] that names the field.
+func (m Message) Validate() error {
+	switch {
+	case m.ID == "":
+		return &Error{Op: "publish", Kind: ErrInvalid, Err: fmt.Errorf("message ID is empty")}
+	case m.Name == "":
+		return &Error{Op: "publish", Kind: ErrInvalid, Err: fmt.Errorf("message %s: Name is empty", m.ID)}
+	}
+	return nil
+}
+
+// Clone returns a copy of m that shares nothing with it.
+func (m Message) Clone() Message {
+	m.Body = append([]byte(nil), m.Body...)
+	m.Headers = maps.Clone(m.Headers)
+	return m
+}
+
+// Broker publishes messages to a message broker.
+//
+// # Contract
+//
+// Implementations are safe for concurrent use; concurrent Publish calls are
+// pipelined (many in flight at once), each caller waiting only for its own
+// message.
+//
+// Publish returns nil only after the broker has durably accepted the message
+// (RabbitMQ: a publisher confirm of a routed, persistent message; Kafka:
+// acks=all). A non-nil error is either a context error, returned as is, or
+// matches one of the Err* categories of this package; [IsRetryable] tells
+// whether trying again may help. When ctx ends before the outcome is known,
+// Publish returns ctx.Err() and the message may still be delivered (the
+// adapter keeps trying it in the background until Close): duplicates are
+// possible, loss of an acknowledged message is not.
+//
+// Publish does not modify msg. It may keep references to msg.Body and
+// msg.Headers after it returns (when ctx ended first): callers must not
+// change them afterwards.
+//
+// Close stops accepting messages (Publish then returns [ErrClosed]), waits
+// for the outcome of those in flight, then releases the connection. It
+// returns ctx.Err() if ctx ends first, having still released everything.
+// Calling Close again returns nil.
+type Broker interface {
+	Publish(ctx context.Context, msg Message) error
+	Close(ctx context.Context) error
+}

@@ -1,0 +1,111 @@
+// Command orders is the wiring a service does: configuration from the
+// MESSAGE_BROKER_* environment, a broker, the forwarder, the event bus. It
+// then creates an order, moves it to in_progress and cancels it: three events.
+//
+// Each message body the broker accepted is printed on stdout as one JSON line;
+// logs go to stderr. With MESSAGE_BROKER_ENABLED unset (the default) it uses
+// the noop broker, so it runs anywhere:
+//
+//	go run ./examples/orders
+//
+// It exits non-zero if any publish fails.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/domainevents/domainevents/broker"
+	"github.com/domainevents/domainevents/broker/noop"
+	"github.com/domainevents/domainevents/eventbus"
+	"github.com/domainevents/domainevents/events"
+)
+
+func main() {
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	if err := run(ctx, log, os.Stdout); err != nil {
+		log.Error("orders example failed", "err", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, log *slog.Logger, out io.Writer) (err error) {
+	cfg, err := broker.ConfigFromEnv()
+	if err != nil {
+		return fmt.Errorf("configuration: %w", err)
+	}
+	b, where, err := connect(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		err = errors.Join(err, b.Close(ctx))
+	}()
+	log.Info("broker ready", "config", cfg, "destination", where)
+
+	fwd, err := broker.NewForwarder(printing{b, out})
+	if err != nil {
+		return err
+	}
+	bus := eventbus.New()
+	fwd.Attach(bus)
+
+	orderID, userID := uuid.NewString(), uuid.NewString()
+	steps := []events.Event{
+		events.OrderCreated{
+			OrderID: orderID, UserID: userID, Status: events.StatusCreated,
+			Items: []events.OrderItem{
+				{ProductID: "sku-1001", Quantity: 2, Price: events.Cents(500000)},
+				{ProductID: "sku-2002", Quantity: 1, Price: events.Cents(255000)},
+			},
+			Total: events.Cents(1255000),
+		},
+		events.OrderStatusUpdated{OrderID: orderID, UserID: userID, OldStatus: events.StatusCreated, NewStatus: events.StatusInProgress},
+		events.OrderCancelled{OrderID: orderID, UserID: userID, OldStatus: events.StatusInProgress, NewStatus: events.StatusCancelled},
+	}
+	for _, e := range steps {
+		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := eventbus.Publish(pctx, bus, e)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("publish %s: %w", e.EventName(), err)
+		}
+	}
+	log.Info("published 3 events", "order", orderID, "destination", where)
+	return nil
+}
+
+// connect picks the adapter the configuration names.
+func connect(_ context.Context, cfg broker.Config, log *slog.Logger) (broker.Broker, string, error) {
+	if !cfg.Enabled {
+		log.Info("MESSAGE_BROKER_ENABLED is false: using the noop broker (events are printed, not sent)")
+		return noop.New(), "nowhere (noop)", nil
+	}
+	return nil, "", fmt.Errorf("MESSAGE_BROKER_TYPE=%s: this adapter is not implemented yet", cfg.Type)
+}
+
+// printing writes each body the broker accepted as one line on out.
+type printing struct {
+	broker.Broker
+	out io.Writer
+}
+
+func (p printing) Publish(ctx context.Context, m broker.Message) error {
+	if err := p.Broker.Publish(ctx, m); err != nil {
+		return err
+	}
+	_, err := fmt.Fprintf(p.out, "%s\n", m.Body)
+	return err
+}
