@@ -1,0 +1,356 @@
+package rabbitmq_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	amqp "github.com/rabbitmq/amqp091-go"
+	"github.com/stretchr/testify/require"
+
+	"github.com/domainevents/domainevents/broker"
+	"github.com/domainevents/domainevents/broker/brokertest"
+	"github.com/domainevents/domainevents/broker/rabbitmq"
+)
+
+// rabbitAddr is the test server: RABBITMQ_ADDR or 127.0.0.1:5672 (guest/guest).
+func rabbitAddr() string {
+	if a := os.Getenv("RABBITMQ_ADDR"); a != "" {
+		return a
+	}
+	return "127.0.0.1:5672"
+}
+
+// requireRabbit returns an admin connection to the test server. Without a
+// server it skips on a laptop and fails in CI (CI=true).
+func requireRabbit(t testing.TB) *amqp.Connection {
+	t.Helper()
+	conn, err := amqp.DialConfig("amqp://guest:guest@"+rabbitAddr()+"/", amqp.Config{Dial: amqp.DefaultDial(3 * time.Second)})
+	if err != nil {
+		msg := fmt.Sprintf("RabbitMQ is not reachable on %s (%v). Start it with `rabbitmq-server -detached` "+
+			"(or set RABBITMQ_ADDR), then run `go test ./broker/rabbitmq`.", rabbitAddr(), err)
+		if os.Getenv("CI") != "" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	return conn
+}
+
+// fixture is a fresh exchange and a queue bound to it with "#".
+type fixture struct {
+	admin    *amqp.Connection
+	exchange string
+	queue    string
+}
+
+func newFixture(t testing.TB) *fixture {
+	t.Helper()
+	admin := requireRabbit(t)
+	id := uuid.NewString()[:8]
+	f := &fixture{admin: admin, exchange: "det.test." + id, queue: "det.test." + id + ".q"}
+	t.Cleanup(func() {
+		ch, err := admin.Channel()
+		if err != nil {
+			return
+		}
+		defer ch.Close()
+		_, _ = ch.QueueDelete(f.queue, false, false, false)
+		_, _ = ch.QueueDelete(f.exchange+".unroutable", false, false, false)
+		_ = ch.ExchangeDelete(f.exchange, false, false)
+		_ = ch.ExchangeDelete(f.exchange+".unroutable", false, false)
+	})
+	return f
+}
+
+func (f *fixture) config(addr string) broker.Config {
+	cfg := broker.DefaultConfig()
+	cfg.Enabled = true
+	cfg.Addresses = []string{addr}
+	cfg.Exchange = f.exchange
+	return cfg
+}
+
+// open connects a Broker through addr with the fixture's queue bound.
+func (f *fixture) open(t testing.TB, addr string, opts ...rabbitmq.Option) *rabbitmq.Broker {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	opts = append([]rabbitmq.Option{rabbitmq.WithQueue(rabbitmq.Queue{Name: f.queue}), rabbitmq.WithLogger(testLogger(t))}, opts...)
+	b, err := rabbitmq.New(ctx, f.config(addr), opts...)
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = b.Close(ctx)
+	})
+	return b
+}
+
+// drain reads the queue until want ids are seen or ctx ends; it returns
+// every delivery by message id (duplicates counted in dups).
+func (f *fixture) drain(ctx context.Context, t testing.TB, want []string) (got map[string]amqp.Delivery, dups int, err error) {
+	t.Helper()
+	ch, err := f.admin.Channel()
+	if err != nil {
+		return nil, 0, err
+	}
+	defer ch.Close()
+	if err := ch.Qos(1000, 0, false); err != nil {
+		return nil, 0, err
+	}
+	deliveries, err := ch.ConsumeWithContext(ctx, f.queue, "", true, false, false, false, nil)
+	if err != nil {
+		return nil, 0, err
+	}
+	missing := map[string]bool{}
+	for _, id := range want {
+		missing[id] = true
+	}
+	got = map[string]amqp.Delivery{}
+	for len(missing) > 0 {
+		select {
+		case d, ok := <-deliveries:
+			if !ok {
+				return got, dups, fmt.Errorf("consumer closed with %d missing", len(missing))
+			}
+			if _, seen := got[d.MessageId]; seen {
+				dups++
+			}
+			got[d.MessageId] = d
+			delete(missing, d.MessageId)
+		case <-ctx.Done():
+			return got, dups, fmt.Errorf("%d of %d messages missing: %w", len(missing), len(want), ctx.Err())
+		}
+	}
+	return got, dups, nil
+}
+
+// countExtra reads whatever else is in the queue within quiet, for
+// counting duplicates after the wanted ids arrived.
+func (f *fixture) countRest(t testing.TB, seen map[string]amqp.Delivery) (dups, unknown int) {
+	ch, err := f.admin.Channel()
+	require.NoError(t, err)
+	defer ch.Close()
+	for {
+		d, ok, err := ch.Get(f.queue, true)
+		require.NoError(t, err)
+		if !ok {
+			return dups, unknown
+		}
+		if _, ok := seen[d.MessageId]; ok {
+			dups++
+		} else {
+			unknown++
+		}
+	}
+}
+
+// receiver adapts drain to the conformance suite.
+func (f *fixture) receiver(t testing.TB) brokertest.Receiver {
+	return func(ctx context.Context, ids []string) (map[string]broker.Message, error) {
+		got, _, err := f.drain(ctx, t, ids)
+		out := map[string]broker.Message{}
+		for id, d := range got {
+			m := broker.Message{ID: d.MessageId, Name: d.Type, Body: d.Body, ContentType: d.ContentType, Time: d.Timestamp}
+			if len(d.Headers) > 0 {
+				m.Headers = map[string]string{}
+				for k, v := range d.Headers {
+					m.Headers[k] = fmt.Sprint(v)
+				}
+			}
+			out[id] = m
+		}
+		return out, err
+	}
+}
+
+// testLogger sends the adapter's logs to t.Log and keeps them for checks.
+func testLogger(t testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+}
+
+type tWriter struct{ t testing.TB }
+
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+// proxy is a loopback TCP proxy to RabbitMQ that can cut, refuse and
+// black-hole connections: the fault injector of these tests.
+type proxy struct {
+	t      testing.TB
+	target string
+	addr   string
+
+	mu        sync.Mutex
+	ln        net.Listener
+	conns     map[net.Conn]*proxyConn
+	refusing  bool
+	accepting sync.WaitGroup
+}
+
+type proxyConn struct {
+	client, server net.Conn
+	blackholed     chan struct{}
+	holeOnce       sync.Once
+}
+
+func newProxy(t testing.TB) *proxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	p := &proxy{t: t, target: rabbitAddr(), addr: ln.Addr().String(), conns: map[net.Conn]*proxyConn{}}
+	p.serve(ln)
+	t.Cleanup(func() {
+		p.Refuse()
+		p.accepting.Wait()
+	})
+	return p
+}
+
+func (p *proxy) serve(ln net.Listener) {
+	p.ln = ln
+	p.accepting.Add(1)
+	go func() {
+		defer p.accepting.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go p.handle(c)
+		}
+	}()
+}
+
+func (p *proxy) handle(client net.Conn) {
+	server, err := net.DialTimeout("tcp", p.target, 3*time.Second)
+	if err != nil {
+		_ = client.Close()
+		return
+	}
+	pc := &proxyConn{client: client, server: server, blackholed: make(chan struct{})}
+	p.mu.Lock()
+	p.conns[client] = pc
+	p.mu.Unlock()
+	pipe := func(dst, src net.Conn) {
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := src.Read(buf)
+			if n > 0 {
+				select {
+				case <-pc.blackholed: // swallow everything
+				default:
+					if _, werr := dst.Write(buf[:n]); werr != nil {
+						err = werr
+					}
+				}
+			}
+			if err != nil {
+				_ = client.Close()
+				_ = server.Close()
+				p.mu.Lock()
+				delete(p.conns, client)
+				p.mu.Unlock()
+				return
+			}
+		}
+	}
+	go pipe(server, client)
+	go pipe(client, server)
+}
+
+// CutAll closes every proxied connection, as a network failure would.
+func (p *proxy) CutAll() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := len(p.conns)
+	for c, pc := range p.conns {
+		_ = c.Close()
+		_ = pc.server.Close()
+	}
+	return n
+}
+
+// Refuse closes the listener (connection refused) and cuts every connection.
+func (p *proxy) Refuse() {
+	p.mu.Lock()
+	if !p.refusing {
+		p.refusing = true
+		_ = p.ln.Close()
+	}
+	p.mu.Unlock()
+	p.CutAll()
+}
+
+// Accept listens again on the same address.
+func (p *proxy) Accept() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.refusing {
+		return
+	}
+	var ln net.Listener
+	var err error
+	for range 50 { // the port may linger for a moment
+		if ln, err = net.Listen("tcp", p.addr); err == nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	require.NoError(p.t, err)
+	p.refusing = false
+	p.serve(ln)
+}
+
+// BlackholeExisting silently drops all traffic of the current connections
+// (new ones work): what a dead network path looks like.
+func (p *proxy) BlackholeExisting() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, pc := range p.conns {
+		pc.holeOnce.Do(func() { close(pc.blackholed) })
+	}
+	return len(p.conns)
+}
+
+// waitFor polls cond until it holds or d passes.
+func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// checkNoLeak fails if goroutines started by the test are still running.
+func checkNoLeak(t testing.TB) {
+	before := runtime.NumGoroutine()
+	t.Cleanup(func() {
+		deadline := time.Now().Add(5 * time.Second)
+		for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if n := runtime.NumGoroutine(); n > before {
+			buf := make([]byte, 1<<20)
+			t.Errorf("goroutine leak: %d before, %d after\n%s", before, n, buf[:runtime.Stack(buf, true)])
+		}
+	})
+}
+
+var _ = io.Discard
