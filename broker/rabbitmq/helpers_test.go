@@ -353,4 +353,4 @@ func checkNoLeak(t testing.TB) {
 	})
 }
 
-var _ = io.Discard
+func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }

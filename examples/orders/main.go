@@ -25,6 +25,7 @@ import (
 
 	"github.com/domainevents/domainevents/broker"
 	"github.com/domainevents/domainevents/broker/noop"
+	"github.com/domainevents/domainevents/broker/rabbitmq"
 	"github.com/domainevents/domainevents/eventbus"
 	"github.com/domainevents/domainevents/events"
 )
@@ -87,13 +88,31 @@ func run(ctx context.Context, log *slog.Logger, out io.Writer) (err error) {
 	return nil
 }
 
+// exampleQueue is where the example's events land on RabbitMQ: a durable
+// queue bound to the exchange for every order event. Without a bound queue
+// RabbitMQ would have nowhere to put them and Publish would fail with
+// broker.ErrUnroutable.
+const exampleQueue = "orders.events.all"
+
 // connect picks the adapter the configuration names.
-func connect(_ context.Context, cfg broker.Config, log *slog.Logger) (broker.Broker, string, error) {
+func connect(ctx context.Context, cfg broker.Config, log *slog.Logger) (broker.Broker, string, error) {
 	if !cfg.Enabled {
 		log.Info("MESSAGE_BROKER_ENABLED is false: using the noop broker (events are printed, not sent)")
 		return noop.New(), "nowhere (noop)", nil
 	}
-	return nil, "", fmt.Errorf("MESSAGE_BROKER_TYPE=%s: this adapter is not implemented yet", cfg.Type)
+	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	switch cfg.Type {
+	case broker.RabbitMQ:
+		b, err := rabbitmq.New(cctx, cfg, rabbitmq.WithLogger(log),
+			rabbitmq.WithQueue(rabbitmq.Queue{Name: exampleQueue, Keys: []string{"order.#"}}))
+		if err != nil {
+			return nil, "", err
+		}
+		return b, fmt.Sprintf("RabbitMQ exchange %q -> queue %q (vhost %q)", cfg.Exchange, exampleQueue, cfg.VHost), nil
+	default:
+		return nil, "", fmt.Errorf("MESSAGE_BROKER_TYPE=%s: this adapter is not implemented yet", cfg.Type)
+	}
 }
 
 // printing writes each body the broker accepted as one line on out.
