@@ -62,12 +62,13 @@ func (m Message) Clone() Message {
 //
 // Publish returns nil only after the broker has durably accepted the message
 // (RabbitMQ: a publisher confirm of a routed, persistent message; Kafka:
-// acks=all). A non-nil error is either a context error, returned as is, or
-// matches one of the Err* categories of this package; [IsRetryable] tells
-// whether trying again may help. When ctx ends before the outcome is known,
-// Publish returns ctx.Err() and the message may still be delivered (the
-// adapter keeps trying it in the background until Close): duplicates are
-// possible, loss of an acknowledged message is not.
+// acks=all). Any other outcome is an error matching one of the Err*
+// categories of this package; [IsRetryable] tells whether trying again may
+// help. A ctx that is already done returns ctx.Err() as is. A ctx that ends
+// after the message was handed to the connection returns an error matching
+// both ctx.Err() and [ErrUnavailable]: the outcome is unknown and the message
+// may still be delivered (the adapter keeps it in flight until Close), so
+// duplicates are possible; loss of an acknowledged message is not.
 //
 // Publish does not modify msg. It may keep references to msg.Body and
 // msg.Headers after it returns (when ctx ended first): callers must not

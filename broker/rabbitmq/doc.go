@@ -43,10 +43,10 @@
 // and consumers deduplicate on message_id (the event id).
 //
 // Publish calls made while disconnected wait for the reconnect. If ctx ends
-// first, Publish returns an error matching both ctx.Err() and
-// broker.ErrUnavailable (retryable); the message stays queued and is still
-// sent after the reconnect unless Close gives up on it. A ctx that ends while
-// connected returns ctx.Err() alone; the message may still be confirmed.
+// before the confirm, Publish returns an error matching both ctx.Err() and
+// broker.ErrUnavailable (retryable) that says whether the broker was
+// connected; the message stays queued and is still sent after a reconnect
+// unless Close gives up on it.
 //
 // # Errors
 //

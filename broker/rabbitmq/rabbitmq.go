@@ -588,17 +588,19 @@ func (b *Broker) Publish(ctx context.Context, msg broker.Message) error {
 
 var errClosed = &broker.Error{Op: "rabbitmq: publish", Kind: broker.ErrClosed}
 
-// ctxErr is ctx.Err(), marked ErrUnavailable (retryable) when the broker is
-// disconnected, so a caller can tell an outage from a slow broker.
+// ctxErr reports a ctx that ended while the message waited for a window
+// slot, the connection or its confirm: ctx.Err() marked ErrUnavailable
+// (retryable), saying whether the broker was connected.
 func (b *Broker) ctxErr(ctx context.Context) error {
 	b.mu.Lock()
 	down, last := b.sess == nil, b.lastErr
 	b.mu.Unlock()
-	if !down {
-		return ctx.Err()
+	why := "no confirm from the broker yet"
+	if down {
+		why = fmt.Sprintf("not connected (last error: %v)", last)
 	}
 	return &broker.Error{Op: "rabbitmq: publish", Kind: broker.ErrUnavailable,
-		Err: fmt.Errorf("not connected (last error: %v): %w", last, ctx.Err())}
+		Err: fmt.Errorf("%s; the message may still be delivered: %w", why, ctx.Err())}
 }
 
 func newRecord(m broker.Message) *record {

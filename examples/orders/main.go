@@ -8,6 +8,15 @@
 //
 //	go run ./examples/orders
 //
+// With a broker:
+//
+//	MESSAGE_BROKER_ENABLED=true MESSAGE_BROKER_TYPE=rabbitmq go run ./examples/orders
+//	MESSAGE_BROKER_ENABLED=true MESSAGE_BROKER_TYPE=kafka MESSAGE_BROKER_PORT=9092 go run ./examples/orders
+//
+// On RabbitMQ it declares the queue orders.events.all (bound with order.#)
+// so the events have somewhere to go; on Kafka the topic orders.events must
+// exist (or be auto-created by the cluster).
+//
 // It exits non-zero if any publish fails.
 package main
 
@@ -24,6 +33,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/domainevents/domainevents/broker"
+	"github.com/domainevents/domainevents/broker/kafka"
 	"github.com/domainevents/domainevents/broker/noop"
 	"github.com/domainevents/domainevents/broker/rabbitmq"
 	"github.com/domainevents/domainevents/eventbus"
@@ -110,8 +120,14 @@ func connect(ctx context.Context, cfg broker.Config, log *slog.Logger) (broker.B
 			return nil, "", err
 		}
 		return b, fmt.Sprintf("RabbitMQ exchange %q -> queue %q (vhost %q)", cfg.Exchange, exampleQueue, cfg.VHost), nil
+	case broker.Kafka:
+		b, err := kafka.New(cctx, cfg, kafka.WithLogger(log))
+		if err != nil {
+			return nil, "", err
+		}
+		return b, fmt.Sprintf("Kafka topic %q at %v, keyed by order id", cfg.Topic, cfg.Addrs()), nil
 	default:
-		return nil, "", fmt.Errorf("MESSAGE_BROKER_TYPE=%s: this adapter is not implemented yet", cfg.Type)
+		return nil, "", fmt.Errorf("MESSAGE_BROKER_TYPE=%s: unknown broker type", cfg.Type)
 	}
 }
 
