@@ -28,7 +28,37 @@ var (
 	// ErrUnauthorized: bad credentials, or no permission for the vhost,
 	// exchange or topic.
 	ErrUnauthorized = errors.New("not authorized")
+	// ErrDeadLettered: the message was not published, but it is safe in a
+	// dead-letter sink (local spool or broker dead-letter queue) from which
+	// it can be replayed. Not retryable: retrying would duplicate it.
+	ErrDeadLettered = errors.New("dead-lettered")
 )
+
+// categories names each category for logs, headers and spool entries.
+var categories = []struct {
+	err  error
+	name string
+}{
+	{ErrDeadLettered, "dead_lettered"}, {ErrClosed, "closed"}, {ErrUnavailable, "unavailable"},
+	{ErrUnroutable, "unroutable"}, {ErrRejected, "rejected"}, {ErrTooLarge, "too_large"},
+	{ErrInvalid, "invalid"}, {ErrUnauthorized, "unauthorized"},
+	{context.DeadlineExceeded, "deadline_exceeded"}, {context.Canceled, "canceled"},
+}
+
+// Category names err's category: "unavailable", "unroutable", "rejected",
+// "too_large", "invalid", "unauthorized", "closed", "dead_lettered",
+// "deadline_exceeded", "canceled", or "unknown" ("" for nil).
+func Category(err error) string {
+	if err == nil {
+		return ""
+	}
+	for _, c := range categories {
+		if errors.Is(err, c.err) {
+			return c.name
+		}
+	}
+	return "unknown"
+}
 
 // Error is a failure with both a category and a native cause. errors.Is
 // matches Kind (one of the Err* values above), errors.As reaches the native
@@ -80,8 +110,10 @@ func NewError(op string, kind, cause error) error {
 }
 
 // IsRetryable reports whether publishing the same message again may succeed:
-// true for [ErrUnavailable], false for every other category, for context
-// errors (the caller gave up) and for nil.
+// true for [ErrUnavailable] (even when it also wraps the context error of an
+// attempt that timed out), false for every other category, for [ErrClosed]
+// and [ErrDeadLettered] whatever else they wrap, for plain context errors
+// and for nil.
 func IsRetryable(err error) bool {
-	return err != nil && errors.Is(err, ErrUnavailable) && !errors.Is(err, ErrClosed)
+	return err != nil && errors.Is(err, ErrUnavailable) && !errors.Is(err, ErrClosed) && !errors.Is(err, ErrDeadLettered)
 }

@@ -46,10 +46,20 @@ func TestIsRetryable(t *testing.T) {
 		{&broker.Error{Kind: broker.ErrInvalid}, false},
 		{&broker.Error{Kind: broker.ErrUnauthorized}, false},
 		{errors.Join(&broker.Error{Kind: broker.ErrUnavailable}, &broker.Error{Kind: broker.ErrClosed}), false},
+		{errors.Join(&broker.Error{Kind: broker.ErrUnavailable}, broker.ErrDeadLettered), false},
+		{&broker.Error{Kind: broker.ErrUnavailable, Err: context.DeadlineExceeded}, true},
 	}
 	for _, tt := range tests {
 		t.Run(fmt.Sprint(tt.err), func(t *testing.T) {
 			assert.Equal(t, tt.want, broker.IsRetryable(tt.err))
 		})
 	}
+}
+
+func TestCategory(t *testing.T) {
+	assert.Equal(t, "", broker.Category(nil))
+	assert.Equal(t, "unavailable", broker.Category(&broker.Error{Kind: broker.ErrUnavailable, Err: context.DeadlineExceeded}))
+	assert.Equal(t, "unroutable", broker.Category(fmt.Errorf("x: %w", &broker.Error{Kind: broker.ErrUnroutable})))
+	assert.Equal(t, "deadline_exceeded", broker.Category(context.DeadlineExceeded))
+	assert.Equal(t, "unknown", broker.Category(io.EOF))
 }

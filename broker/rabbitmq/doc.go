@@ -43,10 +43,12 @@
 // and consumers deduplicate on message_id (the event id).
 //
 // Publish calls made while disconnected wait for the reconnect. If ctx ends
-// before the confirm, Publish returns an error matching both ctx.Err() and
-// broker.ErrUnavailable (retryable) that says whether the broker was
-// connected; the message stays queued and is still sent after a reconnect
-// unless Close gives up on it.
+// first, Publish returns an error matching both ctx.Err() and
+// broker.ErrUnavailable (retryable). A message no connection ever carried is
+// withdrawn then ("not sent" in the error), so a retry or dead letter does
+// not duplicate it; one that was sent but not confirmed stays in flight and
+// is re-published after a reconnect (the error says it may still be
+// delivered).
 //
 // # Errors
 //

@@ -74,6 +74,7 @@ type record struct {
 	done     chan struct{}
 	err      error
 	returned *amqp.Return
+	sent     bool // handed to a connection at least once; guarded by Broker.mu
 }
 
 // New connects to RabbitMQ as cfg says, declares the topology (a durable
@@ -350,6 +351,7 @@ func (b *Broker) send(s *session, r *record) {
 
 	err := s.ch.PublishWithContext(context.Background(), b.exchange, r.key, true, false, r.pub)
 	if err == nil {
+		r.sent = true
 		return
 	}
 	// Not sent (amqp091 took the tag back). Queue it for the next session
@@ -581,9 +583,39 @@ func (b *Broker) Publish(ctx context.Context, msg broker.Message) error {
 	case <-r.done:
 		return r.err
 	case <-ctx.Done():
-		// The message stays in flight: it is still confirmed or re-published.
+		if b.withdraw(r) {
+			return b.notSentErr(ctx)
+		}
+		// Sent, outcome unknown: it stays in flight, confirmed or re-published.
 		return b.ctxErr(ctx)
 	}
+}
+
+// withdraw takes r back if no connection ever carried it (it waited for a
+// reconnect), so that a caller who gives up knows for sure it was not sent
+// and a later retry or dead letter does not duplicate it.
+func (b *Broker) withdraw(r *record) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if r.sent {
+		return false
+	}
+	i := slices.Index(b.queue, r)
+	if i < 0 {
+		return false
+	}
+	b.queue = slices.Delete(b.queue, i, i+1)
+	<-b.window
+	return true
+}
+
+// notSentErr reports a message withdrawn before any connection carried it.
+func (b *Broker) notSentErr(ctx context.Context) error {
+	b.mu.Lock()
+	last := b.lastErr
+	b.mu.Unlock()
+	return &broker.Error{Op: "rabbitmq: publish", Kind: broker.ErrUnavailable,
+		Err: fmt.Errorf("not sent: not connected (last error: %v): %w", last, ctx.Err())}
 }
 
 var errClosed = &broker.Error{Op: "rabbitmq: publish", Kind: broker.ErrClosed}

@@ -1,0 +1,33 @@
+// Package deadletter stores messages that could not be published, so that
+// nothing is silently lost, and replays them.
+//
+// A [Sink] takes an [Entry]: the original message unchanged (body, headers,
+// key, name, id) plus the reason, its category, the attempt count and the
+// first and last failure times. Put returns nil only once the entry is safe.
+//
+// Two kinds of sink exist:
+//
+//   - [Spool], a durable local store for when the broker cannot be reached:
+//     append-only segment files in one directory, every record length-prefixed
+//     and CRC-32C checksummed, fsync'd before Put returns. It is bounded
+//     ([WithMaxBytes], default 1 GiB; beyond it Put fails with [ErrFull]).
+//     After a crash, a record torn at a segment's tail is skipped and
+//     reported; earlier records are intact. [Spool.Replay] re-publishes the
+//     entries and removes only those the broker confirmed.
+//   - broker-side destinations for messages the broker is up but refuses
+//     (unroutable, nacked, too large): rabbitmq.NewDeadLetterSink (exchange
+//     "<exchange>.dlx", queue "<exchange>.dlq") and kafka.NewDeadLetterSink
+//     (topic "<topic>.dlq"). They add the reason as headers ([HeaderReason],
+//     [HeaderCategory], [HeaderAttempts], [HeaderFirstFailure],
+//     [HeaderLastFailure]).
+//
+// The broker/retry package decides what goes where.
+//
+// # Replay semantics
+//
+// Replay is at least once: a segment is deleted only after each of its
+// entries was confirmed or re-spooled, so a crash mid-replay loses nothing
+// and the next replay may publish some entries again with the same message
+// id. Consumers deduplicate on the id. Entries of one key are replayed in
+// their spooled order.
+package deadletter

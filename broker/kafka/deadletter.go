@@ -1,0 +1,46 @@
+package kafka
+
+import (
+	"context"
+
+	"github.com/domainevents/domainevents/broker"
+	"github.com/domainevents/domainevents/broker/deadletter"
+)
+
+// DeadLetterSink is the broker-side dead-letter destination for records
+// Kafka refused for good (too large, unauthorized, invalid): the topic
+// "<topic>.dlq", which must exist or be auto-created. Each record keeps its
+// key, value and headers, plus the deadletter.Header* headers giving the
+// reason. It implements deadletter.Sink.
+type DeadLetterSink struct {
+	b     *Broker
+	topic string
+}
+
+// NewDeadLetterSink connects as cfg says, for the topic cfg.Topic+".dlq".
+// opts are connection options (logger, TLS, SASL, sarama config...);
+// WithTopicPerEvent is ignored.
+func NewDeadLetterSink(ctx context.Context, cfg broker.Config, opts ...Option) (*DeadLetterSink, error) {
+	if cfg.Topic == "" {
+		cfg.Topic = broker.DefaultDestination
+	}
+	cfg.Topic += ".dlq"
+	opts = append(opts, func(o *options) error { o.topicPerEvent = false; return nil })
+	b, err := New(ctx, cfg, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return &DeadLetterSink{b: b, topic: cfg.Topic}, nil
+}
+
+// Put produces the entry's message with its reason headers and waits for
+// the acks=all acknowledgement.
+func (s *DeadLetterSink) Put(ctx context.Context, e deadletter.Entry) error {
+	return s.b.Publish(ctx, e.WithReason())
+}
+
+// Close flushes and closes the sink's producer.
+func (s *DeadLetterSink) Close(ctx context.Context) error { return s.b.Close(ctx) }
+
+// String names the destination: "kafka topic <topic>.dlq".
+func (s *DeadLetterSink) String() string { return "kafka topic " + s.topic }
