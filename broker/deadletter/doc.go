@@ -1,9 +1,10 @@
 // Package deadletter stores messages that could not be published, so that
 // nothing is silently lost, and replays them.
 //
-// A [Sink] takes an [Entry]: the original message unchanged (body, headers,
-// key, name, id) plus the reason, its category, the attempt count and the
-// first and last failure times. Put returns nil only once the entry is safe.
+// A broker.DeadLetterSink takes a broker.DeadLetter: the original message
+// unchanged (body, headers, key, name, id) plus the reason, its category,
+// the attempt count and the first and last failure times. Put returns nil
+// only once the entry is safe.
 //
 // Two kinds of sink exist:
 //
@@ -17,9 +18,9 @@
 //   - broker-side destinations for messages the broker is up but refuses
 //     (unroutable, nacked, too large): rabbitmq.NewDeadLetterSink (exchange
 //     "<exchange>.dlx", queue "<exchange>.dlq") and kafka.NewDeadLetterSink
-//     (topic "<topic>.dlq"). They add the reason as headers ([HeaderReason],
-//     [HeaderCategory], [HeaderAttempts], [HeaderFirstFailure],
-//     [HeaderLastFailure]).
+//     (topic "<topic>.dlq"). They publish [WithReason]: the message with the
+//     reason as headers ([HeaderReason], [HeaderCategory], [HeaderAttempts],
+//     [HeaderFirstFailure], [HeaderLastFailure]).
 //
 // The broker/retry package decides what goes where.
 //

@@ -155,7 +155,7 @@ func (s *Spool) Dir() string { return s.dir }
 // String names the spool, for logs and errors.
 func (s *Spool) String() string { return "spool " + s.dir }
 
-// wireEntry is the stable on-disk form of an Entry.
+// wireEntry is the stable on-disk form of a broker.DeadLetter.
 type wireEntry struct {
 	ID           string            `json:"id"`
 	Name         string            `json:"name"`
@@ -171,7 +171,7 @@ type wireEntry struct {
 	LastFailure  time.Time         `json:"lastFailure,omitzero"`
 }
 
-func encode(e Entry) ([]byte, error) {
+func encode(e broker.DeadLetter) ([]byte, error) {
 	m := e.Message
 	payload, err := json.Marshal(wireEntry{ID: m.ID, Name: m.Name, Key: m.Key, Body: m.Body, ContentType: m.ContentType,
 		Headers: m.Headers, Time: m.Time, Reason: e.Reason, Category: e.Category, Attempts: e.Attempts,
@@ -188,7 +188,7 @@ func encode(e Entry) ([]byte, error) {
 
 // Put appends e and fsyncs before returning. A spool that would exceed its
 // bound returns an error matching [ErrFull].
-func (s *Spool) Put(_ context.Context, e Entry) error {
+func (s *Spool) Put(_ context.Context, e broker.DeadLetter) error {
 	rec, err := encode(e)
 	if err != nil {
 		return fmt.Errorf("deadletter: encode entry %s: %w", e.Message.ID, err)
@@ -268,12 +268,12 @@ type ScanReport struct {
 }
 
 // readSegment decodes every record of one segment file.
-func readSegment(path string) ([]Entry, *Torn, error) {
+func readSegment(path string) ([]broker.DeadLetter, *Torn, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, nil, fmt.Errorf("deadletter: read %s: %w", path, err)
 	}
-	var out []Entry
+	var out []broker.DeadLetter
 	off := int64(0)
 	size := int64(len(data))
 	for off < size {
@@ -297,7 +297,7 @@ func readSegment(path string) ([]Entry, *Torn, error) {
 		if err := json.Unmarshal(payload, &w); err != nil {
 			return out, nil, fmt.Errorf("%w: %s: record at offset %d: %v", ErrCorrupt, path, off, err)
 		}
-		out = append(out, Entry{
+		out = append(out, broker.DeadLetter{
 			Message: broker.Message{ID: w.ID, Name: w.Name, Key: w.Key, Body: w.Body, ContentType: w.ContentType,
 				Headers: w.Headers, Time: w.Time},
 			Reason: w.Reason, Category: w.Category, Attempts: w.Attempts,
@@ -312,7 +312,7 @@ func readSegment(path string) ([]Entry, *Torn, error) {
 // corrupted segment is an error matching [ErrCorrupt] naming the file and
 // offset; fn returning an error stops the scan with it. A scan that races a
 // Put may report the record being written as torn.
-func (s *Spool) Scan(fn func(Entry) error) (ScanReport, error) {
+func (s *Spool) Scan(fn func(broker.DeadLetter) error) (ScanReport, error) {
 	s.mu.Lock()
 	segs, err := s.segments()
 	s.mu.Unlock()
@@ -443,7 +443,7 @@ func (s *Spool) Replay(ctx context.Context, b broker.Broker, opts ReplayOptions)
 
 // publishAll publishes entries with workers, keeping one key's entries in
 // order on one worker, and returns those that failed, updated.
-func publishAll(ctx context.Context, b broker.Broker, entries []Entry, workers int) []Entry {
+func publishAll(ctx context.Context, b broker.Broker, entries []broker.DeadLetter, workers int) []broker.DeadLetter {
 	lanes := make([][]int, workers)
 	for i, e := range entries {
 		h := fnv.New32a()
@@ -464,7 +464,7 @@ func publishAll(ctx context.Context, b broker.Broker, entries []Entry, workers i
 		})
 	}
 	wg.Wait()
-	var failed []Entry
+	var failed []broker.DeadLetter
 	now := time.Now()
 	for i, err := range errs {
 		if err == nil {

@@ -22,18 +22,18 @@ import (
 	"github.com/domainevents/domainevents/broker/deadletter"
 )
 
-func entry(name string) deadletter.Entry {
+func entry(name string) broker.DeadLetter {
 	m := brokertest.NewMessage(name)
 	m.Headers = map[string]string{"trace": "t-1"}
 	now := time.Now().UTC().Truncate(time.Millisecond)
-	return deadletter.Entry{Message: m, Reason: "rabbitmq: publish: broker unavailable: connection refused",
+	return broker.DeadLetter{Message: m, Reason: "rabbitmq: publish: broker unavailable: connection refused",
 		Category: "unavailable", Attempts: 5, FirstFailure: now.Add(-time.Second), LastFailure: now}
 }
 
-func scanAll(t *testing.T, s *deadletter.Spool) ([]deadletter.Entry, deadletter.ScanReport) {
+func scanAll(t *testing.T, s *deadletter.Spool) ([]broker.DeadLetter, deadletter.ScanReport) {
 	t.Helper()
-	var got []deadletter.Entry
-	rep, err := s.Scan(func(e deadletter.Entry) error { got = append(got, e); return nil })
+	var got []broker.DeadLetter
+	rep, err := s.Scan(func(e broker.DeadLetter) error { got = append(got, e); return nil })
 	require.NoError(t, err)
 	return got, rep
 }
@@ -42,7 +42,7 @@ func TestSpoolRoundTrip(t *testing.T) {
 	dir := t.TempDir()
 	s, err := deadletter.OpenSpool(dir, deadletter.WithSegmentBytes(2048))
 	require.NoError(t, err)
-	var want []deadletter.Entry
+	var want []broker.DeadLetter
 	for i := range 20 {
 		e := entry(fmt.Sprintf("order.n%d", i))
 		e.Message.Body = []byte{0, 1, 2, 255, byte(i)} // bodies are bytes, not text
@@ -146,7 +146,7 @@ func TestSpoolTornTailAndCorruption(t *testing.T) {
 	bad := append([]byte(nil), data...)
 	bad[20] ^= 0xff
 	require.NoError(t, os.WriteFile(segs[0], bad, 0o600))
-	_, err = s.Scan(func(deadletter.Entry) error { return nil })
+	_, err = s.Scan(func(broker.DeadLetter) error { return nil })
 	require.Error(t, err)
 	assert.ErrorIs(t, err, deadletter.ErrCorrupt)
 	assert.Contains(t, err.Error(), segs[0])
@@ -276,7 +276,7 @@ func TestCrashSafety(t *testing.T) {
 		s, err := deadletter.OpenSpool(dir)
 		require.NoError(t, err)
 		have := map[string]bool{}
-		rep, err := s.Scan(func(e deadletter.Entry) error { have[e.Message.ID] = true; return nil })
+		rep, err := s.Scan(func(e broker.DeadLetter) error { have[e.Message.ID] = true; return nil })
 		require.NoError(t, err)
 		require.NoError(t, s.Close())
 		missing := 0

@@ -11,7 +11,7 @@ import (
 // Kafka refused for good (too large, unauthorized, invalid): the topic
 // "<topic>.dlq", which must exist or be auto-created. Each record keeps its
 // key, value and headers, plus the deadletter.Header* headers giving the
-// reason. It implements deadletter.Sink.
+// reason. It implements broker.DeadLetterSink.
 type DeadLetterSink struct {
 	b     *Broker
 	topic string
@@ -35,8 +35,8 @@ func NewDeadLetterSink(ctx context.Context, cfg broker.Config, opts ...Option) (
 
 // Put produces the entry's message with its reason headers and waits for
 // the acks=all acknowledgement.
-func (s *DeadLetterSink) Put(ctx context.Context, e deadletter.Entry) error {
-	return s.b.Publish(ctx, e.WithReason())
+func (s *DeadLetterSink) Put(ctx context.Context, e broker.DeadLetter) error {
+	return s.b.Publish(ctx, deadletter.WithReason(e))
 }
 
 // Close flushes and closes the sink's producer.

@@ -12,7 +12,7 @@ import (
 // named "<exchange>.dlx" with a durable queue "<exchange>.dlq" bound to
 // everything ("#"). Each message keeps its body, message_id, type, routing
 // key and headers, plus the deadletter.Header* headers giving the reason.
-// It implements deadletter.Sink.
+// It implements broker.DeadLetterSink.
 type DeadLetterSink struct {
 	b     *Broker
 	queue string
@@ -34,8 +34,8 @@ func NewDeadLetterSink(ctx context.Context, cfg broker.Config, opts ...Option) (
 
 // Put publishes the entry's message with its reason headers and waits for
 // the confirm.
-func (s *DeadLetterSink) Put(ctx context.Context, e deadletter.Entry) error {
-	return s.b.Publish(ctx, e.WithReason())
+func (s *DeadLetterSink) Put(ctx context.Context, e broker.DeadLetter) error {
+	return s.b.Publish(ctx, deadletter.WithReason(e))
 }
 
 // Close closes the sink's connection, waiting for outstanding confirms.

@@ -56,7 +56,7 @@ func TestOutageSpoolsThenReplays(t *testing.T) {
 		require.ErrorIs(t, err, broker.ErrDeadLettered, "event %d", i)
 	}
 	seen := map[string]int{}
-	rep, err := spool.Scan(func(e deadletter.Entry) error {
+	rep, err := spool.Scan(func(e broker.DeadLetter) error {
 		seen[e.Message.ID]++
 		if e.Category != "unavailable" || e.Attempts != 3 || e.Reason == "" {
 			return fmt.Errorf("entry %s: category %q attempts %d reason %q", e.Message.ID, e.Category, e.Attempts, e.Reason)
@@ -82,7 +82,7 @@ func TestOutageSpoolsThenReplays(t *testing.T) {
 	require.NoError(t, err, "every spooled event reaches the queue")
 	moreDups, unknown := f.countRest(t, got)
 	dups += moreDups
-	left, err := spool.Scan(func(deadletter.Entry) error { return nil })
+	left, err := spool.Scan(func(broker.DeadLetter) error { return nil })
 	require.NoError(t, err)
 	t.Logf("published=%d spooled=%d replayed=%d found=%d duplicates=%d unknown=%d spool-left=%d",
 		n, len(seen), res.Published, len(got), dups, unknown, left.Entries)
@@ -153,7 +153,7 @@ func TestUnroutableGoesToDeadLetterQueue(t *testing.T) {
 	assert.Equal(t, "unroutable", d.h[deadletter.HeaderCategory])
 	assert.Contains(t, d.h[deadletter.HeaderReason], "no queue bound")
 	assert.Equal(t, "1", d.h[deadletter.HeaderAttempts])
-	rep, err := spool.Scan(func(deadletter.Entry) error { return nil })
+	rep, err := spool.Scan(func(broker.DeadLetter) error { return nil })
 	require.NoError(t, err)
 	assert.Zero(t, rep.Entries, "the broker took it: nothing spooled")
 }

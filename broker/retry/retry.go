@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/domainevents/domainevents/broker"
-	"github.com/domainevents/domainevents/broker/deadletter"
 )
 
 // Broker wraps a broker.Broker with retries and dead-lettering. It is itself
@@ -22,8 +21,8 @@ type Broker struct {
 	initial, max   time.Duration
 	retryable      func(error) bool
 	onAttempt      func(Attempt)
-	deadLetter     deadletter.Sink
-	rejected       deadletter.Sink
+	deadLetter     broker.DeadLetterSink
+	rejected       broker.DeadLetterSink
 	logger         *slog.Logger
 
 	// Test seams: the clock and the wait between attempts.
@@ -121,7 +120,7 @@ func WithOnAttempt(fn func(Attempt)) Option {
 // WithDeadLetter stores every message that finally failed in sink (usually a
 // deadletter.Spool: the broker may be unreachable). Default: none, the error
 // is returned and the message is the caller's to keep.
-func WithDeadLetter(sink deadletter.Sink) Option {
+func WithDeadLetter(sink broker.DeadLetterSink) Option {
 	return func(b *Broker) error {
 		b.deadLetter = sink
 		return nil
@@ -132,7 +131,7 @@ func WithDeadLetter(sink deadletter.Sink) Option {
 // (non-retryable: unroutable, rejected, too large...) in sink, usually the
 // broker's own dead-letter queue or topic. If that fails too, the
 // WithDeadLetter sink takes them. Default: the WithDeadLetter sink.
-func WithRejectedDeadLetter(sink deadletter.Sink) Option {
+func WithRejectedDeadLetter(sink broker.DeadLetterSink) Option {
 	return func(b *Broker) error {
 		b.rejected = sink
 		return nil
@@ -279,7 +278,7 @@ func (e *GiveUpError) Unwrap() []error {
 
 func (b *Broker) giveUp(ctx context.Context, msg broker.Message, err error, attempts int, first, last time.Time) error {
 	ge := &GiveUpError{ID: msg.ID, Name: msg.Name, Attempts: attempts, Err: err}
-	entry := deadletter.Entry{Message: msg.Clone(), Reason: err.Error(), Category: broker.Category(err),
+	entry := broker.DeadLetter{Message: msg.Clone(), Reason: err.Error(), Category: broker.Category(err),
 		Attempts: attempts, FirstFailure: first, LastFailure: last}
 	// Store it even if the caller gave up: that is the point of a dead letter.
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
@@ -301,8 +300,8 @@ func (b *Broker) giveUp(ctx context.Context, msg broker.Message, err error, atte
 
 // sinksFor lists the sinks to try in order: the broker's own dead-letter
 // destination for messages it refused, then the general sink.
-func (b *Broker) sinksFor(err error) []deadletter.Sink {
-	var sinks []deadletter.Sink
+func (b *Broker) sinksFor(err error) []broker.DeadLetterSink {
+	var sinks []broker.DeadLetterSink
 	if b.rejected != nil && !broker.IsRetryable(err) && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
 		sinks = append(sinks, b.rejected)
 	}

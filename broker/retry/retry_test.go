@@ -12,7 +12,6 @@ import (
 
 	"github.com/domainevents/domainevents/broker"
 	"github.com/domainevents/domainevents/broker/brokertest"
-	"github.com/domainevents/domainevents/broker/deadletter"
 	"github.com/domainevents/domainevents/broker/retry"
 )
 
@@ -141,12 +140,12 @@ func TestCallerContextStopsRetries(t *testing.T) {
 
 type memSink struct {
 	mu      sync.Mutex
-	entries []deadletter.Entry
+	entries []broker.DeadLetter
 	err     error
 	name    string
 }
 
-func (m *memSink) Put(_ context.Context, e deadletter.Entry) error {
+func (m *memSink) Put(_ context.Context, e broker.DeadLetter) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.err != nil {
