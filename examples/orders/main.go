@@ -15,7 +15,9 @@
 //
 // On RabbitMQ it declares the queue orders.events.all (bound with order.#)
 // so the events have somewhere to go; on Kafka the topic orders.events must
-// exist (or be auto-created by the cluster).
+// exist (or be auto-created by the cluster). Publishes are retried; what
+// still fails is kept in the spool at DEADLETTER_DIR (see
+// examples/deadletters).
 //
 // It exits non-zero if any publish fails.
 package main
@@ -28,14 +30,17 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"time"
 
 	"github.com/google/uuid"
 
 	"github.com/domainevents/domainevents/broker"
+	"github.com/domainevents/domainevents/broker/deadletter"
 	"github.com/domainevents/domainevents/broker/kafka"
 	"github.com/domainevents/domainevents/broker/noop"
 	"github.com/domainevents/domainevents/broker/rabbitmq"
+	"github.com/domainevents/domainevents/broker/retry"
 	"github.com/domainevents/domainevents/eventbus"
 	"github.com/domainevents/domainevents/events"
 )
@@ -58,6 +63,19 @@ func run(ctx context.Context, log *slog.Logger, out io.Writer) (err error) {
 	b, where, err := connect(ctx, cfg, log)
 	if err != nil {
 		return err
+	}
+	if cfg.Enabled {
+		// What the broker cannot take after retries lands in a local spool:
+		// list and replay it with examples/deadletters.
+		spool, err := deadletter.OpenSpool(spoolDir())
+		if err != nil {
+			return err
+		}
+		defer spool.Close()
+		if b, err = retry.New(b, retry.WithDeadLetter(spool), retry.WithLogger(log)); err != nil {
+			return err
+		}
+		where += "; failures spooled to " + spool.Dir()
 	}
 	defer func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -96,6 +114,14 @@ func run(ctx context.Context, log *slog.Logger, out io.Writer) (err error) {
 	}
 	log.Info("published 3 events", "order", orderID, "destination", where)
 	return nil
+}
+
+// spoolDir is the dead-letter spool, shared with examples/deadletters.
+func spoolDir() string {
+	if d := os.Getenv("DEADLETTER_DIR"); d != "" {
+		return d
+	}
+	return filepath.Join(os.TempDir(), "domainevents-spool")
 }
 
 // exampleQueue is where the example's events land on RabbitMQ: a durable

@@ -1,0 +1,140 @@
+package broker_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/domainevents/domainevents/broker"
+	"github.com/domainevents/domainevents/broker/brokertest"
+	"github.com/domainevents/domainevents/events"
+)
+
+func cancelled(i int) events.OrderCancelled {
+	return events.OrderCancelled{OrderID: "o-" + string(rune('a'+i%26)), UserID: "u", OldStatus: "created", NewStatus: "cancelled"}
+}
+
+type memSink struct {
+	mu  sync.Mutex
+	got []broker.DeadLetter
+}
+
+func (m *memSink) Put(_ context.Context, d broker.DeadLetter) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.got = append(m.got, d)
+	return nil
+}
+
+func (m *memSink) ids() map[string]bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := map[string]bool{}
+	for _, d := range m.got {
+		out[d.Message.ID] = true
+	}
+	return out
+}
+
+func TestAsyncForwarderPublishesEverything(t *testing.T) {
+	rec := &brokertest.Recorder{}
+	f, err := broker.NewForwarder(rec, broker.WithAsync(broker.AsyncOptions{Queue: 8, Workers: 4}))
+	require.NoError(t, err)
+	for i := range 500 {
+		require.NoError(t, f.Forward(context.Background(), cancelled(i)))
+	}
+	// Invalid events are refused at once, not queued.
+	assert.ErrorIs(t, f.Forward(context.Background(), events.OrderCancelled{}), events.ErrInvalid)
+	require.NoError(t, f.Close(context.Background()))
+	assert.Len(t, rec.Messages(), 500, "Close drains the queue")
+	assert.Equal(t, broker.ForwarderStats{Enqueued: 500, Published: 500}, f.Stats())
+	assert.ErrorIs(t, f.Forward(context.Background(), cancelled(0)), broker.ErrClosed)
+	assert.NoError(t, f.Close(context.Background()), "second Close")
+}
+
+// blocking holds every publish until released or its ctx ends.
+type blocking struct {
+	release chan struct{}
+	started atomic.Int32
+}
+
+func (b *blocking) Publish(ctx context.Context, _ broker.Message) error {
+	b.started.Add(1)
+	select {
+	case <-b.release:
+		return nil
+	case <-ctx.Done():
+		return &broker.Error{Op: "test", Kind: broker.ErrUnavailable, Err: ctx.Err()}
+	}
+}
+func (b *blocking) Close(context.Context) error { return nil }
+
+func TestAsyncQueueFullBlocksNeverDrops(t *testing.T) {
+	b := &blocking{release: make(chan struct{})}
+	f, err := broker.NewForwarder(b, broker.WithAsync(broker.AsyncOptions{Queue: 2, Workers: 1}))
+	require.NoError(t, err)
+	for i := range 3 { // one with the worker, two queued
+		require.NoError(t, f.Forward(context.Background(), cancelled(i)))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	err = f.Forward(ctx, cancelled(3))
+	require.Error(t, err, "a full queue makes the caller wait, then says the event was not accepted")
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.Contains(t, err.Error(), "not accepted")
+	close(b.release)
+	require.NoError(t, f.Close(context.Background()))
+	assert.Equal(t, int64(3), f.Stats().Published)
+}
+
+func TestAsyncCloseDeadLettersLeftovers(t *testing.T) {
+	b := &blocking{release: make(chan struct{})} // the broker is down: nothing completes
+	sink := &memSink{}
+	var reported atomic.Int32
+	f, err := broker.NewForwarder(b, broker.WithAsync(broker.AsyncOptions{Queue: 100, Workers: 2, DeadLetter: sink,
+		OnError: func(broker.Message, error) { reported.Add(1) }}))
+	require.NoError(t, err)
+	for i := range 50 {
+		require.NoError(t, f.Forward(context.Background(), cancelled(i)))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	err = f.Close(ctx)
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
+	st := f.Stats()
+	assert.Equal(t, int64(50), st.Enqueued)
+	assert.Equal(t, st.Enqueued, st.Published+st.DeadLettered+st.Failed, "every event is accounted for")
+	assert.Equal(t, int64(50), st.DeadLettered)
+	assert.Len(t, sink.ids(), 50, "each event in the sink once")
+	assert.Equal(t, int32(50), reported.Load())
+}
+
+func TestAsyncFailureWithoutSinkIsReported(t *testing.T) {
+	rec := &brokertest.Recorder{Fail: func(broker.Message) error {
+		return &broker.Error{Op: "test", Kind: broker.ErrUnroutable, Err: errors.New("no queue")}
+	}}
+	var mu sync.Mutex
+	var errs []error
+	f, err := broker.NewForwarder(rec, broker.WithAsync(broker.AsyncOptions{OnError: func(_ broker.Message, err error) {
+		mu.Lock()
+		errs = append(errs, err)
+		mu.Unlock()
+	}}))
+	require.NoError(t, err)
+	require.NoError(t, f.Forward(context.Background(), cancelled(1)))
+	require.NoError(t, f.Close(context.Background()))
+	require.Len(t, errs, 1)
+	assert.ErrorIs(t, errs[0], broker.ErrUnroutable)
+	assert.Equal(t, int64(1), f.Stats().Failed)
+}
+
+func TestWithAsyncBadOptions(t *testing.T) {
+	_, err := broker.NewForwarder(&brokertest.Recorder{}, broker.WithAsync(broker.AsyncOptions{Workers: -1}))
+	assert.ErrorIs(t, err, broker.ErrInvalid)
+}
