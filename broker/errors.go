@@ -99,9 +99,9 @@ func (e *Error) Unwrap() []error {
 	return errs
 }
 
-// NewError returns an *Error, except that context errors (which callers
-// test with errors.Is) and errors already carrying a category are returned
-// as they are. Adapters use it to classify native errors.
+// NewError returns an *Error, except that a context error with no kind is
+// returned as it is (callers test it with errors.Is). Adapters use it to
+// classify native errors.
 func NewError(op string, kind, cause error) error {
 	if cause != nil && (errors.Is(cause, context.Canceled) || errors.Is(cause, context.DeadlineExceeded)) && kind == nil {
 		return cause

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -33,7 +34,8 @@ type Harness struct {
 
 // Run runs the conformance suite every adapter must pass: publish and read
 // back, headers and binary bodies unchanged, a cancelled ctx, invalid
-// messages, publish after Close, Close twice, concurrent publishers.
+// messages, publish after Close, Close twice, concurrent publishers, and a
+// Close that lets in-flight publishes finish.
 func Run(t *testing.T, h Harness) {
 	t.Helper()
 	if h.Timeout == 0 {
@@ -51,6 +53,7 @@ func Run(t *testing.T, h Harness) {
 		{"PublishAfterClose", testPublishAfterClose},
 		{"CloseTwice", testCloseTwice},
 		{"ConcurrentPublishers", testConcurrentPublishers},
+		{"CloseFlushesInFlight", testCloseFlushes},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) { c.fn(t, h) })
@@ -214,6 +217,57 @@ func testConcurrentPublishers(t *testing.T, h Harness) {
 		}
 	}
 	assert.Zero(t, missing, "of %d published, %d never arrived", len(ids), missing)
+}
+
+// testCloseFlushes closes the broker while 200 publishes are in progress:
+// each returns nil or ErrClosed, Close returns nil, and every message
+// reported published arrives.
+func testCloseFlushes(t *testing.T, h Harness) {
+	b, recv := open(t, h)
+	ctx := ctxFor(t, h)
+	const n = 200
+	var (
+		mu       sync.Mutex
+		ok       []string
+		closed   int
+		other    []error
+		finished atomic.Int32
+	)
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			m := NewMessage("order.created")
+			err := b.Publish(ctx, m)
+			finished.Add(1)
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				ok = append(ok, m.ID)
+			case errors.Is(err, broker.ErrClosed):
+				closed++
+			default:
+				other = append(other, err)
+			}
+		})
+	}
+	WaitFor(t, h.Timeout, "some publishes to finish", func() bool { return finished.Load() >= 10 })
+	require.NoError(t, b.Close(ctx), "Close with publishes in flight")
+	wg.Wait()
+	require.NoError(t, errors.Join(other...), "a publish racing Close returns nil or ErrClosed")
+	assert.Equal(t, n, len(ok)+closed)
+	if recv == nil {
+		return
+	}
+	got, err := recv(ctx, ok)
+	require.NoError(t, err, "every message Publish reported as published arrives")
+	missing := 0
+	for _, id := range ok {
+		if _, found := got[id]; !found {
+			missing++
+		}
+	}
+	assert.Zero(t, missing, "of %d published, %d never arrived", len(ok), missing)
 }
 
 // RecorderReceiver returns a Receiver that reads r's recorded messages,

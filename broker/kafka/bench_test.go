@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"sync"
-	"sync/atomic"
 	"testing"
 
 	"github.com/IBM/sarama"
@@ -12,34 +11,12 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/domainevents/domainevents/broker"
+	"github.com/domainevents/domainevents/broker/brokertest"
 	"github.com/domainevents/domainevents/broker/kafka"
 )
 
 // A ~300-byte order event body.
 var benchBody = []byte(`{"name":"order.created","id":"6f1c2a9e-3b8d-4c1e-9a57-2d4f8b0e1c33","timestamp":"2026-11-30T10:15:30.123Z","data":{"orderId":"0b8f5e2c-7a41-4d2b-9c3e-5f6a7b8c9d0e","userId":"a3d9c1f0-2b4e-4f6a-8c7d-9e0f1a2b3c4d","items":[{"productId":"sku-1001","quantity":2,"price":5000.00}],"total":12550.00,"status":"created"}}`)
-
-func parallel(b *testing.B, p int, fn func() error) {
-	var n atomic.Int64
-	var wg sync.WaitGroup
-	var firstErr atomic.Value
-	b.ResetTimer()
-	for range p {
-		wg.Go(func() {
-			for n.Add(1) <= int64(b.N) {
-				if err := fn(); err != nil {
-					firstErr.CompareAndSwap(nil, err)
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	b.StopTimer()
-	if err, _ := firstErr.Load().(error); err != nil {
-		b.Fatal(err)
-	}
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
-}
 
 // BenchmarkPublish compares our Publish with a raw sarama AsyncProducer with
 // the same durability settings (acks=all, idempotent, murmur2), against the
@@ -66,7 +43,7 @@ func BenchmarkPublish(b *testing.B) {
 			}
 			defer ours.Close(ctx)
 			b.ReportAllocs()
-			parallel(b, p, func() error {
+			brokertest.Parallel(b, p, func() error {
 				id := uuid.NewString()
 				return ours.Publish(ctx, broker.Message{ID: id, Name: "order.created", Key: id,
 					Body: benchBody, ContentType: broker.ContentTypeJSON})
@@ -96,7 +73,7 @@ func BenchmarkPublish(b *testing.B) {
 			})
 			defer func() { prod.AsyncClose(); loops.Wait() }()
 			b.ReportAllocs()
-			parallel(b, p, func() error {
+			brokertest.Parallel(b, p, func() error {
 				id := uuid.NewString()
 				res := make(chan error, 1)
 				prod.Input() <- &sarama.ProducerMessage{Topic: "orders.events", Key: sarama.StringEncoder(id),

@@ -71,9 +71,5 @@ func wrap(op string, err error) error {
 	if err == nil {
 		return nil
 	}
-	kind := classify(err)
-	if kind == nil {
-		return err
-	}
-	return &broker.Error{Op: "kafka: " + op, Kind: kind, Err: err}
+	return broker.NewError("kafka: "+op, classify(err), err)
 }

@@ -52,11 +52,3 @@ func TestClassify(t *testing.T) {
 		})
 	}
 }
-
-func TestRetryBackoffBounds(t *testing.T) {
-	for attempt := range 40 {
-		d := retryBackoff(attempt, 100, 1000)
-		assert.GreaterOrEqual(t, int(d), 100)
-		assert.LessOrEqual(t, int(d), 1100)
-	}
-}

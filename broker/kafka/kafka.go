@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -13,6 +12,7 @@ import (
 	"github.com/IBM/sarama"
 
 	"github.com/domainevents/domainevents/broker"
+	"github.com/domainevents/domainevents/internal/backoff"
 )
 
 // Record header keys set on every record.
@@ -137,7 +137,7 @@ func saramaConfig(cfg broker.Config, o options) (*sarama.Config, error) {
 		c.Net.MaxOpenRequests = 1
 		c.Producer.Retry.Max = 10
 		c.Producer.Retry.BackoffFunc = func(retries, _ int) time.Duration {
-			return retryBackoff(retries, 100*time.Millisecond, 2*time.Second)
+			return backoff.Jittered(retries, 100*time.Millisecond, 2*time.Second)
 		}
 		c.Net.DialTimeout = 10 * time.Second
 	}
@@ -202,7 +202,7 @@ func connect(ctx context.Context, addrs []string, sc *sarama.Config, o options) 
 		if !broker.IsRetryable(werr) {
 			return nil, werr
 		}
-		delay := retryBackoff(attempt, o.connectMin, o.connectMax)
+		delay := backoff.Jittered(attempt, o.connectMin, o.connectMax)
 		o.logger.Warn("kafka: cluster not reachable, retrying", "brokers", addrs, "attempt", attempt+1, "retry_in", delay, "err", err)
 		t := time.NewTimer(delay)
 		select {
@@ -222,17 +222,6 @@ func checkTopic(client sarama.Client, topic string) error {
 			Err: fmt.Errorf("topic %q does not exist: create it, or enable auto.create.topics.enable on the brokers: %w", topic, err)}
 	}
 	return wrap("topic "+topic, err)
-}
-
-// retryBackoff is exponential with full jitter, never below base.
-func retryBackoff(attempt int, base, maxDelay time.Duration) time.Duration {
-	d := maxDelay
-	if attempt < 32 {
-		if e := base << attempt; e > 0 && e < maxDelay {
-			d = e
-		}
-	}
-	return base + rand.N(d)
 }
 
 func (b *Broker) produceErr(pe *sarama.ProducerError) error {

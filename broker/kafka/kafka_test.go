@@ -2,7 +2,6 @@ package kafka_test
 
 import (
 	"context"
-	"errors"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -433,54 +432,4 @@ func TestSASL(t *testing.T) {
 	}
 	_, err := kafka.New(context.Background(), broker.DefaultConfig(), kafka.WithSASL("GSSAPI"))
 	assert.ErrorIs(t, err, broker.ErrInvalid)
-}
-
-func TestCloseFlushes(t *testing.T) {
-	checkNoLeak(t)
-	topic := uniqueTopic()
-	c := newCluster(t, []string{topic})
-	b := c.open(t, topic)
-	ctx := context.Background()
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var acked []string
-	var closed atomic.Int32
-	for range 200 {
-		wg.Go(func() {
-			m := brokertest.NewMessage("order.created")
-			err := b.Publish(ctx, m)
-			switch {
-			case err == nil:
-				mu.Lock()
-				acked = append(acked, m.ID)
-				mu.Unlock()
-			case errors.Is(err, broker.ErrClosed):
-				closed.Add(1)
-			default:
-				t.Errorf("unexpected: %v", err)
-			}
-		})
-	}
-	waitFor(t, 10*time.Second, "some acks", func() bool { return b.Stats().Acked > 10 })
-	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	defer cancel()
-	require.NoError(t, b.Close(cctx))
-	wg.Wait()
-	mu.Lock()
-	assert.Equal(t, 200, len(acked)+int(closed.Load()))
-	mu.Unlock()
-	_, err := c.readBack(cctx, t, acked, topic)
-	assert.NoError(t, err)
-	assert.ErrorIs(t, b.Publish(ctx, brokertest.NewMessage("order.created")), broker.ErrClosed)
-}
-
-func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }

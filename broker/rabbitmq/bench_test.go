@@ -3,8 +3,6 @@ package rabbitmq_test
 import (
 	"context"
 	"fmt"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -12,35 +10,12 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/domainevents/domainevents/broker"
+	"github.com/domainevents/domainevents/broker/brokertest"
 	"github.com/domainevents/domainevents/broker/rabbitmq"
 )
 
 // A ~300-byte order event body.
 var benchBody = []byte(`{"name":"order.created","id":"6f1c2a9e-3b8d-4c1e-9a57-2d4f8b0e1c33","timestamp":"2026-11-30T10:15:30.123Z","data":{"orderId":"0b8f5e2c-7a41-4d2b-9c3e-5f6a7b8c9d0e","userId":"a3d9c1f0-2b4e-4f6a-8c7d-9e0f1a2b3c4d","items":[{"productId":"sku-1001","quantity":2,"price":5000.00}],"total":12550.00,"status":"created"}}`)
-
-// parallel runs b.N calls of fn spread over p goroutines.
-func parallel(b *testing.B, p int, fn func() error) {
-	var n atomic.Int64
-	var wg sync.WaitGroup
-	var firstErr atomic.Value
-	b.ResetTimer()
-	for range p {
-		wg.Go(func() {
-			for n.Add(1) <= int64(b.N) {
-				if err := fn(); err != nil {
-					firstErr.CompareAndSwap(nil, err)
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	b.StopTimer()
-	if err, _ := firstErr.Load().(error); err != nil {
-		b.Fatal(err)
-	}
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
-}
 
 // BenchmarkPublish compares our Publish with raw amqp091-go, same broker,
 // same run: "raw" is one confirm-mode channel where every goroutine publishes
@@ -61,7 +36,7 @@ func BenchmarkPublish(b *testing.B) {
 			ours := f.open(b, rabbitAddr(), rabbitmq.WithLogger(discardLogger()))
 			defer purge()
 			b.ReportAllocs()
-			parallel(b, p, func() error {
+			brokertest.Parallel(b, p, func() error {
 				return ours.Publish(ctx, broker.Message{ID: uuid.NewString(), Name: "order.created",
 					Key: "o-1", Body: benchBody, ContentType: broker.ContentTypeJSON})
 			})
@@ -70,7 +45,7 @@ func BenchmarkPublish(b *testing.B) {
 			ch := rawChannel(b, f)
 			defer purge()
 			b.ReportAllocs()
-			parallel(b, p, func() error {
+			brokertest.Parallel(b, p, func() error {
 				dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, f.exchange, "order.created", true, false, amqp.Publishing{
 					ContentType: broker.ContentTypeJSON, DeliveryMode: amqp.Persistent, MessageId: uuid.NewString(),
 					Type: "order.created", Timestamp: time.Now(), Body: benchBody})

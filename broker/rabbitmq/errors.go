@@ -60,9 +60,5 @@ func wrap(op string, err error) error {
 	if err == nil {
 		return nil
 	}
-	kind := classify(err)
-	if kind == nil {
-		return err
-	}
-	return &broker.Error{Op: "rabbitmq: " + op, Kind: kind, Err: err}
+	return broker.NewError("rabbitmq: "+op, classify(err), err)
 }

@@ -53,14 +53,3 @@ func TestClassify(t *testing.T) {
 		})
 	}
 }
-
-func TestBackoff(t *testing.T) {
-	base, maxD := 100, 1000
-	for attempt := range 40 {
-		for range 100 {
-			d := backoff(attempt, 100, 1000)
-			assert.GreaterOrEqual(t, int(d), base)
-			assert.LessOrEqual(t, int(d), base+maxD)
-		}
-	}
-}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"slices"
 	"strconv"
@@ -16,6 +15,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/domainevents/domainevents/broker"
+	"github.com/domainevents/domainevents/internal/backoff"
 )
 
 // Broker publishes to a RabbitMQ topic exchange with publisher confirms. It
@@ -514,7 +514,7 @@ func (b *Broker) supervise() {
 			b.mu.Lock()
 			b.lastErr = err
 			b.mu.Unlock()
-			delay := backoff(attempt, b.opts.backoffMin, b.opts.backoffMax)
+			delay := backoff.Jittered(attempt, b.opts.backoffMin, b.opts.backoffMax)
 			lvl := slog.LevelWarn
 			if !broker.IsRetryable(err) {
 				lvl = slog.LevelError // e.g. the password changed: needs a human
@@ -529,18 +529,6 @@ func (b *Broker) supervise() {
 			}
 		}
 	}
-}
-
-// backoff is exponential with full jitter: uniform in [0, min(max, base*2^n)],
-// but never below base.
-func backoff(attempt int, base, maxDelay time.Duration) time.Duration {
-	d := maxDelay
-	if attempt < 32 {
-		if e := base << attempt; e > 0 && e < maxDelay {
-			d = e
-		}
-	}
-	return base + rand.N(d)
 }
 
 // Publish sends msg to the exchange with routing key msg.Name and waits for

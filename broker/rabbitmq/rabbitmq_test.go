@@ -3,7 +3,6 @@ package rabbitmq_test
 import (
 	"bytes"
 	"context"
-	"errors"
 	"log/slog"
 	"strings"
 	"sync"
@@ -342,43 +341,6 @@ func TestNothingLostWhenConnectionsAreCut(t *testing.T) {
 	assert.Empty(t, failed, "with a 30s ctx nothing should fail")
 	assert.GreaterOrEqual(t, cuts, 3)
 	assert.GreaterOrEqual(t, st.Reconnects, int64(cuts))
-}
-
-func TestCloseFlushesInFlight(t *testing.T) {
-	checkNoLeak(t)
-	f := newFixture(t)
-	b := f.open(t, rabbitAddr())
-	ctx := context.Background()
-	var wg sync.WaitGroup
-	var ok, closed atomic.Int32
-	var mu sync.Mutex
-	var ids []string
-	for range 200 {
-		wg.Go(func() {
-			m := brokertest.NewMessage("order.created")
-			err := b.Publish(ctx, m)
-			switch {
-			case err == nil:
-				ok.Add(1)
-				mu.Lock()
-				ids = append(ids, m.ID)
-				mu.Unlock()
-			case errors.Is(err, broker.ErrClosed):
-				closed.Add(1)
-			default:
-				t.Errorf("unexpected: %v", err)
-			}
-		})
-	}
-	waitFor(t, 10*time.Second, "some confirms", func() bool { return b.Stats().Confirmed > 10 })
-	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	require.NoError(t, b.Close(cctx))
-	wg.Wait()
-	assert.Equal(t, int32(200), ok.Load()+closed.Load())
-	_, _, err := f.drain(cctx, t, ids)
-	assert.NoError(t, err, "every message Publish reported as sent is in the queue")
-	assert.ErrorIs(t, b.Publish(ctx, brokertest.NewMessage("order.created")), broker.ErrClosed)
 }
 
 func TestCloseHonoursContextDuringOutage(t *testing.T) {

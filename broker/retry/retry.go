@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/domainevents/domainevents/broker"
+	"github.com/domainevents/domainevents/internal/backoff"
 )
 
 // Broker wraps a broker.Broker with retries and dead-lettering. It is itself
@@ -186,13 +187,7 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 // delay is the wait before retry n (n >= 1): full jitter over an exponential
 // ceiling.
 func (b *Broker) delay(n int) time.Duration {
-	ceil := b.max
-	if n-1 < 32 {
-		if e := b.initial << (n - 1); e > 0 && e < b.max {
-			ceil = e
-		}
-	}
-	return b.jit(ceil)
+	return b.jit(backoff.Ceiling(n-1, b.initial, b.max))
 }
 
 // Publish publishes msg through the wrapped broker, retrying errors the
