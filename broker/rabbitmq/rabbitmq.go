@@ -21,17 +21,15 @@ import (
 // Broker publishes to a RabbitMQ topic exchange with publisher confirms. It
 // implements [broker.Broker]; see the package doc for the guarantees.
 type Broker struct {
-	opts     options
+	*dialer
 	exchange string
-	targets  []target
 
 	window  chan struct{} // a slot per message awaiting its confirm
 	closing chan struct{} // closed when Close starts
 	done    chan struct{} // closed when Close gives up waiting: stop reconnecting
 	lost    chan struct{} // a session died; the supervisor reconnects
 	wg      sync.WaitGroup
-	life    context.Context // cancelled with done: aborts a dial in progress
-	stop    context.CancelFunc
+	stop    context.CancelFunc // cancels dialer.life
 
 	// mu serialises delivery-tag assignment with the publish that uses the
 	// tag, and guards the fields below.
@@ -40,7 +38,6 @@ type Broker struct {
 	queue     []*record // waiting for a session, in publish order
 	closed    bool
 	lastErr   error // why the last connection attempt or session failed
-	next      int   // index of the target to try first
 	closeOnce sync.Once
 
 	stats struct {
@@ -109,16 +106,16 @@ func New(ctx context.Context, cfg broker.Config, opts ...Option) (*Broker, error
 			return nil, &broker.Error{Op: "rabbitmq: options", Kind: broker.ErrInvalid, Err: err}
 		}
 	}
+	life, stop := context.WithCancel(context.Background())
 	b := &Broker{
-		opts:     o,
+		dialer:   &dialer{opts: o, targets: targets(cfg, o), life: life},
+		stop:     stop,
 		exchange: cfg.Exchange,
-		targets:  targets(cfg, o),
 		window:   make(chan struct{}, o.window),
 		closing:  make(chan struct{}),
 		done:     make(chan struct{}),
 		lost:     make(chan struct{}, 1),
 	}
-	b.life, b.stop = context.WithCancel(context.Background())
 	if err := b.connectOnce(ctx); err != nil {
 		b.stop()
 		return nil, err
@@ -173,37 +170,46 @@ func (b *Broker) connectOnce(ctx context.Context) error {
 	return &broker.Error{Op: "rabbitmq: connect", Kind: broker.ErrUnavailable, Err: errors.Join(errs...)}
 }
 
-// dial connects to the next target, opens a confirm-mode channel and
-// declares the topology.
-func (b *Broker) dial(ctx context.Context) (*session, error) {
-	b.mu.Lock()
-	t := b.targets[b.next%len(b.targets)]
-	b.next++
-	b.mu.Unlock()
+// dialer connects to the targets in turn. Close cancels life, which aborts
+// a dial in progress.
+type dialer struct {
+	opts    options
+	targets []target
+	life    context.Context
+	nextMu  sync.Mutex
+	next    int
+}
+
+// connect opens an AMQP connection to the next target.
+func (d *dialer) connect(ctx context.Context) (*amqp.Connection, string, error) {
+	d.nextMu.Lock()
+	t := d.targets[d.next%len(d.targets)]
+	d.next++
+	d.nextMu.Unlock()
 
 	cfg := amqp.Config{}
-	if b.opts.amqpConfig != nil {
-		cfg = *b.opts.amqpConfig
+	if d.opts.amqpConfig != nil {
+		cfg = *d.opts.amqpConfig
 	}
-	cfg.Heartbeat = b.opts.heartbeat
-	if b.opts.tls != nil {
-		cfg.TLSClientConfig = b.opts.tls
+	cfg.Heartbeat = d.opts.heartbeat
+	if d.opts.tls != nil {
+		cfg.TLSClientConfig = d.opts.tls
 	}
 	if cfg.Properties == nil {
 		cfg.Properties = amqp.NewConnectionProperties()
 	}
-	if b.opts.connName != "" {
-		cfg.Properties.SetClientConnectionName(b.opts.connName)
+	if d.opts.connName != "" {
+		cfg.Properties.SetClientConnectionName(d.opts.connName)
 	}
 	if cfg.Dial == nil {
-		timeout := b.opts.dialTimeout
+		timeout := d.opts.dialTimeout
 		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < timeout {
 			timeout = max(time.Until(dl), time.Millisecond)
 		}
 		cfg.Dial = func(network, addr string) (net.Conn, error) {
 			ctx, cancel := context.WithTimeout(ctx, timeout)
 			defer cancel()
-			stop := context.AfterFunc(b.life, cancel) // Close aborts a dial
+			stop := context.AfterFunc(d.life, cancel) // Close aborts a dial
 			defer stop()
 			conn, err := (&net.Dialer{}).DialContext(ctx, network, addr)
 			if err != nil {
@@ -219,9 +225,19 @@ func (b *Broker) dial(ctx context.Context) (*session, error) {
 	}
 	conn, err := amqp.DialConfig(t.url, cfg)
 	if err != nil {
-		return nil, wrap("connect "+t.addr, err)
+		return nil, t.addr, wrap("connect "+t.addr, err)
 	}
-	s, err := b.open(conn, t.addr)
+	return conn, t.addr, nil
+}
+
+// dial connects to the next target, opens a confirm-mode channel and
+// declares the topology.
+func (b *Broker) dial(ctx context.Context) (*session, error) {
+	conn, addr, err := b.connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s, err := b.open(conn, addr)
 	if err != nil {
 		_ = conn.Close()
 		return nil, err
@@ -246,37 +262,55 @@ func (b *Broker) open(conn *amqp.Connection, addr string) (*session, error) {
 }
 
 func (b *Broker) declare(ch *amqp.Channel) error {
+	if err := declareExchange(ch, b.exchange, b.opts); err != nil {
+		return err
+	}
+	for _, q := range b.opts.queues {
+		if err := declareQueue(ch, q, b.exchange); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// declareExchange declares the durable topic exchange (and its alternate
+// exchange), or checks it exists in passive mode.
+func declareExchange(ch *amqp.Channel, exchange string, o options) error {
 	var args amqp.Table
-	if b.opts.alternate != "" {
-		ae := b.opts.alternate
+	if o.alternate != "" {
+		ae := o.alternate
 		if err := ch.ExchangeDeclare(ae, "fanout", true, false, false, false, nil); err != nil {
 			return declareErr("alternate exchange "+ae, err)
 		}
-		if _, err := ch.QueueDeclare(ae, true, false, false, false, nil); err != nil {
-			return declareErr("queue "+ae, err)
-		}
-		if err := ch.QueueBind(ae, "", ae, false, nil); err != nil {
-			return declareErr("binding of queue "+ae, err)
+		if err := declareQueue(ch, Queue{Name: ae, Keys: []string{""}}, ae); err != nil {
+			return err
 		}
 		args = amqp.Table{"alternate-exchange": ae}
 	}
 	var err error
-	if b.opts.passive {
-		err = ch.ExchangeDeclarePassive(b.exchange, "topic", true, false, false, false, args)
+	if o.passive {
+		err = ch.ExchangeDeclarePassive(exchange, "topic", true, false, false, false, args)
 	} else {
-		err = ch.ExchangeDeclare(b.exchange, "topic", true, false, false, false, args)
+		err = ch.ExchangeDeclare(exchange, "topic", true, false, false, false, args)
 	}
 	if err != nil {
-		return declareErr("exchange "+b.exchange, err)
+		return declareErr("exchange "+exchange, err)
 	}
-	for _, q := range b.opts.queues {
-		if _, err := ch.QueueDeclare(q.Name, true, false, false, false, q.Args); err != nil {
-			return declareErr("queue "+q.Name, err)
-		}
-		for _, k := range q.Keys {
-			if err := ch.QueueBind(q.Name, k, b.exchange, false, nil); err != nil {
-				return declareErr("binding "+q.Name+" <- "+k, err)
-			}
+	return nil
+}
+
+// declareQueue declares a durable queue and binds it to exchange with its
+// keys (none when exchange is "").
+func declareQueue(ch *amqp.Channel, q Queue, exchange string) error {
+	if _, err := ch.QueueDeclare(q.Name, true, false, false, false, q.Args); err != nil {
+		return declareErr("queue "+q.Name, err)
+	}
+	if exchange == "" {
+		return nil
+	}
+	for _, k := range q.Keys {
+		if err := ch.QueueBind(q.Name, k, exchange, false, nil); err != nil {
+			return declareErr("binding "+q.Name+" <- "+k, err)
 		}
 	}
 	return nil
