@@ -28,6 +28,10 @@ type Harness struct {
 	// be read back (nil otherwise: the round-trip cases then skip). The
 	// harness cleans up with t.Cleanup; the suite closes the broker itself.
 	New func(t *testing.T) (broker.Broker, Receiver)
+	// Subscribe, when set, starts a subscriber that consumes what the
+	// broker from New (in the same test) publishes, handing deliveries to
+	// h. The consume cases skip without it.
+	Subscribe func(t *testing.T, h broker.Handler) broker.Subscriber
 	// Timeout bounds each wait for a message to arrive. Default 10s.
 	Timeout time.Duration
 }
@@ -54,6 +58,8 @@ func Run(t *testing.T, h Harness) {
 		{"CloseTwice", testCloseTwice},
 		{"ConcurrentPublishers", testConcurrentPublishers},
 		{"CloseFlushesInFlight", testCloseFlushes},
+		{"ConsumeRoundTrip", testConsumeRoundTrip},
+		{"ConsumeRetriesFailedHandler", testConsumeRetry},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) { c.fn(t, h) })
@@ -268,6 +274,100 @@ func testCloseFlushes(t *testing.T, h Harness) {
 		}
 	}
 	assert.Zero(t, missing, "of %d published, %d never arrived", len(ok), missing)
+}
+
+// consumed collects deliveries by id, safe for concurrent handlers.
+type consumed struct {
+	mu  sync.Mutex
+	got map[string][]broker.Delivery
+}
+
+func (c *consumed) add(d broker.Delivery) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.got == nil {
+		c.got = map[string][]broker.Delivery{}
+	}
+	c.got[d.ID] = append(c.got[d.ID], d)
+	return len(c.got[d.ID])
+}
+
+func (c *consumed) has(ids []string, times int) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, id := range ids {
+		if len(c.got[id]) < times {
+			return false
+		}
+	}
+	return true
+}
+
+func subscribe(t *testing.T, h Harness, handler broker.Handler) broker.Subscriber {
+	t.Helper()
+	if h.Subscribe == nil {
+		t.Skip("consuming is not supported by this adapter")
+	}
+	sub := h.Subscribe(t, handler)
+	require.NotNil(t, sub)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), h.Timeout)
+		defer cancel()
+		assert.NoError(t, sub.Close(ctx), "subscriber Close")
+		assert.NoError(t, sub.Close(ctx), "second subscriber Close")
+	})
+	return sub
+}
+
+func testConsumeRoundTrip(t *testing.T, h Harness) {
+	var c consumed
+	b, _ := open(t, h)
+	subscribe(t, h, func(_ context.Context, d broker.Delivery) error { c.add(d); return nil })
+	ctx := ctxFor(t, h)
+	var msgs []broker.Message
+	for i := range 50 {
+		m := NewMessage("order.created")
+		if i == 0 {
+			m.Headers = map[string]string{"trace": "t-1"}
+			m.Body = []byte{0, 1, 2, 0xff}
+		}
+		require.NoError(t, b.Publish(ctx, m))
+		msgs = append(msgs, m)
+	}
+	ids := make([]string, len(msgs))
+	for i, m := range msgs {
+		ids[i] = m.ID
+	}
+	WaitFor(t, h.Timeout, "every message consumed", func() bool { return c.has(ids, 1) })
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	first := c.got[msgs[0].ID][0]
+	assert.Equal(t, msgs[0].Body, first.Body)
+	assert.Equal(t, "t-1", first.Headers["trace"])
+	assert.Equal(t, "order.created", first.Name)
+	assert.Equal(t, 1, first.Attempt)
+	assert.NotEmpty(t, first.Source)
+}
+
+func testConsumeRetry(t *testing.T, h Harness) {
+	var c consumed
+	b, _ := open(t, h)
+	subscribe(t, h, func(_ context.Context, d broker.Delivery) error {
+		if c.add(d) == 1 {
+			return errors.New("transient failure")
+		}
+		return nil
+	})
+	ctx := ctxFor(t, h)
+	m := NewMessage("order.created")
+	require.NoError(t, b.Publish(ctx, m))
+	WaitFor(t, h.Timeout, "the message handled twice", func() bool { return c.has([]string{m.ID}, 2) })
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	got := c.got[m.ID]
+	assert.Equal(t, 1, got[0].Attempt)
+	assert.Equal(t, 2, got[1].Attempt, "the retry knows its attempt number")
+	assert.Equal(t, m.Body, got[1].Body)
 }
 
 // RecorderReceiver returns a Receiver that reads r's recorded messages,

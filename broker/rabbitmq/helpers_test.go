@@ -63,6 +63,9 @@ func newFixture(t testing.TB) *fixture {
 			return
 		}
 		defer ch.Close()
+		for _, q := range []string{f.sub(), f.sub() + ".retry", f.sub() + ".dlq"} {
+			_, _ = ch.QueueDelete(q, false, false, false)
+		}
 		_, _ = ch.QueueDelete(f.queue, false, false, false)
 		_, _ = ch.QueueDelete(f.exchange+".unroutable", false, false, false)
 		_ = ch.ExchangeDelete(f.exchange, false, false)
@@ -93,6 +96,26 @@ func (f *fixture) open(t testing.TB, addr string, opts ...rabbitmq.Option) *rabb
 		_ = b.Close(ctx)
 	})
 	return b
+}
+
+// sub is the name of the subscriber's queue.
+func (f *fixture) sub() string { return f.queue + ".sub" }
+
+// subscribe consumes the fixture's exchange through addr into h, on the
+// queue f.sub() bound with "#".
+func (f *fixture) subscribe(t testing.TB, addr string, h broker.Handler, opts ...rabbitmq.Option) *rabbitmq.Subscriber {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	opts = append([]rabbitmq.Option{rabbitmq.WithLogger(testLogger(t))}, opts...)
+	s, err := rabbitmq.NewSubscriber(ctx, f.config(addr), rabbitmq.Queue{Name: f.sub()}, h, opts...)
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = s.Close(ctx)
+	})
+	return s
 }
 
 // drain reads the queue until want ids are seen or ctx ends; it returns

@@ -11,7 +11,8 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 )
 
-// Option configures [New]. Each option's doc names its default.
+// Option configures [New] and [NewSubscriber]. Each option's doc names its
+// default.
 type Option func(*options) error
 
 type options struct {
@@ -29,6 +30,11 @@ type options struct {
 	maxMessageSize int
 	amqpConfig     *amqp.Config
 	dialTimeout    time.Duration
+
+	prefetch    int
+	concurrency int
+	maxAttempts int
+	retryDelay  time.Duration
 }
 
 func defaultOptions() options {
@@ -40,6 +46,9 @@ func defaultOptions() options {
 		backoffMax:     10 * time.Second,
 		maxMessageSize: 16 << 20,
 		dialTimeout:    10 * time.Second,
+		concurrency:    1,
+		maxAttempts:    5,
+		retryDelay:     time.Second,
 	}
 }
 
@@ -225,6 +234,56 @@ func WithDialTimeout(d time.Duration) Option {
 			return fmt.Errorf("WithDialTimeout(%v): must be positive", d)
 		}
 		o.dialTimeout = d
+		return nil
+	}
+}
+
+// Subscriber options (ignored by the publisher).
+
+// WithPrefetch sets how many unacknowledged deliveries the broker may push
+// to the subscriber at once (basic.qos). Default 4 × concurrency.
+func WithPrefetch(n int) Option {
+	return func(o *options) error {
+		if n < 1 {
+			return fmt.Errorf("WithPrefetch(%d): must be at least 1", n)
+		}
+		o.prefetch = n
+		return nil
+	}
+}
+
+// WithConcurrency sets how many handlers run at once. Messages of one
+// routing key may then be handled out of order. Default 1.
+func WithConcurrency(n int) Option {
+	return func(o *options) error {
+		if n < 1 {
+			return fmt.Errorf("WithConcurrency(%d): must be at least 1", n)
+		}
+		o.concurrency = n
+		return nil
+	}
+}
+
+// WithMaxAttempts bounds how often a delivery is handled before it is
+// dead-lettered. Default 5.
+func WithMaxAttempts(n int) Option {
+	return func(o *options) error {
+		if n < 1 {
+			return fmt.Errorf("WithMaxAttempts(%d): must be at least 1", n)
+		}
+		o.maxAttempts = n
+		return nil
+	}
+}
+
+// WithRetryDelay sets how long a failed delivery waits in the retry queue
+// before it is handled again. Default 1s.
+func WithRetryDelay(d time.Duration) Option {
+	return func(o *options) error {
+		if d < time.Millisecond {
+			return fmt.Errorf("WithRetryDelay(%v): must be at least 1ms", d)
+		}
+		o.retryDelay = d
 		return nil
 	}
 }

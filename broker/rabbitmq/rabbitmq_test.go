@@ -21,10 +21,22 @@ import (
 )
 
 func TestConformance(t *testing.T) {
+	var fixtures sync.Map // one fixture per subtest, shared by New and Subscribe
+	fx := func(t *testing.T) *fixture {
+		if f, ok := fixtures.Load(t); ok {
+			return f.(*fixture)
+		}
+		f := newFixture(t)
+		fixtures.Store(t, f)
+		return f
+	}
 	brokertest.Run(t, brokertest.Harness{
 		New: func(t *testing.T) (broker.Broker, brokertest.Receiver) {
-			f := newFixture(t)
+			f := fx(t)
 			return f.open(t, rabbitAddr()), f.receiver(t)
+		},
+		Subscribe: func(t *testing.T, h broker.Handler) broker.Subscriber {
+			return fx(t).subscribe(t, rabbitAddr(), h, rabbitmq.WithRetryDelay(50*time.Millisecond))
 		},
 	})
 }

@@ -1,0 +1,55 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime/debug"
+)
+
+// Delivery is a message received from a broker.
+type Delivery struct {
+	// Message as it was published: id, name, key, body, content type,
+	// headers, time.
+	Message
+	// Attempt is 1 the first time the message is handled and n on the n-th
+	// attempt after handler failures.
+	Attempt int
+	// Source says where it came from, for logs: "queue billing.orders" or
+	// "topic orders.events[2]@1234".
+	Source string
+}
+
+// Handler handles one delivery. Returning nil acknowledges it (RabbitMQ
+// ack, Kafka offset commit). An error makes the subscriber retry it later,
+// up to its attempt limit, then dead-letter it with the error as the reason;
+// an error matching [ErrInvalid] (a body that cannot be decoded, say) is
+// dead-lettered at once. A panic counts as an error.
+//
+// Delivery is at least once: after a connection loss or a rebalance a
+// message may be handled again. Deduplicate on Delivery.ID (see [Dedup]).
+type Handler func(ctx context.Context, d Delivery) error
+
+// Subscriber consumes until Close.
+//
+// Close(ctx) stops fetching, lets the handlers that are running finish,
+// acknowledges (or commits) what finished, then disconnects. If ctx ends
+// first, the running handlers' ctx is cancelled and what they did not finish
+// is delivered again later. A second Close returns nil.
+type Subscriber interface {
+	Close(ctx context.Context) error
+}
+
+// Permanent reports whether a handler error should skip the retries: it
+// matches [ErrInvalid].
+func Permanent(err error) bool { return errors.Is(err, ErrInvalid) }
+
+// CallHandler runs h, turning a panic into an error. Adapters use it.
+func CallHandler(ctx context.Context, h Handler, d Delivery) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("handler panicked: %v\n%s", r, debug.Stack())
+		}
+	}()
+	return h(ctx, d)
+}
