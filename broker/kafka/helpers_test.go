@@ -81,6 +81,23 @@ func (c *cluster) open(t testing.TB, topic string, opts ...kafka.Option) *kafka.
 	return b
 }
 
+// subscribe joins group on topic (its "<topic>.dlq" must exist or be
+// auto-created) and hands records to h.
+func (c *cluster) subscribe(t testing.TB, topic, group string, h broker.Handler, opts ...kafka.Option) *kafka.Subscriber {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	opts = append([]kafka.Option{kafka.WithLogger(testLogger(t))}, opts...)
+	s, err := kafka.NewSubscriber(ctx, c.config(topic), group, h, opts...)
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		_ = s.Close(ctx)
+	})
+	return s
+}
+
 func uniqueTopic() string { return "det.test." + uuid.NewString()[:8] }
 
 // consumed is one record read back by franz-go, an independent client.

@@ -19,10 +19,15 @@ import (
 )
 
 func TestConformance(t *testing.T) {
-	topic := uniqueTopic()
-	c := newCluster(t, []string{topic})
+	c := newCluster(t, nil, kfake.AllowAutoTopicCreation(), kfake.DefaultNumPartitions(partitions))
+	var topics sync.Map // one topic per subtest, shared by New and Subscribe
+	topicFor := func(t *testing.T) string {
+		v, _ := topics.LoadOrStore(t, uniqueTopic())
+		return v.(string)
+	}
 	brokertest.Run(t, brokertest.Harness{
 		New: func(t *testing.T) (broker.Broker, brokertest.Receiver) {
+			topic := topicFor(t)
 			return c.open(t, topic), func(ctx context.Context, ids []string) (map[string]broker.Message, error) {
 				got, err := c.readBack(ctx, t, ids, topic)
 				out := map[string]broker.Message{}
@@ -35,6 +40,10 @@ func TestConformance(t *testing.T) {
 				return out, err
 			}
 		},
+		Subscribe: func(t *testing.T, h broker.Handler) broker.Subscriber {
+			return c.subscribe(t, topicFor(t), "conformance", h, kafka.WithRetryBackoff(10*time.Millisecond, 50*time.Millisecond))
+		},
+		Timeout: 20 * time.Second,
 	})
 }
 

@@ -10,7 +10,8 @@ import (
 	"github.com/IBM/sarama"
 )
 
-// Option configures [New]. Each option's doc names its default.
+// Option configures [New] and [NewSubscriber]. Each option's doc names its
+// default.
 type Option func(*options) error
 
 type options struct {
@@ -22,6 +23,10 @@ type options struct {
 	topicPerEvent bool
 	connectMin    time.Duration
 	connectMax    time.Duration
+
+	maxAttempts        int
+	retryMin, retryMax time.Duration
+	startNewest        bool
 }
 
 func defaultOptions() options {
@@ -30,6 +35,9 @@ func defaultOptions() options {
 		partitioner: sarama.NewMurmur2Partitioner,
 		connectMin:  100 * time.Millisecond,
 		connectMax:  5 * time.Second,
+		maxAttempts: 5,
+		retryMin:    100 * time.Millisecond,
+		retryMax:    5 * time.Second,
 	}
 }
 
@@ -126,6 +134,43 @@ func WithConnectBackoff(min, max time.Duration) Option {
 			return fmt.Errorf("WithConnectBackoff(%v, %v): want 0 < min <= max", min, max)
 		}
 		o.connectMin, o.connectMax = min, max
+		return nil
+	}
+}
+
+// Subscriber options (ignored by the publisher).
+
+// WithMaxAttempts bounds how often a record is handled before it is
+// dead-lettered to "<topic>.dlq". Default 5.
+func WithMaxAttempts(n int) Option {
+	return func(o *options) error {
+		if n < 1 {
+			return fmt.Errorf("WithMaxAttempts(%d): must be at least 1", n)
+		}
+		o.maxAttempts = n
+		return nil
+	}
+}
+
+// WithRetryBackoff sets the first and largest wait between a handler's
+// attempts on one record (exponential, full jitter); the partition waits
+// meanwhile, keeping its order. Default 100ms and 5s.
+func WithRetryBackoff(min, max time.Duration) Option {
+	return func(o *options) error {
+		if min <= 0 || max < min {
+			return fmt.Errorf("WithRetryBackoff(%v, %v): want 0 < min <= max", min, max)
+		}
+		o.retryMin, o.retryMax = min, max
+		return nil
+	}
+}
+
+// WithStartAtNewest makes a new consumer group start at the end of the
+// topic instead of its beginning. Default: the oldest retained record, so a
+// new service sees the history it can.
+func WithStartAtNewest() Option {
+	return func(o *options) error {
+		o.startNewest = true
 		return nil
 	}
 }
