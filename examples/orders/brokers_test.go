@@ -81,11 +81,12 @@ func TestRunRabbitMQ(t *testing.T) {
 	require.NoError(t, err)
 	defer ch.Close()
 	exchange := "det.example." + strconv.FormatInt(time.Now().UnixNano(), 36)
+	queue := exchange + ".q"
+	t.Setenv("EXAMPLE_QUEUE", queue)
 	t.Cleanup(func() {
 		_ = ch.ExchangeDelete(exchange, false, false)
-		_, _ = ch.QueuePurge(exampleQueue, false)
+		_, _ = ch.QueueDelete(queue, false, false, false)
 	})
-	_, _ = ch.QueuePurge(exampleQueue, false)
 	t.Setenv("DEADLETTER_DIR", t.TempDir())
 	t.Setenv("MESSAGE_BROKER_ENABLED", "true")
 	t.Setenv("MESSAGE_BROKER_TYPE", "rabbitmq")
@@ -96,9 +97,9 @@ func TestRunRabbitMQ(t *testing.T) {
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
 	require.Len(t, lines, 3)
 	for i := range 3 {
-		d, ok, err := ch.Get(exampleQueue, true)
+		d, ok, err := ch.Get(queue, true)
 		require.NoError(t, err)
-		require.True(t, ok, "event %d missing from %s", i, exampleQueue)
+		require.True(t, ok, "event %d missing from %s", i, queue)
 		assert.Equal(t, lines[i], string(d.Body))
 		assert.Equal(t, uint8(amqp.Persistent), d.DeliveryMode)
 	}

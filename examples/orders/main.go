@@ -125,10 +125,16 @@ func spoolDir() string {
 }
 
 // exampleQueue is where the example's events land on RabbitMQ: a durable
-// queue bound to the exchange for every order event. Without a bound queue
+// queue bound to the exchange for every order event (EXAMPLE_QUEUE, default
+// orders.events.all; examples/consumer reads it). Without a bound queue
 // RabbitMQ would have nowhere to put them and Publish would fail with
 // broker.ErrUnroutable.
-const exampleQueue = "orders.events.all"
+func exampleQueue() string {
+	if q := os.Getenv("EXAMPLE_QUEUE"); q != "" {
+		return q
+	}
+	return "orders.events.all"
+}
 
 // connect picks the adapter the configuration names.
 func connect(ctx context.Context, cfg broker.Config, log *slog.Logger) (broker.Broker, string, error) {
@@ -141,11 +147,11 @@ func connect(ctx context.Context, cfg broker.Config, log *slog.Logger) (broker.B
 	switch cfg.Type {
 	case broker.RabbitMQ:
 		b, err := rabbitmq.New(cctx, cfg, rabbitmq.WithLogger(log),
-			rabbitmq.WithQueue(rabbitmq.Queue{Name: exampleQueue, Keys: []string{"order.#"}}))
+			rabbitmq.WithQueue(rabbitmq.Queue{Name: exampleQueue(), Keys: []string{"order.#"}}))
 		if err != nil {
 			return nil, "", err
 		}
-		return b, fmt.Sprintf("RabbitMQ exchange %q -> queue %q (vhost %q)", cfg.Exchange, exampleQueue, cfg.VHost), nil
+		return b, fmt.Sprintf("RabbitMQ exchange %q -> queue %q (vhost %q)", cfg.Exchange, exampleQueue(), cfg.VHost), nil
 	case broker.Kafka:
 		b, err := kafka.New(cctx, cfg, kafka.WithLogger(log))
 		if err != nil {

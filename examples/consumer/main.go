@@ -1,0 +1,118 @@
+// Command consumer is the other side of examples/orders: it consumes the
+// order events from the broker the MESSAGE_BROKER_* environment names and
+// prints each one as a typed event. It writes nothing broker-specific in its
+// handlers: a Subscriber feeds broker.BusHandler, which decodes each body
+// and publishes the typed event on an eventbus.
+//
+//	MESSAGE_BROKER_ENABLED=true MESSAGE_BROKER_TYPE=rabbitmq go run ./examples/consumer   # terminal 1
+//	MESSAGE_BROKER_ENABLED=true MESSAGE_BROKER_TYPE=rabbitmq go run ./examples/orders     # terminal 2
+//
+// RabbitMQ: it consumes the queue EXAMPLE_QUEUE (default orders.events.all,
+// the one examples/orders fills), bound with order.#; failures are retried
+// through orders.events.all.retry and end in orders.events.all.dlq. Kafka:
+// consumer group orders-consumer-example on the topic; failures end in
+// "<topic>.dlq", which must exist. -n stops after that many events; Ctrl-C
+// stops it cleanly (running handlers finish, offsets are committed).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"sync"
+	"time"
+
+	"github.com/domainevents/domainevents/broker"
+	"github.com/domainevents/domainevents/broker/kafka"
+	"github.com/domainevents/domainevents/broker/rabbitmq"
+	"github.com/domainevents/domainevents/eventbus"
+	"github.com/domainevents/domainevents/events"
+)
+
+func main() {
+	n := flag.Int("n", 0, "stop after this many events (0: run until Ctrl-C)")
+	flag.Parse()
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	if err := run(ctx, log, os.Stdout, *n); err != nil {
+		log.Error("consumer failed", "err", err)
+		os.Exit(1)
+	}
+}
+
+func exampleQueue() string {
+	if q := os.Getenv("EXAMPLE_QUEUE"); q != "" {
+		return q
+	}
+	return "orders.events.all"
+}
+
+func run(ctx context.Context, log *slog.Logger, out io.Writer, limit int) error {
+	cfg, err := broker.ConfigFromEnv()
+	if err != nil {
+		return fmt.Errorf("configuration: %w", err)
+	}
+	if !cfg.Enabled {
+		return errors.New("MESSAGE_BROKER_ENABLED is false: there is no broker to consume from (set it to true)")
+	}
+
+	// The service's own code: typed handlers on a bus, nothing broker-specific.
+	bus := eventbus.New()
+	var mu sync.Mutex
+	count := 0
+	enough := make(chan struct{})
+	print := func(format string, args ...any) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if _, err := fmt.Fprintf(out, format+"\n", args...); err != nil {
+			return err
+		}
+		count++
+		if count == limit {
+			close(enough)
+		}
+		return nil
+	}
+	eventbus.Subscribe(bus, func(ctx context.Context, e events.OrderCreated) error {
+		env, _ := broker.EnvelopeFrom(ctx)
+		return print("%s  order.created         order=%s user=%s items=%d total=%s (event %s)", env.Timestamp.Format(time.RFC3339), e.OrderID, e.UserID, len(e.Items), e.Total, env.ID)
+	})
+	eventbus.Subscribe(bus, func(ctx context.Context, e events.OrderStatusUpdated) error {
+		env, _ := broker.EnvelopeFrom(ctx)
+		return print("%s  order.status.updated  order=%s %s -> %s (event %s)", env.Timestamp.Format(time.RFC3339), e.OrderID, e.OldStatus, e.NewStatus, env.ID)
+	})
+	eventbus.Subscribe(bus, func(ctx context.Context, e events.OrderCancelled) error {
+		env, _ := broker.EnvelopeFrom(ctx)
+		return print("%s  order.cancelled       order=%s was %s (event %s)", env.Timestamp.Format(time.RFC3339), e.OrderID, e.OldStatus, env.ID)
+	})
+	// Redeliveries (at least once) are skipped within this process.
+	handler := broker.BusHandler(bus, broker.WithDedup(broker.NewDedup(100_000, time.Hour)))
+
+	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	var sub broker.Subscriber
+	switch cfg.Type {
+	case broker.RabbitMQ:
+		sub, err = rabbitmq.NewSubscriber(cctx, cfg, rabbitmq.Queue{Name: exampleQueue(), Keys: []string{"order.#"}}, handler,
+			rabbitmq.WithLogger(log))
+	case broker.Kafka:
+		sub, err = kafka.NewSubscriber(cctx, cfg, "orders-consumer-example", handler, kafka.WithLogger(log))
+	}
+	if err != nil {
+		return err
+	}
+	log.Info("consuming; Ctrl-C to stop", "config", cfg)
+	select {
+	case <-ctx.Done():
+	case <-enough:
+	}
+	sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer scancel()
+	return sub.Close(sctx)
+}
