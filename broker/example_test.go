@@ -50,3 +50,25 @@ func ExampleLoadConfig() {
 	// MESSAGE_BROKER_PORT="abc": want a port number from 1 to 65535
 	// broker.Config{Enabled:false Type:rabbitmq Addrs:[localhost:5672] Username:guest Password:[redacted] VHost:/ Exchange:orders.events Topic:orders.events TLS:false ClientID:orders-service}
 }
+
+func ExampleBusHandler() {
+	// The consuming service's code: typed handlers, nothing broker-specific.
+	bus := eventbus.New()
+	eventbus.Subscribe(bus, func(ctx context.Context, e events.OrderCancelled) error {
+		env, _ := broker.EnvelopeFrom(ctx)
+		fmt.Println("refund", e.OrderID, "event", env.ID)
+		return nil
+	})
+	handle := broker.BusHandler(bus) // give it to rabbitmq.NewSubscriber or kafka.NewSubscriber
+
+	body := []byte(`{"name":"order.cancelled","id":"e-7","timestamp":"2026-11-30T10:00:00.000Z",
+		"data":{"orderId":"o-1","userId":"u-1","oldStatus":"created","newStatus":"cancelled"}}`)
+	err := handle(context.Background(), broker.Delivery{Message: broker.Message{ID: "e-7", Name: "order.cancelled", Body: body}})
+	fmt.Println(err)
+	err = handle(context.Background(), broker.Delivery{Message: broker.Message{ID: "e-8", Body: []byte("garbage")}})
+	fmt.Println("dead-letter at once:", broker.Permanent(err))
+	// Output:
+	// refund o-1 event e-7
+	// <nil>
+	// dead-letter at once: true
+}
