@@ -745,7 +745,8 @@ func (b *Broker) Close(ctx context.Context) error {
 
 // Stats counts what happened since New.
 type Stats struct {
-	// Published counts Publish calls that handed a message to the connection.
+	// Published counts messages Publish accepted (sent, or queued while
+	// disconnected; a queued one its caller gave up on is withdrawn).
 	Published int64
 	// Confirmed counts broker acks of routed messages.
 	Confirmed int64
