@@ -2,6 +2,7 @@ package kafka
 
 import (
 	"context"
+	"slices"
 
 	"github.com/domainevents/domainevents/broker"
 	"github.com/domainevents/domainevents/broker/deadletter"
@@ -25,7 +26,7 @@ func NewDeadLetterSink(ctx context.Context, cfg broker.Config, opts ...Option) (
 		cfg.Topic = broker.DefaultDestination
 	}
 	cfg.Topic += ".dlq"
-	opts = append(opts, func(o *options) error { o.topicPerEvent = false; return nil })
+	opts = append(slices.Clip(opts), func(o *options) error { o.topicPerEvent = false; return nil })
 	b, err := New(ctx, cfg, opts...)
 	if err != nil {
 		return nil, err

@@ -47,30 +47,9 @@ type Broker struct {
 // authentication, or a topic that does not exist (with one topic for all
 // events) is a non-retryable error naming what to change.
 func New(ctx context.Context, cfg broker.Config, opts ...Option) (*Broker, error) {
-	if cfg.Type == "" {
-		cfg.Type = broker.Kafka
-	}
-	if cfg.Topic == "" && cfg.Type == broker.Kafka {
-		cfg.Topic = broker.DefaultDestination
-	}
-	if err := cfg.Validate(); err != nil {
-		return nil, err
-	}
-	o := defaultOptions()
-	if cfg.TLS {
-		_ = WithTLS(nil)(&o)
-	}
-	for _, opt := range opts {
-		if opt == nil {
-			continue
-		}
-		if err := opt(&o); err != nil {
-			return nil, &broker.Error{Op: "kafka: options", Kind: broker.ErrInvalid, Err: err}
-		}
-	}
-	sc, err := saramaConfig(cfg, o)
+	cfg, o, sc, err := prepare(cfg, opts)
 	if err != nil {
-		return nil, &broker.Error{Op: "kafka: config", Kind: broker.ErrInvalid, Err: err}
+		return nil, err
 	}
 	client, err := connect(ctx, cfg.Addrs(), sc, o)
 	if err != nil {
@@ -117,6 +96,37 @@ func (b *Broker) topicDesc() string {
 		return "<event name>"
 	}
 	return b.topic
+}
+
+// prepare fills cfg's Kafka defaults, validates it, applies the options and
+// builds the sarama configuration: what New and NewSubscriber share.
+func prepare(cfg broker.Config, opts []Option) (broker.Config, options, *sarama.Config, error) {
+	if cfg.Type == "" {
+		cfg.Type = broker.Kafka
+	}
+	if cfg.Topic == "" {
+		cfg.Topic = broker.DefaultDestination
+	}
+	o := defaultOptions()
+	if err := cfg.Validate(); err != nil {
+		return cfg, o, nil, err
+	}
+	if cfg.TLS {
+		_ = WithTLS(nil)(&o)
+	}
+	for _, opt := range opts {
+		if opt == nil {
+			continue
+		}
+		if err := opt(&o); err != nil {
+			return cfg, o, nil, &broker.Error{Op: "kafka: options", Kind: broker.ErrInvalid, Err: err}
+		}
+	}
+	sc, err := saramaConfig(cfg, o)
+	if err != nil {
+		return cfg, o, nil, &broker.Error{Op: "kafka: config", Kind: broker.ErrInvalid, Err: err}
+	}
+	return cfg, o, sc, nil
 }
 
 // saramaConfig builds the producer configuration: ours by default, or the

@@ -49,30 +49,9 @@ func NewSubscriber(ctx context.Context, cfg broker.Config, groupID string, h bro
 	if h == nil || groupID == "" {
 		return nil, &broker.Error{Op: "kafka: subscribe", Kind: broker.ErrInvalid, Err: errors.New("need a handler and a group id")}
 	}
-	if cfg.Type == "" {
-		cfg.Type = broker.Kafka
-	}
-	if cfg.Topic == "" {
-		cfg.Topic = broker.DefaultDestination
-	}
-	if err := cfg.Validate(); err != nil {
-		return nil, err
-	}
-	o := defaultOptions()
-	if cfg.TLS {
-		_ = WithTLS(nil)(&o)
-	}
-	for _, opt := range opts {
-		if opt == nil {
-			continue
-		}
-		if err := opt(&o); err != nil {
-			return nil, &broker.Error{Op: "kafka: options", Kind: broker.ErrInvalid, Err: err}
-		}
-	}
-	sc, err := saramaConfig(cfg, o)
+	cfg, o, sc, err := prepare(cfg, opts)
 	if err != nil {
-		return nil, &broker.Error{Op: "kafka: config", Kind: broker.ErrInvalid, Err: err}
+		return nil, err
 	}
 	sc.Consumer.Offsets.Initial = sarama.OffsetOldest
 	if o.startNewest {

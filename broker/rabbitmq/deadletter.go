@@ -2,6 +2,7 @@ package rabbitmq
 
 import (
 	"context"
+	"slices"
 
 	"github.com/domainevents/domainevents/broker"
 	"github.com/domainevents/domainevents/broker/deadletter"
@@ -24,7 +25,7 @@ type DeadLetterSink struct {
 func NewDeadLetterSink(ctx context.Context, cfg broker.Config, opts ...Option) (*DeadLetterSink, error) {
 	queue := cfg.Exchange + ".dlq"
 	cfg.Exchange += ".dlx"
-	opts = append(opts, WithQueue(Queue{Name: queue, Keys: []string{"#"}}))
+	opts = append(slices.Clip(opts), WithQueue(Queue{Name: queue, Keys: []string{"#"}}))
 	b, err := New(ctx, cfg, opts...)
 	if err != nil {
 		return nil, err

@@ -84,27 +84,9 @@ type record struct {
 // before ctx ends or each has been tried once, the error matches
 // broker.ErrUnavailable.
 func New(ctx context.Context, cfg broker.Config, opts ...Option) (*Broker, error) {
-	if cfg.Type == "" {
-		cfg.Type = broker.RabbitMQ
-	}
-	if err := cfg.Validate(); err != nil {
+	cfg, o, err := prepare(cfg, opts)
+	if err != nil {
 		return nil, err
-	}
-	o := defaultOptions()
-	o.connName = cfg.ClientID
-	if cfg.TLS {
-		o.tls = nil
-		if err := WithTLS(nil)(&o); err != nil {
-			return nil, err
-		}
-	}
-	for _, opt := range opts {
-		if opt == nil {
-			continue
-		}
-		if err := opt(&o); err != nil {
-			return nil, &broker.Error{Op: "rabbitmq: options", Kind: broker.ErrInvalid, Err: err}
-		}
 	}
 	life, stop := context.WithCancel(context.Background())
 	b := &Broker{
@@ -123,6 +105,31 @@ func New(ctx context.Context, cfg broker.Config, opts ...Option) (*Broker, error
 	b.wg.Add(1)
 	go b.supervise()
 	return b, nil
+}
+
+// prepare fills cfg's RabbitMQ defaults, validates it and applies the
+// options: what New and NewSubscriber share.
+func prepare(cfg broker.Config, opts []Option) (broker.Config, options, error) {
+	if cfg.Type == "" {
+		cfg.Type = broker.RabbitMQ
+	}
+	o := defaultOptions()
+	if err := cfg.Validate(); err != nil {
+		return cfg, o, err
+	}
+	o.connName = cfg.ClientID
+	if cfg.TLS {
+		_ = WithTLS(nil)(&o)
+	}
+	for _, opt := range opts {
+		if opt == nil {
+			continue
+		}
+		if err := opt(&o); err != nil {
+			return cfg, o, &broker.Error{Op: "rabbitmq: options", Kind: broker.ErrInvalid, Err: err}
+		}
+	}
+	return cfg, o, nil
 }
 
 func targets(cfg broker.Config, o options) []target {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -55,28 +56,12 @@ type Subscriber struct {
 // WithRetryDelay are the subscriber's. It reconnects by itself like the
 // publisher; unacknowledged deliveries are then redelivered.
 func NewSubscriber(ctx context.Context, cfg broker.Config, q Queue, h broker.Handler, opts ...Option) (*Subscriber, error) {
-	if cfg.Type == "" {
-		cfg.Type = broker.RabbitMQ
-	}
-	if err := cfg.Validate(); err != nil {
-		return nil, err
-	}
 	if h == nil {
 		return nil, &broker.Error{Op: "rabbitmq: subscribe", Kind: broker.ErrInvalid, Err: errors.New("handler is nil")}
 	}
-	o := defaultOptions()
-	o.connName = cfg.ClientID
-	if cfg.TLS {
-		_ = WithTLS(nil)(&o)
-	}
-	opts = append(opts, WithQueue(q)) // validates q, defaults its keys
-	for _, opt := range opts {
-		if opt == nil {
-			continue
-		}
-		if err := opt(&o); err != nil {
-			return nil, &broker.Error{Op: "rabbitmq: options", Kind: broker.ErrInvalid, Err: err}
-		}
+	cfg, o, err := prepare(cfg, append(slices.Clip(opts), WithQueue(q))) // WithQueue validates q and defaults its keys
+	if err != nil {
+		return nil, err
 	}
 	q = o.queues[len(o.queues)-1]
 	if o.prefetch == 0 {
@@ -104,7 +89,7 @@ func NewSubscriber(ctx context.Context, cfg broker.Config, q Queue, h broker.Han
 	}
 	stop()
 	hcancel()
-	err := errors.Join(errs...)
+	err = errors.Join(errs...)
 	if broker.IsRetryable(err) {
 		return nil, &broker.Error{Op: "rabbitmq: subscribe", Kind: broker.ErrUnavailable, Err: err}
 	}
