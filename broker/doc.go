@@ -1,7 +1,13 @@
 // Package broker is the contract between the application and a message
-// broker: the [Broker] interface every adapter implements, the error
-// categories, the configuration read from MESSAGE_BROKER_* variables, and the
-// [Forwarder] that carries events from an eventbus to a Broker.
+// broker: the [Broker] interface every adapter implements, the consuming
+// side ([Subscriber], [Handler], [Delivery]), the dead-letter contract
+// ([DeadLetter], [DeadLetterSink]), the error categories, the configuration
+// read from MESSAGE_BROKER_* variables, the [Forwarder] that carries events
+// from an eventbus to a Broker, and [BusHandler], which carries deliveries
+// back into an eventbus as typed events.
+//
+// Retrying lives in one place, broker/retry; the local dead-letter spool in
+// broker/deadletter.
 //
 // Adapters live in subpackages: broker/rabbitmq, broker/kafka and
 // broker/noop. Applications pick one from [Config.Type] themselves; this

@@ -1,5 +1,5 @@
-// Package kafka is the Kafka adapter of broker.Broker, on
-// github.com/IBM/sarama.
+// Package kafka is the Kafka adapter of broker.Broker and
+// broker.Subscriber, on github.com/IBM/sarama.
 //
 //	b, err := kafka.New(ctx, cfg) // cfg.Type "kafka": brokers from MESSAGE_BROKER_HOST/PORT or _ADDRESSES
 //	...
@@ -50,6 +50,16 @@
 // reaching the cluster until its ctx ends. A caller's *sarama.Config
 // ([WithSaramaConfig]) is checked for durability, with errors that say which
 // field to change.
+//
+// # Consuming
+//
+// [NewSubscriber] joins a consumer group on the topic and hands records to
+// a broker.Handler, one at a time per partition (their order kept). An
+// offset is marked and committed only after its handler succeeded, or after
+// the record was dead-lettered to "<topic>.dlq" (after [WithMaxAttempts]
+// tries with [WithRetryBackoff] between them, or at once for an error
+// matching broker.ErrInvalid). A partition lost during a retry leaves its
+// record unmarked, to be handled again by its next owner: at least once.
 //
 // # Shutdown
 //

@@ -1,5 +1,5 @@
-// Package rabbitmq is the RabbitMQ adapter of broker.Broker, on
-// github.com/rabbitmq/amqp091-go.
+// Package rabbitmq is the RabbitMQ adapter of broker.Broker and
+// broker.Subscriber, on github.com/rabbitmq/amqp091-go.
 //
 //	b, err := rabbitmq.New(ctx, cfg,
 //		rabbitmq.WithQueue(rabbitmq.Queue{Name: "billing.orders", Keys: []string{"order.#"}}),
@@ -66,6 +66,18 @@
 // reconnects meanwhile, then closes the connection. If ctx ends first, the
 // callers still waiting get an error matching broker.ErrClosed and
 // broker.ErrUnavailable that says the message may or may not be stored.
+//
+// # Consuming
+//
+// [NewSubscriber] consumes a durable queue bound to the exchange into a
+// broker.Handler, with manual acks, prefetch ([WithPrefetch]) and
+// [WithConcurrency] handlers. A failed delivery is re-published (confirmed)
+// to "<queue>.retry", whose TTL ([WithRetryDelay], default 1s) dead-letters
+// it back to the queue with its attempt number in the "x-attempt" header;
+// after [WithMaxAttempts] (default 5), or at once for an error matching
+// broker.ErrInvalid, it goes to "<queue>.dlq" with the deadletter reason
+// headers. The subscriber reconnects like the publisher; unacknowledged
+// deliveries are redelivered (at least once).
 //
 // # Logging
 //

@@ -231,8 +231,15 @@ func (s *Subscriber) process(d amqp.Delivery) {
 		pub.Headers["x-original-routing-key"] = d.RoutingKey
 	}
 	if perr := s.republish(target, pub); perr != nil {
-		// Could not park it: leave it to the broker to redeliver.
+		// Could not park it: leave it to the broker to redeliver, after the
+		// retry delay so that a broken retry path is not a hot loop.
 		s.opts.logger.Warn("rabbitmq: could not move a failed delivery, requeueing", "to", target, "id", d.MessageId, "err", perr)
+		t := time.NewTimer(s.opts.retryDelay)
+		select {
+		case <-t.C:
+		case <-s.closing:
+			t.Stop()
+		}
 		_ = d.Nack(false, true)
 		return
 	}
