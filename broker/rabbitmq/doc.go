@@ -50,6 +50,12 @@
 // is re-published after a reconnect (the error says it may still be
 // delivered).
 //
+// A broker that stops reading the socket (RabbitMQ blocks publishers on a
+// memory or disk alarm; logged at Warn) cannot hold callers past their ctx:
+// Publish waits for the connection with its ctx, and a socket write is
+// bounded by the caller's ctx deadline; a write cut short breaks the
+// connection, which is replaced, and the message is re-published.
+//
 // # Errors
 //
 // One table (classify) maps amqp091 and network errors: bad credentials and

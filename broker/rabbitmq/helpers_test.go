@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -216,6 +217,7 @@ type proxyConn struct {
 	client, server net.Conn
 	blackholed     chan struct{}
 	holeOnce       sync.Once
+	stalled        atomic.Bool // stop reading from the client: its writes block
 }
 
 func newProxy(t testing.TB) *proxy {
@@ -259,6 +261,9 @@ func (p *proxy) handle(client net.Conn) {
 	pipe := func(dst, src net.Conn) {
 		buf := make([]byte, 32<<10)
 		for {
+			for src == client && pc.stalled.Load() {
+				time.Sleep(5 * time.Millisecond) // a broker that stopped reading (alarm)
+			}
 			n, err := src.Read(buf)
 			if n > 0 {
 				select {
@@ -333,6 +338,18 @@ func (p *proxy) BlackholeExisting() int {
 	defer p.mu.Unlock()
 	for _, pc := range p.conns {
 		pc.holeOnce.Do(func() { close(pc.blackholed) })
+	}
+	return len(p.conns)
+}
+
+// StallClients stops reading what the current clients send, as RabbitMQ
+// does for a connection it blocks (memory or disk alarm): their socket
+// writes block once the buffers are full. StallClients(false) resumes.
+func (p *proxy) StallClients(stall bool) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, pc := range p.conns {
+		pc.stalled.Store(stall)
 	}
 	return len(p.conns)
 }

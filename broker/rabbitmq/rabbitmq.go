@@ -32,8 +32,10 @@ type Broker struct {
 	stop    context.CancelFunc // cancels dialer.life
 
 	// mu serialises delivery-tag assignment with the publish that uses the
-	// tag, and guards the fields below.
-	mu        sync.Mutex
+	// tag, and guards the fields below. Publish takes it with its ctx: a
+	// socket write blocked by a broker that stopped reading must not hold
+	// other callers past their deadlines.
+	mu        ctxMutex
 	sess      *session  // nil while disconnected
 	queue     []*record // waiting for a session, in publish order
 	closed    bool
@@ -56,6 +58,7 @@ type target struct {
 // per channel: a confirm is only ever matched against its own session's map.
 type session struct {
 	conn   *amqp.Connection
+	raw    net.Conn // the socket, for write deadlines; nil if unknown
 	ch     *amqp.Channel
 	addr   string
 	mu     sync.Mutex
@@ -94,6 +97,7 @@ func New(ctx context.Context, cfg broker.Config, opts ...Option) (*Broker, error
 		stop:     stop,
 		exchange: cfg.Exchange,
 		window:   make(chan struct{}, o.window),
+		mu:       newCtxMutex(),
 		closing:  make(chan struct{}),
 		done:     make(chan struct{}),
 		lost:     make(chan struct{}, 1),
@@ -187,8 +191,9 @@ type dialer struct {
 	next    int
 }
 
-// connect opens an AMQP connection to the next target.
-func (d *dialer) connect(ctx context.Context) (*amqp.Connection, string, error) {
+// connect opens an AMQP connection to the next target. raw is its socket
+// (nil when a caller's amqp.Config.Dial made it), for write deadlines.
+func (d *dialer) connect(ctx context.Context) (conn *amqp.Connection, addr string, raw net.Conn, err error) {
 	d.nextMu.Lock()
 	t := d.targets[d.next%len(d.targets)]
 	d.next++
@@ -222,6 +227,7 @@ func (d *dialer) connect(ctx context.Context) (*amqp.Connection, string, error) 
 			if err != nil {
 				return nil, err
 			}
+			raw = conn
 			// Bound the TLS and AMQP handshakes; amqp091 clears it once open.
 			if err := conn.SetDeadline(time.Now().Add(timeout)); err != nil {
 				_ = conn.Close()
@@ -230,17 +236,17 @@ func (d *dialer) connect(ctx context.Context) (*amqp.Connection, string, error) 
 			return conn, nil
 		}
 	}
-	conn, err := amqp.DialConfig(t.url, cfg)
+	conn, err = amqp.DialConfig(t.url, cfg)
 	if err != nil {
-		return nil, t.addr, wrap("connect "+t.addr, err)
+		return nil, t.addr, nil, wrap("connect "+t.addr, err)
 	}
-	return conn, t.addr, nil
+	return conn, t.addr, raw, nil
 }
 
 // dial connects to the next target, opens a confirm-mode channel and
 // declares the topology.
 func (b *Broker) dial(ctx context.Context) (*session, error) {
-	conn, addr, err := b.connect(ctx)
+	conn, addr, raw, err := b.connect(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -249,6 +255,7 @@ func (b *Broker) dial(ctx context.Context) (*session, error) {
 		_ = conn.Close()
 		return nil, err
 	}
+	s.raw = raw
 	return s, nil
 }
 
@@ -359,7 +366,7 @@ func (b *Broker) install(s *session) {
 	b.queue = nil
 	for _, r := range waiting {
 		b.stats.republished.Add(1)
-		b.send(s, r)
+		b.send(s, r, time.Time{})
 	}
 	b.mu.Unlock()
 
@@ -378,8 +385,11 @@ func (b *Broker) isDone() bool {
 }
 
 // send publishes r on s. The caller holds b.mu. If s is dying, r goes back
-// to the queue to be re-published on the next session.
-func (b *Broker) send(s *session, r *record) {
+// to the queue to be re-published on the next session. A non-zero deadline
+// bounds the socket write: a broker that stopped reading (an alarm) must not
+// keep the caller past its ctx; a write cut short breaks the connection,
+// which is replaced, and r is re-published.
+func (b *Broker) send(s *session, r *record, deadline time.Time) {
 	tag := s.ch.GetNextPublishSeqNo()
 	s.mu.Lock()
 	if s.dead {
@@ -390,6 +400,10 @@ func (b *Broker) send(s *session, r *record) {
 	s.tags[tag] = r
 	s.mu.Unlock()
 
+	if s.raw != nil && !deadline.IsZero() {
+		_ = s.raw.SetWriteDeadline(deadline)
+		defer func() { _ = s.raw.SetWriteDeadline(time.Time{}) }()
+	}
 	err := s.ch.PublishWithContext(context.Background(), b.exchange, r.key, true, false, r.pub)
 	if err == nil {
 		r.sent = true
@@ -594,7 +608,10 @@ func (b *Broker) Publish(ctx context.Context, msg broker.Message) error {
 	case <-ctx.Done():
 		return b.ctxErr(ctx)
 	}
-	b.mu.Lock()
+	if !b.mu.LockCtx(ctx) { // another publish is stuck writing: this one was never handed over
+		<-b.window
+		return b.notSentErr(ctx)
+	}
 	if b.closed {
 		b.mu.Unlock()
 		<-b.window
@@ -604,7 +621,8 @@ func (b *Broker) Publish(ctx context.Context, msg broker.Message) error {
 	if b.sess == nil {
 		b.queue = append(b.queue, r)
 	} else {
-		b.send(b.sess, r)
+		deadline, _ := ctx.Deadline()
+		b.send(b.sess, r, deadline)
 	}
 	b.mu.Unlock()
 
@@ -624,7 +642,9 @@ func (b *Broker) Publish(ctx context.Context, msg broker.Message) error {
 // reconnect), so that a caller who gives up knows for sure it was not sent
 // and a later retry or dead letter does not duplicate it.
 func (b *Broker) withdraw(r *record) bool {
-	b.mu.Lock()
+	if !b.lockBriefly() {
+		return false // cannot tell: report it as possibly delivered
+	}
 	defer b.mu.Unlock()
 	if r.sent {
 		return false
@@ -640,11 +660,15 @@ func (b *Broker) withdraw(r *record) bool {
 
 // notSentErr reports a message withdrawn before any connection carried it.
 func (b *Broker) notSentErr(ctx context.Context) error {
-	b.mu.Lock()
-	last := b.lastErr
-	b.mu.Unlock()
+	why := "the connection is busy (is the broker blocking publishers?)"
+	if b.lockBriefly() {
+		if b.sess == nil {
+			why = fmt.Sprintf("not connected (last error: %v)", b.lastErr)
+		}
+		b.mu.Unlock()
+	}
 	return &broker.Error{Op: "rabbitmq: publish", Kind: broker.ErrUnavailable,
-		Err: fmt.Errorf("not sent: not connected (last error: %v): %w", last, ctx.Err())}
+		Err: fmt.Errorf("not sent: %s: %w", why, ctx.Err())}
 }
 
 var errClosed = &broker.Error{Op: "rabbitmq: publish", Kind: broker.ErrClosed}
@@ -653,12 +677,12 @@ var errClosed = &broker.Error{Op: "rabbitmq: publish", Kind: broker.ErrClosed}
 // slot, the connection or its confirm: ctx.Err() marked ErrUnavailable
 // (retryable), saying whether the broker was connected.
 func (b *Broker) ctxErr(ctx context.Context) error {
-	b.mu.Lock()
-	down, last := b.sess == nil, b.lastErr
-	b.mu.Unlock()
 	why := "no confirm from the broker yet"
-	if down {
-		why = fmt.Sprintf("not connected (last error: %v)", last)
+	if b.lockBriefly() {
+		if b.sess == nil {
+			why = fmt.Sprintf("not connected (last error: %v)", b.lastErr)
+		}
+		b.mu.Unlock()
 	}
 	return &broker.Error{Op: "rabbitmq: publish", Kind: broker.ErrUnavailable,
 		Err: fmt.Errorf("%s; the message may still be delivered: %w", why, ctx.Err())}
@@ -778,4 +802,43 @@ func (b *Broker) Stats() Stats {
 		Nacked:      b.stats.nacked.Load(),
 		Reconnects:  b.stats.reconnects.Load(),
 	}
+}
+
+// ctxMutex is a mutex whose Lock can give up when a ctx ends.
+type ctxMutex struct{ ch chan struct{} }
+
+func newCtxMutex() ctxMutex { return ctxMutex{ch: make(chan struct{}, 1)} }
+
+// Lock locks, waiting as long as it takes.
+func (m ctxMutex) Lock() { m.ch <- struct{}{} }
+
+// Unlock unlocks.
+func (m ctxMutex) Unlock() { <-m.ch }
+
+// LockCtx locks, or returns false once ctx has ended. A free lock wins over
+// an ended ctx.
+func (m ctxMutex) LockCtx(ctx context.Context) bool {
+	select {
+	case m.ch <- struct{}{}:
+		return true
+	default:
+	}
+	select {
+	case m.ch <- struct{}{}:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// lockGrace bounds how long a caller whose ctx ended still waits for the
+// lock to tidy up (withdraw its message, describe the state).
+const lockGrace = 100 * time.Millisecond
+
+// lockBriefly takes mu for a caller whose own ctx has ended, waiting at most
+// lockGrace.
+func (b *Broker) lockBriefly() bool {
+	ctx, cancel := context.WithTimeout(context.Background(), lockGrace)
+	defer cancel()
+	return b.mu.LockCtx(ctx)
 }

@@ -375,3 +375,45 @@ func TestCloseHonoursContextDuringOutage(t *testing.T) {
 	assert.ErrorIs(t, err, broker.ErrUnavailable)
 	assert.True(t, strings.Contains(err.Error(), "may or may not"), err.Error())
 }
+
+// TestPublishBoundedWhenBrokerStopsReading: a broker that stops reading the
+// socket (RabbitMQ blocks publishers on a memory or disk alarm) leaves one
+// publish stuck in a write; every other publish must still give up when its
+// ctx ends, not queue behind it.
+func TestPublishBoundedWhenBrokerStopsReading(t *testing.T) {
+	f := newFixture(t)
+	p := newProxy(t)
+	b := f.open(t, p.addr, rabbitmq.WithMaxMessageSize(4<<20))
+	require.NoError(t, b.Publish(context.Background(), brokertest.NewMessage("order.created")))
+	require.Equal(t, 1, p.StallClients(true))
+
+	const publishers = 32
+	var wg sync.WaitGroup
+	var slow, failed atomic.Int32
+	for range publishers {
+		wg.Go(func() {
+			m := brokertest.NewMessage("order.created")
+			m.Body = make([]byte, 1<<20) // fills the socket buffers quickly
+			ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+			defer cancel()
+			start := time.Now()
+			err := b.Publish(ctx, m)
+			if time.Since(start) > 2*time.Second {
+				slow.Add(1)
+			}
+			if err != nil {
+				assert.ErrorIs(t, err, broker.ErrUnavailable)
+				assert.ErrorIs(t, err, context.DeadlineExceeded)
+				failed.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	assert.Zero(t, slow.Load(), "publishes waited far past their ctx")
+	assert.Equal(t, int32(publishers), failed.Load(), "nothing can be confirmed by a broker that does not read")
+
+	p.StallClients(false)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	require.NoError(t, b.Publish(ctx, brokertest.NewMessage("order.created")), "publishing resumes")
+}

@@ -98,7 +98,7 @@ func NewSubscriber(ctx context.Context, cfg broker.Config, q Queue, h broker.Han
 
 // consume connects, declares the topology and starts consuming.
 func (s *Subscriber) consume(ctx context.Context) (<-chan amqp.Delivery, error) {
-	conn, addr, err := s.connect(ctx)
+	conn, addr, _, err := s.connect(ctx)
 	if err != nil {
 		return nil, err
 	}
