@@ -178,6 +178,9 @@ func (b *Broker) connectOnce(ctx context.Context) error {
 			return err // wrong credentials or topology: another node will not differ
 		}
 	}
+	if len(errs) == 1 {
+		return errs[0] // already says which address and why
+	}
 	return &broker.Error{Op: "rabbitmq: connect", Kind: broker.ErrUnavailable, Err: errors.Join(errs...)}
 }
 
