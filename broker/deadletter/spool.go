@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/domainevents/domainevents/broker"
@@ -48,9 +49,16 @@ type Spool struct {
 	active     *os.File
 	activeSize int64
 	nextSeq    uint64
-	total      int64 // bytes in all segments
+	total      int64  // bytes in all segments
+	written    uint64 // records written so far (their sequence numbers)
 	closed     bool
 	replayMu   sync.Mutex
+
+	// Group commit: a Put returns once an fsync that started after its
+	// write succeeded. Concurrent Puts share one fsync.
+	syncMu  sync.Mutex // one fsync at a time; taken before mu, never after
+	synced  atomic.Uint64
+	syncErr atomic.Pointer[error] // sticky: after a failed fsync, nothing is promised
 }
 
 // SpoolOption configures [OpenSpool].
@@ -187,54 +195,123 @@ func encode(e broker.DeadLetter) ([]byte, error) {
 }
 
 // Put appends e and fsyncs before returning. A spool that would exceed its
-// bound returns an error matching [ErrFull].
+// bound returns an error matching [ErrFull]. Concurrent Puts share fsyncs
+// (group commit); each still returns only once its own record is on disk.
 func (s *Spool) Put(_ context.Context, e broker.DeadLetter) error {
 	rec, err := encode(e)
 	if err != nil {
 		return fmt.Errorf("deadletter: encode entry %s: %w", e.Message.ID, err)
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.appendLocked(rec)
+	seq, err := s.appendLocked(rec)
+	s.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return s.syncUpTo(seq)
 }
 
-func (s *Spool) appendLocked(rec []byte) error {
+// appendLocked writes rec (not yet synced) and returns its sequence number.
+func (s *Spool) appendLocked(rec []byte) (uint64, error) {
 	if s.closed {
-		return fmt.Errorf("deadletter: %s is closed", s)
+		return 0, fmt.Errorf("deadletter: %s is closed", s)
+	}
+	if e := s.syncErr.Load(); e != nil {
+		return 0, *e
 	}
 	if s.total+int64(len(rec)) > s.maxBytes {
-		return fmt.Errorf("%w: %s holds %d bytes, the limit is %d: replay it or raise WithMaxBytes", ErrFull, s, s.total, s.maxBytes)
+		return 0, fmt.Errorf("%w: %s holds %d bytes, the limit is %d: replay it or raise WithMaxBytes", ErrFull, s, s.total, s.maxBytes)
 	}
 	if s.active == nil || s.activeSize >= s.segBytes {
 		if err := s.rotateLocked(); err != nil {
-			return err
+			return 0, err
 		}
 	}
 	if _, err := s.active.Write(rec); err != nil {
 		// A partial write leaves a torn record: start a new segment so that
 		// later records stay readable.
 		name := s.active.Name()
-		_ = s.active.Close()
-		s.active = nil
-		return fmt.Errorf("deadletter: write %s: %w", name, err)
-	}
-	if err := s.active.Sync(); err != nil {
-		name := s.active.Name()
-		_ = s.active.Close()
-		s.active = nil
-		return fmt.Errorf("deadletter: fsync %s: %w", name, err)
+		_ = s.closeActiveLocked()
+		return 0, fmt.Errorf("deadletter: write %s: %w", name, err)
 	}
 	s.activeSize += int64(len(rec))
 	s.total += int64(len(rec))
+	s.written++
+	return s.written, nil
+}
+
+// syncUpTo returns once record seq is on disk: an fsync that started after
+// it was written succeeded, its own or another Put's.
+func (s *Spool) syncUpTo(seq uint64) error {
+	if s.synced.Load() >= seq {
+		return nil
+	}
+	s.syncMu.Lock()
+	defer s.syncMu.Unlock()
+	if e := s.syncErr.Load(); e != nil {
+		return *e
+	}
+	if s.synced.Load() >= seq {
+		return nil
+	}
+	s.mu.Lock()
+	f, target := s.active, s.written
+	s.mu.Unlock()
+	var err error
+	if f == nil {
+		err = errors.New("no open segment")
+	} else {
+		err = f.Sync()
+	}
+	if s.synced.Load() >= seq {
+		return nil // a rotation synced and closed the file meanwhile
+	}
+	if err != nil {
+		return s.failSync(fmt.Errorf("deadletter: fsync %s: %w", s, err))
+	}
+	s.raiseSynced(target)
+	return nil
+}
+
+func (s *Spool) raiseSynced(to uint64) {
+	for {
+		cur := s.synced.Load()
+		if cur >= to || s.synced.CompareAndSwap(cur, to) {
+			return
+		}
+	}
+}
+
+// failSync makes the spool refuse further writes: after a failed fsync the
+// kernel may have dropped the data, and a later fsync can succeed without it.
+func (s *Spool) failSync(err error) error {
+	err = fmt.Errorf("%w (the spool refuses writes from now on; reopen it)", err)
+	s.syncErr.CompareAndSwap(nil, &err)
+	return err
+}
+
+// closeActiveLocked syncs and closes the active segment, so that what was
+// written to it counts as synced.
+func (s *Spool) closeActiveLocked() error {
+	if s.active == nil {
+		return nil
+	}
+	f, written := s.active, s.written
+	s.active = nil
+	if err := f.Sync(); err != nil {
+		_ = f.Close()
+		return s.failSync(fmt.Errorf("deadletter: fsync %s: %w", f.Name(), err))
+	}
+	s.raiseSynced(written)
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("deadletter: close segment: %w", err)
+	}
 	return nil
 }
 
 func (s *Spool) rotateLocked() error {
-	if s.active != nil {
-		if err := s.active.Close(); err != nil {
-			return fmt.Errorf("deadletter: close segment: %w", err)
-		}
-		s.active = nil
+	if err := s.closeActiveLocked(); err != nil {
+		return err
 	}
 	seq := s.nextSeq
 	path := filepath.Join(s.dir, fmt.Sprintf("%s%020d%s", segPrefix, seq, segSuffix))
@@ -385,11 +462,11 @@ func (s *Spool) Replay(ctx context.Context, b broker.Broker, opts ReplayOptions)
 		opts.Workers = 16
 	}
 	s.mu.Lock()
-	if s.active != nil { // seal it: what it holds is replayed now, new Puts go elsewhere
-		_ = s.active.Close()
-		s.active = nil
+	err := s.closeActiveLocked() // seal it: what it holds is replayed now, new Puts go elsewhere
+	var segs []segment
+	if err == nil {
+		segs, err = s.segments()
 	}
-	segs, err := s.segments()
 	s.mu.Unlock()
 	var res ReplayResult
 	if err != nil {
@@ -416,22 +493,9 @@ func (s *Spool) Replay(ctx context.Context, b broker.Broker, opts ReplayOptions)
 			}
 			recs = append(recs, rec)
 		}
-		s.mu.Lock()
-		s.total -= seg.size // the failures replace the segment: count it out while appending them
-		for _, rec := range recs {
-			if err := s.appendLocked(rec); err != nil {
-				s.total += seg.size
-				s.mu.Unlock()
-				return res, fmt.Errorf("deadletter: re-spool failed entries of %s (segment kept, replay again): %w", seg.path, err)
-			}
+		if err := s.respool(seg, recs); err != nil {
+			return res, err
 		}
-		// Every entry of seg is now confirmed or re-spooled: drop it.
-		if err := os.Remove(seg.path); err != nil {
-			s.total += seg.size
-			s.mu.Unlock()
-			return res, fmt.Errorf("deadletter: remove replayed segment: %w", err)
-		}
-		s.mu.Unlock()
 		res.Published += len(entries) - len(failed)
 		res.Failed += len(failed)
 		if opts.Progress != nil {
@@ -439,6 +503,40 @@ func (s *Spool) Replay(ctx context.Context, b broker.Broker, opts ReplayOptions)
 		}
 	}
 	return res, nil
+}
+
+// respool appends the failed entries of a replayed segment, fsyncs them,
+// then deletes the segment: every entry of it is then confirmed or safe
+// again.
+func (s *Spool) respool(seg segment, recs [][]byte) error {
+	s.mu.Lock()
+	s.total -= seg.size // the failures replace the segment: count it out while appending them
+	var last uint64
+	for _, rec := range recs {
+		seq, err := s.appendLocked(rec)
+		if err != nil {
+			s.total += seg.size
+			s.mu.Unlock()
+			return fmt.Errorf("deadletter: re-spool failed entries of %s (segment kept, replay again): %w", seg.path, err)
+		}
+		last = seq
+	}
+	s.mu.Unlock()
+	if last > 0 {
+		if err := s.syncUpTo(last); err != nil {
+			s.mu.Lock()
+			s.total += seg.size
+			s.mu.Unlock()
+			return fmt.Errorf("deadletter: re-spool failed entries of %s (segment kept, replay again): %w", seg.path, err)
+		}
+	}
+	if err := os.Remove(seg.path); err != nil {
+		s.mu.Lock()
+		s.total += seg.size
+		s.mu.Unlock()
+		return fmt.Errorf("deadletter: remove replayed segment: %w", err)
+	}
+	return nil
 }
 
 // publishAll publishes entries with workers, keeping one key's entries in
@@ -480,15 +578,10 @@ func publishAll(ctx context.Context, b broker.Broker, entries []broker.DeadLette
 	return failed
 }
 
-// Close releases the active segment. Later Puts fail.
+// Close syncs and releases the active segment. Later Puts fail.
 func (s *Spool) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.closed = true
-	if s.active != nil {
-		err := s.active.Close()
-		s.active = nil
-		return err
-	}
-	return nil
+	return s.closeActiveLocked()
 }
