@@ -180,6 +180,9 @@ func (s *Subscriber) supervise(deliveries <-chan amqp.Delivery) {
 			if deliveries, err = s.consume(s.life); err == nil {
 				break
 			}
+			if s.life.Err() != nil {
+				return // Close gave up waiting
+			}
 			delay := backoff.Jittered(attempt, s.opts.backoffMin, s.opts.backoffMax)
 			s.opts.logger.Warn("rabbitmq: consumer reconnect failed", "attempt", attempt+1, "retry_in", delay, "err", err)
 			t := time.NewTimer(delay)
@@ -189,6 +192,14 @@ func (s *Subscriber) supervise(deliveries <-chan amqp.Delivery) {
 				return
 			case <-t.C:
 			}
+		}
+		select {
+		case <-s.closing: // Close started while we reconnected: its Cancel missed this channel
+			s.mu.Lock()
+			ch, tag := s.ch, s.tag
+			s.mu.Unlock()
+			_ = ch.Cancel(tag, false)
+		default:
 		}
 	}
 }
