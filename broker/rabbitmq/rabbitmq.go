@@ -162,26 +162,13 @@ func targets(cfg broker.Config, o options) []target {
 
 // connectOnce tries each target once, for New.
 func (b *Broker) connectOnce(ctx context.Context) error {
-	var errs []error
-	for range b.targets {
-		if err := ctx.Err(); err != nil {
-			errs = append(errs, err)
-			break
-		}
+	return b.tryEach(ctx, func(ctx context.Context) error {
 		s, err := b.dial(ctx)
 		if err == nil {
 			b.install(s)
-			return nil
 		}
-		errs = append(errs, err)
-		if !broker.IsRetryable(err) {
-			return err // wrong credentials or topology: another node will not differ
-		}
-	}
-	if len(errs) == 1 {
-		return errs[0] // already says which address and why
-	}
-	return &broker.Error{Op: "rabbitmq: connect", Kind: broker.ErrUnavailable, Err: errors.Join(errs...)}
+		return err
+	})
 }
 
 // dialer connects to the targets in turn. Close cancels life, which aborts
@@ -192,6 +179,66 @@ type dialer struct {
 	life    context.Context
 	nextMu  sync.Mutex
 	next    int
+}
+
+// tryEach calls try once per target (each call dials the next one) until
+// one succeeds, an error is not retryable (wrong credentials or topology:
+// another node will not differ) or ctx ends. A single failure is returned
+// as it is, several joined under broker.ErrUnavailable.
+func (d *dialer) tryEach(ctx context.Context, try func(context.Context) error) error {
+	var errs []error
+	for range d.targets {
+		if err := ctx.Err(); err != nil {
+			errs = append(errs, err)
+			break
+		}
+		err := try(ctx)
+		if err == nil {
+			return nil
+		}
+		errs = append(errs, err)
+		if !broker.IsRetryable(err) {
+			return err
+		}
+	}
+	if len(errs) == 1 {
+		return errs[0] // already says which address and why
+	}
+	return &broker.Error{Op: "rabbitmq: connect", Kind: broker.ErrUnavailable, Err: errors.Join(errs...)}
+}
+
+// retryUntil calls try, with exponential backoff and full jitter between
+// attempts, until it succeeds (true) or stop closes or life ends (false).
+// Failures are logged, at Error when retrying cannot help by itself (the
+// password changed, say: it needs a human).
+func (d *dialer) retryUntil(stop <-chan struct{}, what string, try func() error) bool {
+	for attempt := 0; ; attempt++ {
+		select {
+		case <-stop:
+			return false
+		default:
+		}
+		err := try()
+		if err == nil {
+			return true
+		}
+		if d.life.Err() != nil {
+			return false
+		}
+		delay := backoff.Jittered(attempt, d.opts.backoffMin, d.opts.backoffMax)
+		lvl := slog.LevelWarn
+		if !broker.IsRetryable(err) {
+			lvl = slog.LevelError
+		}
+		d.opts.logger.Log(context.Background(), lvl, "rabbitmq: "+what+" failed", "attempt", attempt+1, "retry_in", delay, "err", err)
+		t := time.NewTimer(delay)
+		select {
+		case <-stop:
+			t.Stop()
+			return false
+		case <-t.C:
+		}
+	}
 }
 
 // connect opens an AMQP connection to the next target. raw is its socket
@@ -559,32 +606,20 @@ func (b *Broker) supervise() {
 			return
 		case <-b.lost:
 		}
-		for attempt := 0; ; attempt++ {
-			if b.isDone() {
-				return
-			}
+		reconnected := b.retryUntil(b.done, "reconnect", func() error {
 			s, err := b.dial(b.life)
-			if err == nil {
-				b.stats.reconnects.Add(1)
-				b.install(s)
-				break
+			if err != nil {
+				b.mu.Lock()
+				b.lastErr = err
+				b.mu.Unlock()
+				return err
 			}
-			b.mu.Lock()
-			b.lastErr = err
-			b.mu.Unlock()
-			delay := backoff.Jittered(attempt, b.opts.backoffMin, b.opts.backoffMax)
-			lvl := slog.LevelWarn
-			if !broker.IsRetryable(err) {
-				lvl = slog.LevelError // e.g. the password changed: needs a human
-			}
-			b.opts.logger.Log(context.Background(), lvl, "rabbitmq: reconnect failed", "attempt", attempt+1, "retry_in", delay, "err", err)
-			t := time.NewTimer(delay)
-			select {
-			case <-b.done:
-				t.Stop()
-				return
-			case <-t.C:
-			}
+			b.stats.reconnects.Add(1)
+			b.install(s)
+			return nil
+		})
+		if !reconnected {
+			return
 		}
 	}
 }

@@ -13,7 +13,6 @@ import (
 
 	"github.com/domainevents/domainevents/broker"
 	"github.com/domainevents/domainevents/broker/deadletter"
-	"github.com/domainevents/domainevents/internal/backoff"
 )
 
 // HeaderAttempt carries the attempt number of a retried delivery.
@@ -74,26 +73,20 @@ func NewSubscriber(ctx context.Context, cfg broker.Config, q Queue, h broker.Han
 		exchange: cfg.Exchange, queue: q, handler: h, stop: stop,
 		handlerCtx: hctx, cancelHandler: hcancel, closing: make(chan struct{}),
 	}
-	var errs []error
-	for range s.targets {
+	err = s.tryEach(ctx, func(ctx context.Context) error {
 		deliveries, err := s.consume(ctx)
 		if err == nil {
 			s.sessions.Add(1)
 			go s.supervise(deliveries)
-			return s, nil
 		}
-		errs = append(errs, err)
-		if !broker.IsRetryable(err) || ctx.Err() != nil {
-			break
-		}
+		return err
+	})
+	if err != nil {
+		stop()
+		hcancel()
+		return nil, err
 	}
-	stop()
-	hcancel()
-	err = errors.Join(errs...)
-	if broker.IsRetryable(err) {
-		return nil, &broker.Error{Op: "rabbitmq: subscribe", Kind: broker.ErrUnavailable, Err: err}
-	}
-	return nil, err
+	return s, nil
 }
 
 // consume connects, declares the topology and starts consuming.
@@ -175,23 +168,13 @@ func (s *Subscriber) supervise(deliveries <-chan amqp.Delivery) {
 		default:
 		}
 		s.opts.logger.Warn("rabbitmq: consumer lost its connection, reconnecting", "queue", s.queue.Name)
-		for attempt := 0; ; attempt++ {
+		reconnected := s.retryUntil(s.closing, "consumer reconnect", func() error {
 			var err error
-			if deliveries, err = s.consume(s.life); err == nil {
-				break
-			}
-			if s.life.Err() != nil {
-				return // Close gave up waiting
-			}
-			delay := backoff.Jittered(attempt, s.opts.backoffMin, s.opts.backoffMax)
-			s.opts.logger.Warn("rabbitmq: consumer reconnect failed", "attempt", attempt+1, "retry_in", delay, "err", err)
-			t := time.NewTimer(delay)
-			select {
-			case <-s.closing:
-				t.Stop()
-				return
-			case <-t.C:
-			}
+			deliveries, err = s.consume(s.life)
+			return err
+		})
+		if !reconnected {
+			return
 		}
 		select {
 		case <-s.closing: // Close started while we reconnected: its Cancel missed this channel
