@@ -22,10 +22,9 @@ var (
 
 // fakeClock advances only when the retry layer "sleeps".
 type fakeClock struct {
-	mu     sync.Mutex
-	t      time.Time
-	slept  []time.Duration
-	cancel bool
+	mu    sync.Mutex
+	t     time.Time
+	slept []time.Duration
 }
 
 func (c *fakeClock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
