@@ -27,34 +27,6 @@ const (
 // DefaultDestination is the default RabbitMQ exchange and Kafka topic.
 const DefaultDestination = "orders.events"
 
-// Secret is a string that never prints: fmt verbs, JSON and slog all show
-// "[redacted]" (or "" when it is empty). Call Reveal to use it.
-type Secret string
-
-const redacted = "[redacted]"
-
-func (s Secret) shown() string {
-	if s == "" {
-		return ""
-	}
-	return redacted
-}
-
-// Reveal returns the secret itself. Only adapters should call it.
-func (s Secret) Reveal() string { return string(s) }
-
-// String returns "[redacted]".
-func (s Secret) String() string { return s.shown() }
-
-// GoString returns "[redacted]" quoted, for %#v.
-func (s Secret) GoString() string { return strconv.Quote(s.shown()) }
-
-// Format prints "[redacted]" whatever the verb.
-func (s Secret) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(s.shown())) }
-
-// MarshalText returns "[redacted]", so JSON and text encoders never leak it.
-func (s Secret) MarshalText() ([]byte, error) { return []byte(s.shown()), nil }
-
 // Config is the connection configuration shared by the adapters. Load it
 // from the environment with [ConfigFromEnv] or start from [DefaultConfig].
 // Printing a Config (%v, %+v, %#v, JSON, slog) never shows the password.
@@ -100,7 +72,7 @@ func DefaultConfig() Config {
 		Host:     "localhost",
 		Port:     DefaultRabbitMQPort,
 		Username: "guest",
-		Password: "guest",
+		Password: NewSecret("guest"),
 		VHost:    "/",
 		Exchange: DefaultDestination,
 		Topic:    DefaultDestination,
@@ -130,13 +102,14 @@ func ConfigFromEnv() (Config, error) { return LoadConfig(os.LookupEnv) }
 
 // LoadConfig reads the MESSAGE_BROKER_* variables through lookup (os.LookupEnv
 // in production, a map in tests) over [DefaultConfig], then validates. Every
-// bad value is reported, each error naming the variable and the value (never
-// the password's value), joined; all match [ErrInvalid].
+// bad value is reported, joined, each error naming the variable and the
+// value; all match [ErrInvalid]. A value that may hold credentials (anything
+// before an "@") and the password are never repeated.
 func LoadConfig(lookup func(string) (string, bool)) (Config, error) {
 	c := DefaultConfig()
 	var errs []error
 	bad := func(name, value, problem string) {
-		errs = append(errs, &configError{fmt.Sprintf("%s=%q: %s", name, value, problem)})
+		errs = append(errs, &configError{fmt.Sprintf("%s=%q: %s", name, shownValue(value), problem)})
 	}
 	get := func(name string) (string, bool) {
 		v, ok := lookup(name)
@@ -162,9 +135,6 @@ func LoadConfig(lookup func(string) (string, bool)) (Config, error) {
 	boolVar(EnvEnabled, &c.Enabled)
 	if v, ok := get(EnvType); ok {
 		c.Type = Type(strings.ToLower(v))
-		if c.Type != RabbitMQ && c.Type != Kafka {
-			bad(EnvType, v, "want rabbitmq or kafka")
-		}
 	}
 	if c.Type == Kafka {
 		c.Port = DefaultKafkaPort
@@ -172,7 +142,7 @@ func LoadConfig(lookup func(string) (string, bool)) (Config, error) {
 	strVar(EnvHost, &c.Host)
 	if v, ok := get(EnvPort); ok {
 		p, err := strconv.Atoi(v)
-		if err != nil || p < 1 || p > 65535 {
+		if err != nil {
 			bad(EnvPort, v, "want a port number from 1 to 65535")
 		} else {
 			c.Port = p
@@ -180,19 +150,16 @@ func LoadConfig(lookup func(string) (string, bool)) (Config, error) {
 	}
 	strVar(EnvUsername, &c.Username)
 	if v, ok := lookup(EnvPassword); ok { // a password may have spaces
-		c.Password = Secret(v)
+		c.Password = NewSecret(v)
 	}
 	if v, ok := get(EnvAddresses); ok {
 		for _, a := range strings.Split(v, ",") {
-			a = strings.TrimSpace(a)
-			if a == "" {
-				continue
+			if a = strings.TrimSpace(a); a != "" {
+				c.Addresses = append(c.Addresses, a)
 			}
-			if err := checkHostPort(a); err != nil {
-				bad(EnvAddresses, a, err.Error())
-				continue
-			}
-			c.Addresses = append(c.Addresses, a)
+		}
+		if len(c.Addresses) == 0 {
+			bad(EnvAddresses, v, "no address in the list: want host:port[,host:port...]")
 		}
 	}
 	strVar(EnvVHost, &c.VHost)
@@ -201,21 +168,94 @@ func LoadConfig(lookup func(string) (string, bool)) (Config, error) {
 	boolVar(EnvTLS, &c.TLS)
 	strVar(EnvClientID, &c.ClientID)
 
-	if len(errs) == 0 {
-		if err := c.Validate(); err != nil {
-			errs = append(errs, err)
-		}
+	for _, p := range c.problems() {
+		bad(p.env, p.value, p.problem)
 	}
 	return c, errors.Join(errs...)
 }
 
+// Validate checks the fields, naming the field, its variable and the value
+// in each error (joined, all matching [ErrInvalid]).
+func (c Config) Validate() error {
+	var errs []error
+	for _, p := range c.problems() {
+		errs = append(errs, &configError{fmt.Sprintf("config %s (%s) %q: %s", p.field, p.env, shownValue(p.value), p.problem)})
+	}
+	return errors.Join(errs...)
+}
+
+// problem is one bad field, with the variable that sets it.
+type problem struct{ field, env, value, problem string }
+
+// problems is the one list of checks, shared by [LoadConfig] and
+// [Config.Validate].
+func (c Config) problems() []problem {
+	var ps []problem
+	bad := func(field, env, value, msg string) { ps = append(ps, problem{field, env, value, msg}) }
+	if c.Type != RabbitMQ && c.Type != Kafka {
+		bad("Type", EnvType, string(c.Type), "want rabbitmq or kafka")
+	}
+	if len(c.Addresses) == 0 {
+		if err := checkHost(c.Host); err != nil {
+			bad("Host", EnvHost, c.Host, err.Error())
+		}
+		if c.Port < 1 || c.Port > 65535 {
+			bad("Port", EnvPort, strconv.Itoa(c.Port), "want a port number from 1 to 65535")
+		}
+	}
+	for _, a := range c.Addresses {
+		if err := checkHostPort(a); err != nil {
+			bad("Addresses", EnvAddresses, a, err.Error())
+		}
+	}
+	if c.VHost == "" {
+		bad("VHost", EnvVHost, "", "required (the default vhost is \"/\")")
+	}
+	switch c.Type {
+	case RabbitMQ:
+		if c.Exchange == "" {
+			bad("Exchange", EnvExchange, "", "required for rabbitmq")
+		} else if len(c.Exchange) > 255 {
+			bad("Exchange", EnvExchange, c.Exchange, "longer than RabbitMQ's 255 bytes")
+		}
+	case Kafka:
+		if err := checkTopic(c.Topic); err != nil {
+			bad("Topic", EnvTopic, c.Topic, err.Error())
+		}
+	}
+	return ps
+}
+
+// checkHost accepts an IP address or a DNS name.
+func checkHost(h string) error {
+	switch {
+	case h == "":
+		return errors.New("required: want a host name or IP address")
+	case strings.Contains(h, "://"):
+		return errors.New("want a host name or IP address, not a URL")
+	case net.ParseIP(strings.Trim(h, "[]")) != nil:
+		return nil
+	case strings.Contains(h, ":"):
+		return errors.New("want a host name or IP address without a port (the port has its own variable)")
+	}
+	for _, r := range h {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '.' || r == '_') {
+			return fmt.Errorf("want a host name or IP address (%q is not allowed in one)", r)
+		}
+	}
+	return nil
+}
+
 func checkHostPort(a string) error {
+	if strings.Contains(a, "://") {
+		return errors.New("want host:port, not a URL (credentials go in MESSAGE_BROKER_USERNAME and MESSAGE_BROKER_PASSWORD)")
+	}
 	host, port, err := net.SplitHostPort(a)
 	if err != nil {
 		return errors.New("want host:port")
 	}
-	if host == "" {
-		return errors.New("host is empty")
+	if err := checkHost(host); err != nil {
+		return err
 	}
 	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
 		return errors.New("port is not a number from 1 to 65535")
@@ -223,40 +263,34 @@ func checkHostPort(a string) error {
 	return nil
 }
 
-// Validate checks the fields, naming the field and value in each error
-// (joined, all matching [ErrInvalid]).
-func (c Config) Validate() error {
-	var errs []error
-	bad := func(field, value, problem string) {
-		errs = append(errs, &configError{fmt.Sprintf("config %s %q: %s", field, value, problem)})
+// checkTopic applies Kafka's rules for topic names.
+func checkTopic(t string) error {
+	switch {
+	case t == "":
+		return errors.New("required for kafka")
+	case len(t) > 249:
+		return errors.New("longer than Kafka's 249 characters")
+	case t == "." || t == "..":
+		return errors.New("not a valid Kafka topic name")
 	}
-	if c.Type != RabbitMQ && c.Type != Kafka {
-		bad("Type", string(c.Type), "want rabbitmq or kafka")
-	}
-	if len(c.Addresses) == 0 {
-		if c.Host == "" || strings.ContainsAny(c.Host, " /") {
-			bad("Host", c.Host, "want a host name or IP address")
-		}
-		if c.Port < 1 || c.Port > 65535 {
-			bad("Port", strconv.Itoa(c.Port), "want a port number from 1 to 65535")
+	for _, r := range t {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '.' || r == '_') {
+			return fmt.Errorf("Kafka topic names allow only letters, digits, '.', '_' and '-', not %q", r)
 		}
 	}
-	for _, a := range c.Addresses {
-		if err := checkHostPort(a); err != nil {
-			bad("Addresses", a, err.Error())
-		}
+	return nil
+}
+
+// shownValue is how an error repeats a value: never what precedes an "@"
+// (user:password in a URL or address), and never more than 100 bytes.
+func shownValue(v string) string {
+	if i := strings.LastIndex(v, "@"); i >= 0 {
+		v = "<redacted>@" + v[i+1:]
 	}
-	switch c.Type {
-	case RabbitMQ:
-		if c.Exchange == "" {
-			bad("Exchange", "", "required for rabbitmq")
-		}
-	case Kafka:
-		if c.Topic == "" {
-			bad("Topic", "", "required for kafka")
-		}
+	if len(v) > 100 {
+		v = v[:100] + "..."
 	}
-	return errors.Join(errs...)
+	return v
 }
 
 // Addrs returns the broker addresses as host:port: Addresses when set,
@@ -268,10 +302,15 @@ func (c Config) Addrs() []string {
 	return []string{net.JoinHostPort(c.Host, strconv.Itoa(c.Port))}
 }
 
-// String describes c without the password.
+// String describes c without the password (nor anything before an "@" in
+// an address).
 func (c Config) String() string {
+	addrs := c.Addrs()
+	for i, a := range addrs {
+		addrs[i] = shownValue(a)
+	}
 	return fmt.Sprintf("broker.Config{Enabled:%t Type:%s Addrs:%v Username:%s Password:%s VHost:%s Exchange:%s Topic:%s TLS:%t ClientID:%s}",
-		c.Enabled, c.Type, c.Addrs(), c.Username, c.Password.shown(), c.VHost, c.Exchange, c.Topic, c.TLS, c.ClientID)
+		c.Enabled, c.Type, addrs, c.Username, c.Password.String(), c.VHost, c.Exchange, c.Topic, c.TLS, c.ClientID)
 }
 
 // GoString is String, for %#v.

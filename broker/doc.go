@@ -1,17 +1,21 @@
-// Package broker is the contract between the application and a message
+// Package broker is the contract between an application and a message
 // broker: the [Broker] interface every adapter implements, the consuming
 // side ([Subscriber], [Handler], [Delivery]), the dead-letter contract
-// ([DeadLetter], [DeadLetterSink]), the error categories, the configuration
-// read from MESSAGE_BROKER_* variables, the [Forwarder] that carries events
-// from an eventbus to a Broker, and [BusHandler], which carries deliveries
-// back into an eventbus as typed events.
+// ([DeadLetter], [DeadLetterSink], [BrokerSink]), the error categories, and
+// the configuration read from MESSAGE_BROKER_* variables. It imports the
+// standard library only: it knows no event type, no bus and no adapter.
 //
-// Retrying lives in one place, broker/retry; the local dead-letter spool in
-// broker/deadletter.
+// Around it:
 //
-// Adapters live in subpackages: broker/rabbitmq, broker/kafka and
-// broker/noop. Applications pick one from [Config.Type] themselves; this
-// package imports none of them.
+//   - adapters implement it: broker/rabbitmq, broker/kafka, broker/noop
+//     (helpers for adapter authors in broker/adapter, the conformance suite
+//     in broker/brokertest);
+//   - decorators wrap it: broker/retry (the one place publishes are
+//     retried), broker/deadletter (the local spool);
+//   - package bridge connects it to the in-process bus (events in, typed
+//     events out).
+//
+// Applications pick an adapter from [Config.Type] themselves.
 //
 // # Delivery semantics
 //
@@ -24,11 +28,12 @@
 // # Errors
 //
 // Errors are categorised: [ErrClosed], [ErrUnavailable], [ErrUnroutable],
-// [ErrRejected], [ErrTooLarge], [ErrInvalid], [ErrUnauthorized], used with
-// errors.Is. Adapters return an [*Error] that unwraps to both its category
-// and the native cause (errors.As reaches the client library's error).
-// [IsRetryable] is true only for ErrUnavailable. Context errors are returned
-// as they are.
+// [ErrRejected], [ErrTooLarge], [ErrInvalid], [ErrUnauthorized] and
+// [ErrDeadLettered], used with errors.Is. Adapters return an [*Error] that
+// unwraps to both its category and the native cause (errors.As reaches the
+// client library's error). [IsRetryable] is true only for ErrUnavailable;
+// [Category] names the category for logs and dead-letter headers. Context
+// errors of the caller's ctx are returned as they are.
 //
 // # Configuration
 //
@@ -47,8 +52,9 @@
 //	MESSAGE_BROKER_TLS        false
 //	MESSAGE_BROKER_CLIENT_ID  orders-service
 //
-// A bad value is an error naming the variable and the value. The password is
-// a [Secret]: no fmt verb, JSON or slog output shows it.
+// A bad value is an error naming the variable and the value (never the
+// password, nor anything before an "@"). The password is a [Secret]: no fmt
+// verb, JSON or slog output shows it, even through reflection.
 //
 // # Shutdown
 //

@@ -5,9 +5,12 @@ import (
 	"errors"
 )
 
-// Error categories. Every error an adapter returns from Publish or Close
-// matches at most one of them with errors.Is, except context errors, which
-// pass through unwrapped (errors.Is(err, context.DeadlineExceeded) works).
+// Error categories, used with errors.Is. Every error an adapter returns from
+// Publish matches exactly one of them, with two exceptions: context errors
+// of the caller's own ctx pass through unwrapped (errors.Is(err,
+// context.DeadlineExceeded) works), and a message whose outcome is unknown
+// because Close gave up waiting for its confirm matches both [ErrClosed]
+// and [ErrUnavailable] (it may or may not have been stored).
 var (
 	// ErrClosed: the broker was closed; nothing more is accepted.
 	ErrClosed = errors.New("broker closed")
@@ -15,7 +18,8 @@ var (
 	// lost, leader election, not enough replicas). The only retryable category.
 	ErrUnavailable = errors.New("broker unavailable")
 	// ErrUnroutable: the broker is up but had nowhere to put the message
-	// (RabbitMQ: no queue bound for the routing key; Kafka: unknown topic).
+	// (RabbitMQ: no queue bound for the routing key, or no such exchange;
+	// Kafka: unknown topic).
 	ErrUnroutable = errors.New("message unroutable")
 	// ErrRejected: the broker refused a message it received (RabbitMQ nack,
 	// e.g. a full queue with overflow=reject-publish).
@@ -23,7 +27,8 @@ var (
 	// ErrTooLarge: the message exceeds the broker's size limit.
 	ErrTooLarge = errors.New("message too large")
 	// ErrInvalid: the message or configuration is malformed (empty name,
-	// bad config value); retrying cannot help.
+	// bad config value), or a delivery cannot be decoded; retrying cannot
+	// help.
 	ErrInvalid = errors.New("invalid message or configuration")
 	// ErrUnauthorized: bad credentials, or no permission for the vhost,
 	// exchange or topic.
@@ -34,20 +39,49 @@ var (
 	ErrDeadLettered = errors.New("dead-lettered")
 )
 
-// categories names each category for logs, headers and spool entries.
+// ErrOutcomeUnknown is not a category but a mark on an error that also
+// matches [ErrUnavailable]: the message had been handed to the connection
+// when the caller's ctx ended (or when Close gave up on it), so the broker
+// may still store it and deliver it. An ErrUnavailable error without the
+// mark says the message was never sent. Either way the message is not
+// confirmed; retrying is safe but may duplicate an ErrOutcomeUnknown one
+// (consumers deduplicate on the id).
+var ErrOutcomeUnknown = errors.New("outcome unknown: the message may still be delivered")
+
+// Category names used in logs, dead-letter headers and spool entries.
+// [Category] returns the first eight for errors; CategoryHandlerFailed is
+// what a subscriber records for a delivery whose handler kept failing.
+const (
+	CategoryDeadLettered     = "dead_lettered"
+	CategoryClosed           = "closed"
+	CategoryUnavailable      = "unavailable"
+	CategoryUnroutable       = "unroutable"
+	CategoryRejected         = "rejected"
+	CategoryTooLarge         = "too_large"
+	CategoryInvalid          = "invalid"
+	CategoryUnauthorized     = "unauthorized"
+	CategoryDeadlineExceeded = "deadline_exceeded"
+	CategoryCanceled         = "canceled"
+	CategoryUnknown          = "unknown"
+	CategoryHandlerFailed    = "handler_failed"
+)
+
+// categories is the order in which [Category] tests an error: the most
+// specific outcome first (a dead-lettered message wraps the error that sent
+// it there; a closed broker's unknown outcome also matches ErrUnavailable).
 var categories = []struct {
 	err  error
 	name string
 }{
-	{ErrDeadLettered, "dead_lettered"}, {ErrClosed, "closed"}, {ErrUnavailable, "unavailable"},
-	{ErrUnroutable, "unroutable"}, {ErrRejected, "rejected"}, {ErrTooLarge, "too_large"},
-	{ErrInvalid, "invalid"}, {ErrUnauthorized, "unauthorized"},
-	{context.DeadlineExceeded, "deadline_exceeded"}, {context.Canceled, "canceled"},
+	{ErrDeadLettered, CategoryDeadLettered}, {ErrClosed, CategoryClosed}, {ErrUnavailable, CategoryUnavailable},
+	{ErrUnroutable, CategoryUnroutable}, {ErrRejected, CategoryRejected}, {ErrTooLarge, CategoryTooLarge},
+	{ErrInvalid, CategoryInvalid}, {ErrUnauthorized, CategoryUnauthorized},
+	{context.DeadlineExceeded, CategoryDeadlineExceeded}, {context.Canceled, CategoryCanceled},
 }
 
-// Category names err's category: "unavailable", "unroutable", "rejected",
-// "too_large", "invalid", "unauthorized", "closed", "dead_lettered",
-// "deadline_exceeded", "canceled", or "unknown" ("" for nil).
+// Category names err's category: one of the Category* constants
+// ("unavailable", "unroutable", ...), "unknown" for an error of no
+// category, "" for nil.
 func Category(err error) string {
 	if err == nil {
 		return ""
@@ -57,14 +91,15 @@ func Category(err error) string {
 			return c.name
 		}
 	}
-	return "unknown"
+	return CategoryUnknown
 }
 
 // Error is a failure with both a category and a native cause. errors.Is
 // matches Kind (one of the Err* values above), errors.As reaches the native
 // error (e.g. *amqp091.Error, sarama.KError) through Err.
 type Error struct {
-	// Op is what failed, e.g. "rabbitmq: publish" or "kafka: connect".
+	// Op is what failed: "<adapter>: <operation>", e.g. "rabbitmq: publish"
+	// or "kafka: connect".
 	Op string
 	// Kind is the category, one of the Err* sentinels.
 	Kind error
@@ -97,16 +132,6 @@ func (e *Error) Unwrap() []error {
 		errs = append(errs, e.Err)
 	}
 	return errs
-}
-
-// NewError returns an *Error, except that a context error with no kind is
-// returned as it is (callers test it with errors.Is). Adapters use it to
-// classify native errors.
-func NewError(op string, kind, cause error) error {
-	if cause != nil && (errors.Is(cause, context.Canceled) || errors.Is(cause, context.DeadlineExceeded)) && kind == nil {
-		return cause
-	}
-	return &Error{Op: op, Kind: kind, Err: cause}
 }
 
 // IsRetryable reports whether publishing the same message again may succeed:

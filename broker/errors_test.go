@@ -13,7 +13,7 @@ import (
 )
 
 func TestErrorUnwrapsToKindAndCause(t *testing.T) {
-	err := fmt.Errorf("wrapped: %w", broker.NewError("rabbitmq: publish", broker.ErrUnavailable, io.ErrUnexpectedEOF))
+	err := fmt.Errorf("wrapped: %w", &broker.Error{Op: "rabbitmq: publish", Kind: broker.ErrUnavailable, Err: io.ErrUnexpectedEOF})
 	assert.ErrorIs(t, err, broker.ErrUnavailable)
 	assert.ErrorIs(t, err, io.ErrUnexpectedEOF)
 	assert.NotErrorIs(t, err, broker.ErrRejected)
@@ -21,11 +21,6 @@ func TestErrorUnwrapsToKindAndCause(t *testing.T) {
 	var be *broker.Error
 	assert.ErrorAs(t, err, &be)
 	assert.Equal(t, "rabbitmq: publish", be.Op)
-}
-
-func TestContextErrorsPassThrough(t *testing.T) {
-	err := broker.NewError("op", nil, context.DeadlineExceeded)
-	assert.True(t, err == context.DeadlineExceeded, "got %v", err)
 }
 
 func TestIsRetryable(t *testing.T) {

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"time"
@@ -14,11 +15,11 @@ const ContentTypeJSON = "application/json"
 // needs to route it. Adapters map it onto the wire (see each adapter's doc).
 type Message struct {
 	// ID is the event id, the idempotency key consumers deduplicate on.
-	// RabbitMQ: message_id; Kafka: the "id" header. Required.
+	// RabbitMQ: message_id; Kafka: the "event-id" record header. Required.
 	ID string
 	// Name is the event name, e.g. "order.created". RabbitMQ: routing key and
-	// type; Kafka: the "name" header (and the topic, with per-event topics).
-	// Required.
+	// type; Kafka: the "event-name" record header (and the topic, with
+	// per-event topics). Required.
 	Name string
 	// Key is the aggregate id (the order id). Kafka: the record key, so that
 	// one order's events share a partition and stay in order.
@@ -27,7 +28,8 @@ type Message struct {
 	Body []byte
 	// ContentType of Body, e.g. [ContentTypeJSON]. Empty means unspecified.
 	ContentType string
-	// Headers are extra string headers carried to consumers.
+	// Headers are extra string headers carried to consumers (RabbitMQ
+	// message headers, Kafka record headers), e.g. W3C traceparent.
 	Headers map[string]string
 	// Time is when the event happened; zero means "now" at publish.
 	Time time.Time
@@ -38,7 +40,7 @@ type Message struct {
 func (m Message) Validate() error {
 	switch {
 	case m.ID == "":
-		return &Error{Op: "publish", Kind: ErrInvalid, Err: fmt.Errorf("message ID is empty")}
+		return &Error{Op: "publish", Kind: ErrInvalid, Err: errors.New("message ID is empty")}
 	case m.Name == "":
 		return &Error{Op: "publish", Kind: ErrInvalid, Err: fmt.Errorf("message %s: Name is empty", m.ID)}
 	}
@@ -63,8 +65,8 @@ func (m Message) Clone() Message {
 // Publish returns nil only after the broker has durably accepted the message
 // (RabbitMQ: a publisher confirm of a routed, persistent message; Kafka:
 // acks=all). Any other outcome is an error matching one of the Err*
-// categories of this package; [IsRetryable] tells whether trying again may
-// help. A ctx that is already done returns ctx.Err() as is. A ctx that ends
+// categories of this package (see [Category] for the one exception);
+// [IsRetryable] tells whether trying again may help. A ctx that is already done returns ctx.Err() as is. A ctx that ends
 // after the message was handed to the connection returns an error matching
 // both ctx.Err() and [ErrUnavailable]: the outcome is unknown and the message
 // may still be delivered (the adapter keeps it in flight until Close), so

@@ -3,8 +3,6 @@ package broker
 import (
 	"context"
 	"errors"
-	"fmt"
-	"runtime/debug"
 )
 
 // Delivery is a message received from a broker.
@@ -27,7 +25,8 @@ type Delivery struct {
 // dead-lettered at once. A panic counts as an error.
 //
 // Delivery is at least once: after a connection loss or a rebalance a
-// message may be handled again. Deduplicate on Delivery.ID (see [Dedup]).
+// message may be handled again. Deduplicate on Delivery.ID (bridge.Dedup
+// within one process, an inbox table across processes).
 type Handler func(ctx context.Context, d Delivery) error
 
 // Subscriber consumes until Close.
@@ -43,13 +42,3 @@ type Subscriber interface {
 // Permanent reports whether a handler error should skip the retries: it
 // matches [ErrInvalid].
 func Permanent(err error) bool { return errors.Is(err, ErrInvalid) }
-
-// CallHandler runs h, turning a panic into an error. Adapters use it.
-func CallHandler(ctx context.Context, h Handler, d Delivery) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("handler panicked: %v\n%s", r, debug.Stack())
-		}
-	}()
-	return h(ctx, d)
-}

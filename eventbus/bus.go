@@ -84,12 +84,25 @@ func (s *Subscription) Unsubscribe() {
 
 var errNilHandler = errors.New("nil handler")
 
+// SubscribeOption configures one subscription.
+type SubscribeOption func(*sub)
+
+// Named sets the handler name that a [HandlerError] reports, e.g. "broker
+// forwarder". Default: the handler function's name ("main.sendEmail").
+func Named(name string) SubscribeOption {
+	return func(s *sub) {
+		if name != "" {
+			s.handler = name
+		}
+	}
+}
+
 // Subscribe registers h for events of type E, routed by E's event name (the
 // name the zero E reports, never the Go type name). Handlers run
 // synchronously in subscription order. When E is an interface type, h gets
 // every event that implements it. A nil h is not a panic: every publish of
 // the event reports it as an error. Subscribe on a nil *Bus returns nil.
-func Subscribe[E Event](b *Bus, h func(context.Context, E) error) *Subscription {
+func Subscribe[E Event](b *Bus, h func(context.Context, E) error, opts ...SubscribeOption) *Subscription {
 	var zero E
 	name, ok := nameOf(zero)
 	s := &sub{name: name, handler: funcName(h)}
@@ -115,7 +128,7 @@ func Subscribe[E Event](b *Bus, h func(context.Context, E) error) *Subscription 
 			return h(ctx, e)
 		}
 	}
-	return b.add(s)
+	return b.add(s, opts)
 }
 
 // nameOf returns the name the zero value of an event type reports; false
@@ -131,17 +144,22 @@ func nameOf[E Event](e E) (name string, ok bool) {
 
 // SubscribeAll registers h for every event published on the bus, whatever its
 // name or type. The broker forwarder uses it.
-func SubscribeAll(b *Bus, h func(context.Context, Event) error) *Subscription {
+func SubscribeAll(b *Bus, h func(context.Context, Event) error, opts ...SubscribeOption) *Subscription {
 	s := &sub{handler: funcName(h), dyn: h}
 	if h == nil {
 		s.dyn = func(context.Context, Event) error { return errNilHandler }
 	}
-	return b.add(s)
+	return b.add(s, opts)
 }
 
-func (b *Bus) add(s *sub) *Subscription {
+func (b *Bus) add(s *sub, opts []SubscribeOption) *Subscription {
 	if b == nil {
 		return nil
+	}
+	for _, o := range opts {
+		if o != nil {
+			o(s)
+		}
 	}
 	b.update(func(subs []*sub) []*sub {
 		b.nextID++

@@ -11,8 +11,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/stretchr/testify/assert"
-	"github.com/stretchr/testify/require"
 
 	"github.com/domainevents/domainevents/broker"
 )
@@ -22,29 +20,48 @@ import (
 // found, keyed by id. It may return messages other than those asked for.
 type Receiver func(ctx context.Context, ids []string) (map[string]broker.Message, error)
 
-// Harness tells [Run] how to make the adapter under test.
+// Harness is what one test of the suite gets from the adapter under test:
+// fresh destinations, made by the function given to [Run] for that test
+// alone, and cleaned up with t.Cleanup. Only Broker is required; a nil
+// capability makes the cases that need it skip, saying so.
 type Harness struct {
-	// New returns a fresh broker, and a Receiver when published messages can
-	// be read back (nil otherwise: the round-trip cases then skip). The
-	// harness cleans up with t.Cleanup; the suite closes the broker itself.
-	New func(t *testing.T) (broker.Broker, Receiver)
-	// Subscribe, when set, starts a subscriber that consumes what the
-	// broker from New (in the same test) publishes, handing deliveries to
-	// h. The consume cases skip without it.
-	Subscribe func(t *testing.T, h broker.Handler) broker.Subscriber
+	// Broker publishes to this test's destination. The suite closes it.
+	Broker broker.Broker
+	// Receive reads back what Broker published.
+	Receive Receiver
+	// Subscribe starts a subscriber that consumes what Broker publishes,
+	// handing deliveries to h. The suite closes it.
+	Subscribe func(h broker.Handler) (broker.Subscriber, error)
+	// DeadLetters reads back what the subscriber dead-lettered.
+	DeadLetters Receiver
+	// Unroutable returns a broker pointed at a destination that has nowhere
+	// to put messages (RabbitMQ: an exchange with no queue bound; Kafka: a
+	// topic that does not exist). The suite closes it.
+	Unroutable func() (broker.Broker, error)
+	// Disconnect cuts Broker off from the server so that it cannot hand
+	// messages over (they wait for a connection); the returned function
+	// reconnects it.
+	Disconnect func() (reconnect func())
+	// Silence lets Broker hand messages over but keeps the server's
+	// confirms from reaching it; the returned function restores them (the
+	// adapter may need a new connection, and re-sends).
+	Silence func() (restore func())
 	// Timeout bounds each wait for a message to arrive. Default 10s.
 	Timeout time.Duration
 }
 
-// Run runs the conformance suite every adapter must pass: publish and read
+// Run runs the conformance suite every adapter passes: publish and read
 // back, headers and binary bodies unchanged, a cancelled ctx, invalid
-// messages, publish after Close, Close twice, concurrent publishers, and a
-// Close that lets in-flight publishes finish.
-func Run(t *testing.T, h Harness) {
+// messages, an unroutable destination, a ctx that ends while Publish waits
+// before and after the send, publish after Close, Close twice, concurrent
+// publishers, a Close that lets in-flight publishes finish, and on the
+// consuming side round trip, retry, poison not retried and a panicking
+// handler retried.
+//
+// newHarness is called once per test, with that test's t, so that tests
+// share nothing.
+func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 	t.Helper()
-	if h.Timeout == 0 {
-		h.Timeout = 10 * time.Second
-	}
 	cases := []struct {
 		name string
 		fn   func(*testing.T, Harness)
@@ -54,15 +71,36 @@ func Run(t *testing.T, h Harness) {
 		{"BinaryBody", testBinaryBody},
 		{"CancelledContext", testCancelledContext},
 		{"InvalidMessage", testInvalidMessage},
+		{"Unroutable", testUnroutable},
+		{"ContextEndsBeforeSend", testCtxBeforeSend},
+		{"ContextEndsAfterSend", testCtxAfterSend},
 		{"PublishAfterClose", testPublishAfterClose},
 		{"CloseTwice", testCloseTwice},
 		{"ConcurrentPublishers", testConcurrentPublishers},
 		{"CloseFlushesInFlight", testCloseFlushes},
 		{"ConsumeRoundTrip", testConsumeRoundTrip},
 		{"ConsumeRetriesFailedHandler", testConsumeRetry},
+		{"ConsumeInvalidNotRetried", testConsumeInvalid},
+		{"ConsumePanicRetried", testConsumePanic},
 	}
 	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) { c.fn(t, h) })
+		t.Run(c.name, func(t *testing.T) {
+			h := newHarness(t)
+			if h.Broker == nil {
+				t.Fatal("the harness has no Broker")
+			}
+			if h.Timeout == 0 {
+				h.Timeout = 10 * time.Second
+			}
+			t.Cleanup(func() {
+				ctx, cancel := context.WithTimeout(context.Background(), h.Timeout)
+				defer cancel()
+				if err := h.Broker.Close(ctx); err != nil {
+					t.Errorf("Close: %v", err)
+				}
+			})
+			c.fn(t, h)
+		})
 	}
 }
 
@@ -79,43 +117,46 @@ func NewMessage(name string) broker.Message {
 	}
 }
 
-func open(t *testing.T, h Harness) (broker.Broker, Receiver) {
-	t.Helper()
-	b, r := h.New(t)
-	require.NotNil(t, b, "Harness.New returned a nil broker")
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), h.Timeout)
-		defer cancel()
-		assert.NoError(t, b.Close(ctx), "Close")
-	})
-	return b, r
-}
-
 func ctxFor(t *testing.T, h Harness) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), h.Timeout)
 	t.Cleanup(cancel)
 	return ctx
 }
 
+// receive waits for ids, failing the test if any is missing.
+func receive(t *testing.T, h Harness, ids []string) map[string]broker.Message {
+	t.Helper()
+	if h.Receive == nil {
+		t.Skip("reading messages back is not supported by this adapter")
+	}
+	got, err := h.Receive(ctxFor(t, h), ids)
+	missing := 0
+	for _, id := range ids {
+		if _, ok := got[id]; !ok {
+			missing++
+		}
+	}
+	if missing > 0 {
+		t.Fatalf("of %d published messages, %d never arrived (%v)", len(ids), missing, err)
+	}
+	return got
+}
+
 // roundTrip publishes msgs and returns what arrived, requiring all of them.
 func roundTrip(t *testing.T, h Harness, msgs ...broker.Message) map[string]broker.Message {
 	t.Helper()
-	b, recv := open(t, h)
-	if recv == nil {
+	if h.Receive == nil {
 		t.Skip("reading messages back is not supported by this adapter")
 	}
 	ctx := ctxFor(t, h)
 	ids := make([]string, len(msgs))
 	for i, m := range msgs {
-		require.NoError(t, b.Publish(ctx, m), "Publish %s", m.ID)
+		if err := h.Broker.Publish(ctx, m); err != nil {
+			t.Fatalf("Publish %s: %v", m.ID, err)
+		}
 		ids[i] = m.ID
 	}
-	got, err := recv(ctx, ids)
-	require.NoError(t, err, "receiving")
-	for _, id := range ids {
-		require.Contains(t, got, id, "published message %s never arrived", id)
-	}
-	return got
+	return receive(t, h, ids)
 }
 
 func testPublishReceive(t *testing.T, h Harness) {
@@ -123,9 +164,10 @@ func testPublishReceive(t *testing.T, h Harness) {
 	got := roundTrip(t, h, msgs...)
 	for _, m := range msgs {
 		g := got[m.ID]
-		assert.Equal(t, m.Name, g.Name, "name of %s", m.ID)
-		assert.Equal(t, m.Body, g.Body, "body of %s", m.ID)
-		assert.Equal(t, m.ContentType, g.ContentType, "content type of %s", m.ID)
+		if g.Name != m.Name || !bytes.Equal(g.Body, m.Body) || g.ContentType != m.ContentType {
+			t.Errorf("message %s: got name %q content type %q body %q, want %q %q %q",
+				m.ID, g.Name, g.ContentType, g.Body, m.Name, m.ContentType, m.Body)
+		}
 	}
 }
 
@@ -134,7 +176,9 @@ func testHeaders(t *testing.T, h Harness) {
 	m.Headers = map[string]string{"trace-id": "abc-123", "empty": "", "unicode": "заказ ✓"}
 	g := roundTrip(t, h, m)[m.ID]
 	for k, v := range m.Headers {
-		assert.Equal(t, v, g.Headers[k], "header %q", k)
+		if got, ok := g.Headers[k]; !ok || got != v {
+			t.Errorf("header %q: got %q (present %t), want %q", k, got, ok, v)
+		}
 	}
 }
 
@@ -148,50 +192,126 @@ func testBinaryBody(t *testing.T, h Harness) {
 	empty := NewMessage("order.created")
 	empty.Body = nil
 	got := roundTrip(t, h, m, empty)
-	assert.True(t, bytes.Equal(m.Body, got[m.ID].Body), "binary body changed")
-	assert.Empty(t, got[empty.ID].Body, "empty body")
+	if !bytes.Equal(m.Body, got[m.ID].Body) {
+		t.Error("binary body changed")
+	}
+	if len(got[empty.ID].Body) != 0 {
+		t.Errorf("empty body came back as %q", got[empty.ID].Body)
+	}
 }
 
 func testCancelledContext(t *testing.T, h Harness) {
-	b, _ := open(t, h)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	err := b.Publish(ctx, NewMessage("order.created"))
-	require.Error(t, err)
-	assert.ErrorIs(t, err, context.Canceled)
-	assert.False(t, broker.IsRetryable(err))
+	err := h.Broker.Publish(ctx, NewMessage("order.created"))
+	if !errors.Is(err, context.Canceled) {
+		t.Errorf("Publish with a cancelled ctx: got %v, want context.Canceled", err)
+	}
+	if broker.IsRetryable(err) {
+		t.Errorf("a cancelled ctx is not retryable: %v", err)
+	}
 }
 
 func testInvalidMessage(t *testing.T, h Harness) {
-	b, _ := open(t, h)
 	for name, m := range map[string]broker.Message{
 		"no id":   {Name: "order.created", Body: []byte("{}")},
 		"no name": {ID: uuid.NewString(), Body: []byte("{}")},
 	} {
-		err := b.Publish(ctxFor(t, h), m)
-		require.Error(t, err, name)
-		assert.ErrorIs(t, err, broker.ErrInvalid, name)
-		assert.False(t, broker.IsRetryable(err), name)
+		err := h.Broker.Publish(ctxFor(t, h), m)
+		if !errors.Is(err, broker.ErrInvalid) || broker.IsRetryable(err) {
+			t.Errorf("%s: got %v, want a non-retryable broker.ErrInvalid", name, err)
+		}
+	}
+}
+
+func testUnroutable(t *testing.T, h Harness) {
+	if h.Unroutable == nil {
+		t.Skip("an unroutable destination is not supported by this harness")
+	}
+	b, err := h.Unroutable()
+	if err != nil {
+		if errors.Is(err, broker.ErrUnroutable) {
+			return // refused when connecting, as early as it can be
+		}
+		t.Fatalf("Unroutable: %v", err)
+	}
+	t.Cleanup(func() { _ = b.Close(context.Background()) })
+	err = b.Publish(ctxFor(t, h), NewMessage("order.created"))
+	if !errors.Is(err, broker.ErrUnroutable) || broker.IsRetryable(err) {
+		t.Errorf("publish to an unroutable destination: got %v, want a non-retryable broker.ErrUnroutable", err)
+	}
+}
+
+// testCtxBeforeSend: a publish that waits for a connection and gives up
+// when its ctx ends was never sent: the error matches ErrUnavailable and
+// the ctx error, and not ErrOutcomeUnknown; the message never arrives.
+func testCtxBeforeSend(t *testing.T, h Harness) {
+	if h.Disconnect == nil {
+		t.Skip("cutting the adapter off is not supported by this harness")
+	}
+	reconnect := h.Disconnect()
+	m := NewMessage("order.created")
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	err := h.Broker.Publish(ctx, m)
+	cancel()
+	if !errors.Is(err, broker.ErrUnavailable) || !errors.Is(err, context.DeadlineExceeded) || errors.Is(err, broker.ErrOutcomeUnknown) {
+		t.Errorf("publish while disconnected: got %v, want ErrUnavailable and DeadlineExceeded, not ErrOutcomeUnknown", err)
+	}
+	reconnect()
+	after := NewMessage("order.created")
+	if err := h.Broker.Publish(ctxFor(t, h), after); err != nil {
+		t.Fatalf("publish after reconnecting: %v", err)
+	}
+	if h.Receive != nil {
+		got := receive(t, h, []string{after.ID})
+		if _, ok := got[m.ID]; ok {
+			t.Errorf("message %s was reported as not sent but arrived", m.ID)
+		}
+	}
+}
+
+// testCtxAfterSend: a publish whose ctx ends while it waits for the
+// broker's confirm has an unknown outcome: the error matches
+// ErrUnavailable, the ctx error and ErrOutcomeUnknown; the adapter keeps
+// the message in flight, so it arrives once the confirms flow again.
+func testCtxAfterSend(t *testing.T, h Harness) {
+	if h.Silence == nil {
+		t.Skip("withholding confirms is not supported by this harness")
+	}
+	restore := h.Silence()
+	m := NewMessage("order.created")
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	err := h.Broker.Publish(ctx, m)
+	cancel()
+	if !errors.Is(err, broker.ErrUnavailable) || !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, broker.ErrOutcomeUnknown) {
+		t.Errorf("publish without a confirm: got %v, want ErrUnavailable, DeadlineExceeded and ErrOutcomeUnknown", err)
+	}
+	restore()
+	if h.Receive != nil {
+		receive(t, h, []string{m.ID}) // kept in flight and delivered: at least once
 	}
 }
 
 func testPublishAfterClose(t *testing.T, h Harness) {
-	b, _ := open(t, h)
-	require.NoError(t, b.Close(ctxFor(t, h)))
-	err := b.Publish(ctxFor(t, h), NewMessage("order.created"))
-	require.Error(t, err)
-	assert.ErrorIs(t, err, broker.ErrClosed)
-	assert.False(t, broker.IsRetryable(err), "ErrClosed must not be retryable")
+	if err := h.Broker.Close(ctxFor(t, h)); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	err := h.Broker.Publish(ctxFor(t, h), NewMessage("order.created"))
+	if !errors.Is(err, broker.ErrClosed) || broker.IsRetryable(err) {
+		t.Errorf("publish after Close: got %v, want a non-retryable broker.ErrClosed", err)
+	}
 }
 
 func testCloseTwice(t *testing.T, h Harness) {
-	b, _ := open(t, h)
-	require.NoError(t, b.Close(ctxFor(t, h)))
-	assert.NoError(t, b.Close(ctxFor(t, h)), "second Close")
+	if err := h.Broker.Close(ctxFor(t, h)); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if err := h.Broker.Close(ctxFor(t, h)); err != nil {
+		t.Errorf("second Close: %v, want nil", err)
+	}
 }
 
 func testConcurrentPublishers(t *testing.T, h Harness) {
-	b, recv := open(t, h)
 	ctx := ctxFor(t, h)
 	const publishers, each = 16, 25
 	ids := make([]string, publishers*each)
@@ -202,7 +322,7 @@ func testConcurrentPublishers(t *testing.T, h Harness) {
 			for i := range each {
 				m := NewMessage("order.created")
 				ids[p*each+i] = m.ID
-				if err := b.Publish(ctx, m); err != nil {
+				if err := h.Broker.Publish(ctx, m); err != nil {
 					errs[p] = err
 					return
 				}
@@ -210,26 +330,18 @@ func testConcurrentPublishers(t *testing.T, h Harness) {
 		})
 	}
 	wg.Wait()
-	require.NoError(t, errors.Join(errs...))
-	if recv == nil {
-		return
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
 	}
-	got, err := recv(ctx, ids)
-	require.NoError(t, err)
-	missing := 0
-	for _, id := range ids {
-		if _, ok := got[id]; !ok {
-			missing++
-		}
+	if h.Receive != nil {
+		receive(t, h, ids)
 	}
-	assert.Zero(t, missing, "of %d published, %d never arrived", len(ids), missing)
 }
 
 // testCloseFlushes closes the broker while 200 publishes are in progress:
 // each returns nil or ErrClosed, Close returns nil, and every message
 // reported published arrives.
 func testCloseFlushes(t *testing.T, h Harness) {
-	b, recv := open(t, h)
 	ctx := ctxFor(t, h)
 	const n = 200
 	var (
@@ -243,7 +355,7 @@ func testCloseFlushes(t *testing.T, h Harness) {
 	for range n {
 		wg.Go(func() {
 			m := NewMessage("order.created")
-			err := b.Publish(ctx, m)
+			err := h.Broker.Publish(ctx, m)
 			finished.Add(1)
 			mu.Lock()
 			defer mu.Unlock()
@@ -258,22 +370,19 @@ func testCloseFlushes(t *testing.T, h Harness) {
 		})
 	}
 	WaitFor(t, h.Timeout, "some publishes to finish", func() bool { return finished.Load() >= 10 })
-	require.NoError(t, b.Close(ctx), "Close with publishes in flight")
+	if err := h.Broker.Close(ctx); err != nil {
+		t.Fatalf("Close with publishes in flight: %v", err)
+	}
 	wg.Wait()
-	require.NoError(t, errors.Join(other...), "a publish racing Close returns nil or ErrClosed")
-	assert.Equal(t, n, len(ok)+closed)
-	if recv == nil {
-		return
+	if err := errors.Join(other...); err != nil {
+		t.Fatalf("a publish racing Close returns nil or ErrClosed: %v", err)
 	}
-	got, err := recv(ctx, ok)
-	require.NoError(t, err, "every message Publish reported as published arrives")
-	missing := 0
-	for _, id := range ok {
-		if _, found := got[id]; !found {
-			missing++
-		}
+	if len(ok)+closed != n {
+		t.Errorf("%d published + %d closed, want %d", len(ok), closed, n)
 	}
-	assert.Zero(t, missing, "of %d published, %d never arrived", len(ok), missing)
+	if h.Receive != nil {
+		receive(t, h, ok)
+	}
 }
 
 // consumed collects deliveries by id, safe for concurrent handlers.
@@ -303,71 +412,138 @@ func (c *consumed) has(ids []string, times int) bool {
 	return true
 }
 
-func subscribe(t *testing.T, h Harness, handler broker.Handler) broker.Subscriber {
+func (c *consumed) of(id string) []broker.Delivery {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]broker.Delivery(nil), c.got[id]...)
+}
+
+func subscribe(t *testing.T, h Harness, handler broker.Handler) {
 	t.Helper()
 	if h.Subscribe == nil {
 		t.Skip("consuming is not supported by this adapter")
 	}
-	sub := h.Subscribe(t, handler)
-	require.NotNil(t, sub)
+	sub, err := h.Subscribe(handler)
+	if err != nil {
+		t.Fatalf("Subscribe: %v", err)
+	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), h.Timeout)
 		defer cancel()
-		assert.NoError(t, sub.Close(ctx), "subscriber Close")
-		assert.NoError(t, sub.Close(ctx), "second subscriber Close")
+		if err := sub.Close(ctx); err != nil {
+			t.Errorf("subscriber Close: %v", err)
+		}
+		if err := sub.Close(ctx); err != nil {
+			t.Errorf("second subscriber Close: %v, want nil", err)
+		}
 	})
-	return sub
+}
+
+func publish(t *testing.T, h Harness, m broker.Message) {
+	t.Helper()
+	if err := h.Broker.Publish(ctxFor(t, h), m); err != nil {
+		t.Fatalf("Publish: %v", err)
+	}
 }
 
 func testConsumeRoundTrip(t *testing.T, h Harness) {
 	var c consumed
-	b, _ := open(t, h)
 	subscribe(t, h, func(_ context.Context, d broker.Delivery) error { c.add(d); return nil })
-	ctx := ctxFor(t, h)
-	var msgs []broker.Message
+	var ids []string
+	first := NewMessage("order.created")
+	first.Headers = map[string]string{"trace": "t-1"}
+	first.Body = []byte{0, 1, 2, 0xff}
 	for i := range 50 {
 		m := NewMessage("order.created")
 		if i == 0 {
-			m.Headers = map[string]string{"trace": "t-1"}
-			m.Body = []byte{0, 1, 2, 0xff}
+			m = first
 		}
-		require.NoError(t, b.Publish(ctx, m))
-		msgs = append(msgs, m)
-	}
-	ids := make([]string, len(msgs))
-	for i, m := range msgs {
-		ids[i] = m.ID
+		publish(t, h, m)
+		ids = append(ids, m.ID)
 	}
 	WaitFor(t, h.Timeout, "every message consumed", func() bool { return c.has(ids, 1) })
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	first := c.got[msgs[0].ID][0]
-	assert.Equal(t, msgs[0].Body, first.Body)
-	assert.Equal(t, "t-1", first.Headers["trace"])
-	assert.Equal(t, "order.created", first.Name)
-	assert.Equal(t, 1, first.Attempt)
-	assert.NotEmpty(t, first.Source)
+	d := c.of(first.ID)[0]
+	switch {
+	case !bytes.Equal(d.Body, first.Body):
+		t.Errorf("body %q, want %q", d.Body, first.Body)
+	case d.Headers["trace"] != "t-1":
+		t.Errorf("header trace %q, want t-1", d.Headers["trace"])
+	case d.Name != "order.created" || d.ID != first.ID:
+		t.Errorf("name %q id %q, want order.created %s", d.Name, d.ID, first.ID)
+	case d.Attempt != 1:
+		t.Errorf("attempt %d, want 1", d.Attempt)
+	case d.Source == "":
+		t.Error("Source is empty")
+	}
 }
 
 func testConsumeRetry(t *testing.T, h Harness) {
 	var c consumed
-	b, _ := open(t, h)
 	subscribe(t, h, func(_ context.Context, d broker.Delivery) error {
 		if c.add(d) == 1 {
 			return errors.New("transient failure")
 		}
 		return nil
 	})
-	ctx := ctxFor(t, h)
 	m := NewMessage("order.created")
-	require.NoError(t, b.Publish(ctx, m))
+	publish(t, h, m)
 	WaitFor(t, h.Timeout, "the message handled twice", func() bool { return c.has([]string{m.ID}, 2) })
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	got := c.got[m.ID]
-	assert.Equal(t, 1, got[0].Attempt)
-	assert.Equal(t, 2, got[1].Attempt, "the retry knows its attempt number")
-	assert.Equal(t, m.Body, got[1].Body)
+	got := c.of(m.ID)
+	if got[0].Attempt != 1 || got[1].Attempt != 2 {
+		t.Errorf("attempts %d, %d; want 1, 2 (the retry knows its attempt number)", got[0].Attempt, got[1].Attempt)
+	}
+	if !bytes.Equal(got[1].Body, m.Body) {
+		t.Errorf("the retry's body %q, want %q", got[1].Body, m.Body)
+	}
+}
+
+// testConsumeInvalid: a handler error matching ErrInvalid (poison) is
+// dead-lettered at once, never retried; the messages after it still flow.
+func testConsumeInvalid(t *testing.T, h Harness) {
+	var c consumed
+	poison := NewMessage("order.created")
+	subscribe(t, h, func(_ context.Context, d broker.Delivery) error {
+		c.add(d)
+		if d.ID == poison.ID {
+			return &broker.Error{Op: "test: decode", Kind: broker.ErrInvalid, Err: errors.New("not an event")}
+		}
+		return nil
+	})
+	publish(t, h, poison)
+	next := NewMessage("order.created")
+	publish(t, h, next)
+	WaitFor(t, h.Timeout, "the message after the poison handled", func() bool { return c.has([]string{next.ID}, 1) })
+	if h.DeadLetters != nil {
+		got, err := h.DeadLetters(ctxFor(t, h), []string{poison.ID})
+		d, ok := got[poison.ID]
+		if !ok {
+			t.Fatalf("the poison message never reached the dead letters: %v", err)
+		}
+		if d.Headers[broker.HeaderDeadLetterCategory] != broker.CategoryInvalid {
+			t.Errorf("dead letter category %q, want %q", d.Headers[broker.HeaderDeadLetterCategory], broker.CategoryInvalid)
+		}
+	}
+	if n := len(c.of(poison.ID)); n != 1 {
+		t.Errorf("the poison message was handled %d times, want once", n)
+	}
+}
+
+// testConsumePanic: a panicking handler is a failure like any other: the
+// delivery is retried, and the subscriber lives on.
+func testConsumePanic(t *testing.T, h Harness) {
+	var c consumed
+	subscribe(t, h, func(_ context.Context, d broker.Delivery) error {
+		if c.add(d) == 1 {
+			panic("handler bug")
+		}
+		return nil
+	})
+	m := NewMessage("order.created")
+	publish(t, h, m)
+	WaitFor(t, h.Timeout, "the message handled again after the panic", func() bool { return c.has([]string{m.ID}, 2) })
+	if got := c.of(m.ID); got[1].Attempt != 2 {
+		t.Errorf("attempt %d after the panic, want 2", got[1].Attempt)
+	}
 }
 
 // RecorderReceiver returns a Receiver that reads r's recorded messages,

@@ -1,6 +1,7 @@
 package brokertest_test
 
 import (
+	"errors"
 	"testing"
 
 	"github.com/domainevents/domainevents/broker"
@@ -9,10 +10,16 @@ import (
 
 // The recorder passes the suite it is measured against.
 func TestRecorderConformance(t *testing.T) {
-	brokertest.Run(t, brokertest.Harness{
-		New: func(t *testing.T) (broker.Broker, brokertest.Receiver) {
-			r := &brokertest.Recorder{}
-			return r, brokertest.RecorderReceiver(r)
-		},
+	brokertest.Run(t, func(t *testing.T) brokertest.Harness {
+		r := &brokertest.Recorder{}
+		return brokertest.Harness{
+			Broker:  r,
+			Receive: brokertest.RecorderReceiver(r),
+			Unroutable: func() (broker.Broker, error) {
+				return &brokertest.Recorder{Fail: func(broker.Message) error {
+					return &broker.Error{Op: "recorder: publish", Kind: broker.ErrUnroutable, Err: errors.New("nowhere to go")}
+				}}, nil
+			},
+		}
 	})
 }

@@ -5,13 +5,12 @@ import (
 	"slices"
 
 	"github.com/domainevents/domainevents/broker"
-	"github.com/domainevents/domainevents/broker/deadletter"
 )
 
 // DeadLetterSink is the broker-side dead-letter destination for records
 // Kafka refused for good (too large, unauthorized, invalid): the topic
 // "<topic>.dlq", which must exist or be auto-created. Each record keeps its
-// key, value and headers, plus the deadletter.Header* headers giving the
+// key, value and headers, plus the broker.HeaderDeadLetter* headers giving the
 // reason. It implements broker.DeadLetterSink.
 type DeadLetterSink struct {
 	b     *Broker
@@ -37,7 +36,7 @@ func NewDeadLetterSink(ctx context.Context, cfg broker.Config, opts ...Option) (
 // Put produces the entry's message with its reason headers and waits for
 // the acks=all acknowledgement.
 func (s *DeadLetterSink) Put(ctx context.Context, e broker.DeadLetter) error {
-	return s.b.Publish(ctx, deadletter.WithReason(e))
+	return s.b.Publish(ctx, e.Annotated())
 }
 
 // Close flushes and closes the sink's producer.

@@ -12,7 +12,6 @@ import (
 
 	"github.com/domainevents/domainevents/broker"
 	"github.com/domainevents/domainevents/broker/brokertest"
-	"github.com/domainevents/domainevents/broker/deadletter"
 	"github.com/domainevents/domainevents/broker/kafka"
 	"github.com/domainevents/domainevents/broker/retry"
 )
@@ -52,6 +51,6 @@ func TestRefusedGoesToDeadLetterTopic(t *testing.T) {
 	assert.Equal(t, "order-42", string(rec.rec.Key))
 	assert.Equal(t, "t-3", rec.headers["trace"])
 	assert.Equal(t, "order.created", rec.headers[kafka.HeaderName])
-	assert.Equal(t, "too_large", rec.headers[deadletter.HeaderCategory])
-	assert.Contains(t, rec.headers[deadletter.HeaderReason], "too large")
+	assert.Equal(t, "too_large", rec.headers[broker.HeaderDeadLetterCategory])
+	assert.Contains(t, rec.headers[broker.HeaderDeadLetterReason], "too large")
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/IBM/sarama"
 
 	"github.com/domainevents/domainevents/broker"
+	"github.com/domainevents/domainevents/broker/adapter"
 )
 
 // kinds is the mapping table, checked in order with errors.Is (sarama wraps
@@ -71,5 +72,5 @@ func wrap(op string, err error) error {
 	if err == nil {
 		return nil
 	}
-	return broker.NewError("kafka: "+op, classify(err), err)
+	return adapter.Wrap("kafka: "+op, classify(err), err)
 }

@@ -5,6 +5,7 @@ import (
 	"log"
 	"time"
 
+	"github.com/domainevents/domainevents/bridge"
 	"github.com/domainevents/domainevents/broker"
 	"github.com/domainevents/domainevents/broker/kafka"
 	"github.com/domainevents/domainevents/eventbus"
@@ -26,7 +27,7 @@ func ExampleNew() {
 	}
 	defer b.Close(context.Background()) // flushes and waits for acks
 
-	fwd, err := broker.NewForwarder(b)
+	fwd, err := bridge.NewForwarder(b)
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -147,7 +147,7 @@ func saramaConfig(cfg broker.Config, o options) (*sarama.Config, error) {
 		c.Net.MaxOpenRequests = 1
 		c.Producer.Retry.Max = 10
 		c.Producer.Retry.BackoffFunc = func(retries, _ int) time.Duration {
-			return backoff.Jittered(retries, 100*time.Millisecond, 2*time.Second)
+			return backoff.Policy{Initial: 100 * time.Millisecond, Max: 2 * time.Second}.Delay(retries)
 		}
 		c.Net.DialTimeout = 10 * time.Second
 	}
@@ -212,7 +212,7 @@ func connect(ctx context.Context, addrs []string, sc *sarama.Config, o options) 
 		if !broker.IsRetryable(werr) {
 			return nil, werr
 		}
-		delay := backoff.Jittered(attempt, o.connectMin, o.connectMax)
+		delay := backoff.Policy{Initial: o.connectMin, Max: o.connectMax}.Delay(attempt + 1)
 		o.logger.Warn("kafka: cluster not reachable, retrying", "brokers", addrs, "attempt", attempt+1, "retry_in", delay, "err", err)
 		t := time.NewTimer(delay)
 		select {

@@ -20,30 +20,31 @@ import (
 
 func TestConformance(t *testing.T) {
 	c := newCluster(t, nil, kfake.AllowAutoTopicCreation(), kfake.DefaultNumPartitions(partitions))
-	var topics sync.Map // one topic per subtest, shared by New and Subscribe
-	topicFor := func(t *testing.T) string {
-		v, _ := topics.LoadOrStore(t, uniqueTopic())
-		return v.(string)
-	}
-	brokertest.Run(t, brokertest.Harness{
-		New: func(t *testing.T) (broker.Broker, brokertest.Receiver) {
-			topic := topicFor(t)
-			return c.open(t, topic), func(ctx context.Context, ids []string) (map[string]broker.Message, error) {
+	brokertest.Run(t, func(t *testing.T) brokertest.Harness {
+		topic := uniqueTopic()
+		return brokertest.Harness{
+			Broker: c.open(t, topic),
+			Receive: func(ctx context.Context, ids []string) (map[string]broker.Message, error) {
 				got, err := c.readBack(ctx, t, ids, topic)
 				out := map[string]broker.Message{}
 				for id, rs := range got {
 					r := rs[0]
-					m := broker.Message{ID: id, Name: r.headers[kafka.HeaderName], Key: string(r.rec.Key),
+					out[id] = broker.Message{ID: id, Name: r.headers[kafka.HeaderName], Key: string(r.rec.Key),
 						Body: r.rec.Value, ContentType: r.headers[kafka.HeaderContentType], Headers: r.headers}
-					out[id] = m
 				}
 				return out, err
-			}
-		},
-		Subscribe: func(t *testing.T, h broker.Handler) broker.Subscriber {
-			return c.subscribe(t, topicFor(t), "conformance", h, kafka.WithRetryBackoff(10*time.Millisecond, 50*time.Millisecond))
-		},
-		Timeout: 20 * time.Second,
+			},
+			Subscribe: func(h broker.Handler) (broker.Subscriber, error) {
+				return c.subscribe(t, topic, "conformance", h, kafka.WithRetryBackoff(10*time.Millisecond, 50*time.Millisecond)), nil
+			},
+			Unroutable: func() (broker.Broker, error) {
+				strict := newCluster(t, nil) // no auto-creation: the topic does not exist
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				return kafka.New(ctx, strict.config(uniqueTopic()), kafka.WithLogger(testLogger(t)))
+			},
+			Timeout: 20 * time.Second,
+		}
 	})
 }
 
@@ -411,7 +412,7 @@ func TestSASL(t *testing.T) {
 			c := newCluster(t, []string{"orders.events"}, kfake.EnableSASL(), kfake.Superuser(mech, "svc", "s3cret-pass"))
 			c.needFake(t)
 			cfg := c.config("orders.events")
-			cfg.Username, cfg.Password = "svc", "s3cret-pass"
+			cfg.Username, cfg.Password = "svc", broker.NewSecret("s3cret-pass")
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			b, err := kafka.New(ctx, cfg, kafka.WithSASL(mech), kafka.WithLogger(testLogger(t)))
@@ -429,7 +430,7 @@ func TestSASL(t *testing.T) {
 				resp.ErrorMessage = &msg
 				return resp, nil, true
 			})
-			cfg.Password = "hunter2-wrong"
+			cfg.Password = broker.NewSecret("hunter2-wrong")
 			start := time.Now()
 			_, err = kafka.New(ctx, cfg, kafka.WithSASL(mech), kafka.WithLogger(testLogger(t)))
 			require.Error(t, err)

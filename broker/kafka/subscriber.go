@@ -10,7 +10,7 @@ import (
 	"github.com/IBM/sarama"
 
 	"github.com/domainevents/domainevents/broker"
-	"github.com/domainevents/domainevents/broker/deadletter"
+	"github.com/domainevents/domainevents/broker/adapter"
 	"github.com/domainevents/domainevents/internal/backoff"
 )
 
@@ -22,7 +22,7 @@ import (
 // only after its handler succeeded or it was dead-lettered. A failing
 // handler is retried with backoff while the partition waits; after
 // WithMaxAttempts, or at once for broker.Permanent errors, the record is
-// produced to "<topic>.dlq" (which must exist) with the deadletter.Header*
+// produced to "<topic>.dlq" (which must exist) with the broker.HeaderDeadLetter*
 // reason headers, then marked. If the partition is taken away meanwhile
 // (rebalance, Close), the record is not marked and its new owner handles it
 // again: at least once.
@@ -106,7 +106,7 @@ func (s *Subscriber) run(client sarama.Client) {
 			s.opts.logger.Warn("kafka: consume failed, retrying", "topic", s.topic, "err", err)
 			select {
 			case <-s.consume.Done():
-			case <-time.After(backoff.Jittered(0, s.opts.retryMin, s.opts.retryMax)):
+			case <-time.After(backoff.Policy{Initial: s.opts.retryMin, Max: s.opts.retryMax}.Delay(1)):
 			}
 		}
 	}
@@ -141,7 +141,7 @@ func (s *Subscriber) handle(session context.Context, m *sarama.ConsumerMessage) 
 	var first time.Time
 	for attempt := 1; ; attempt++ {
 		d.Attempt = attempt
-		err := broker.CallHandler(s.handlerCtx, s.handler, d)
+		err := adapter.CallHandler(s.handlerCtx, s.handler, d)
 		if err == nil {
 			return true
 		}
@@ -152,7 +152,7 @@ func (s *Subscriber) handle(session context.Context, m *sarama.ConsumerMessage) 
 		if broker.Permanent(err) || attempt >= s.opts.maxAttempts {
 			return s.deadLetter(session, d, err, attempt, first, now)
 		}
-		wait := backoff.Jittered(attempt-1, s.opts.retryMin, s.opts.retryMax)
+		wait := backoff.Policy{Initial: s.opts.retryMin, Max: s.opts.retryMax}.Delay(attempt)
 		s.opts.logger.Warn("kafka: handler failed, retrying", "source", d.Source, "id", d.ID, "attempt", attempt, "retry_in", wait, "err", err)
 		select {
 		case <-session.Done():
@@ -170,7 +170,7 @@ func (s *Subscriber) deadLetter(session context.Context, d broker.Delivery, err 
 	dl := broker.DeadLetter{Message: d.Message, Reason: err.Error(), Category: cat, Attempts: attempts, FirstFailure: first, LastFailure: last}
 	for try := 0; ; try++ {
 		ctx, cancel := context.WithTimeout(session, 30*time.Second)
-		perr := s.dlq.Publish(ctx, deadletter.WithReason(dl))
+		perr := s.dlq.Publish(ctx, dl.Annotated())
 		cancel()
 		if perr == nil {
 			s.opts.logger.Warn("kafka: record dead-lettered", "source", d.Source, "id", d.ID, "attempts", attempts, "to", s.topic+".dlq", "err", err)
@@ -180,7 +180,7 @@ func (s *Subscriber) deadLetter(session context.Context, d broker.Delivery, err 
 		select {
 		case <-session.Done():
 			return false
-		case <-time.After(backoff.Jittered(try, s.opts.retryMin, s.opts.retryMax)):
+		case <-time.After(backoff.Policy{Initial: s.opts.retryMin, Max: s.opts.retryMax}.Delay(try + 1)):
 		}
 	}
 }

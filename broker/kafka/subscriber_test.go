@@ -15,7 +15,6 @@ import (
 
 	"github.com/domainevents/domainevents/broker"
 	"github.com/domainevents/domainevents/broker/brokertest"
-	"github.com/domainevents/domainevents/broker/deadletter"
 	"github.com/domainevents/domainevents/broker/kafka"
 )
 
@@ -179,11 +178,11 @@ func TestConsumeRetryAndDeadLetter(t *testing.T) {
 	d, p := got[doomed.ID][0], got[poison.ID][0]
 	assert.Equal(t, doomed.Body, d.rec.Value)
 	assert.Equal(t, doomed.Key, string(d.rec.Key))
-	assert.Contains(t, d.headers[deadletter.HeaderReason], "inventory service down")
-	assert.Equal(t, "3", d.headers[deadletter.HeaderAttempts])
+	assert.Contains(t, d.headers[broker.HeaderDeadLetterReason], "inventory service down")
+	assert.Equal(t, "3", d.headers[broker.HeaderDeadLetterAttempts])
 	assert.Equal(t, []byte("not json"), p.rec.Value)
-	assert.Equal(t, "invalid", p.headers[deadletter.HeaderCategory])
-	assert.Equal(t, "1", p.headers[deadletter.HeaderAttempts])
+	assert.Equal(t, "invalid", p.headers[broker.HeaderDeadLetterCategory])
+	assert.Equal(t, "1", p.headers[broker.HeaderDeadLetterAttempts])
 }
 
 func TestNewSubscriberErrors(t *testing.T) {

@@ -5,14 +5,13 @@ import (
 	"slices"
 
 	"github.com/domainevents/domainevents/broker"
-	"github.com/domainevents/domainevents/broker/deadletter"
 )
 
 // DeadLetterSink is the broker-side dead-letter destination for messages
 // RabbitMQ refused (unroutable, nacked, too large): a durable topic exchange
 // named "<exchange>.dlx" with a durable queue "<exchange>.dlq" bound to
 // everything ("#"). Each message keeps its body, message_id, type, routing
-// key and headers, plus the deadletter.Header* headers giving the reason.
+// key and headers, plus the broker.HeaderDeadLetter* headers giving the reason.
 // It implements broker.DeadLetterSink.
 type DeadLetterSink struct {
 	b     *Broker
@@ -36,7 +35,7 @@ func NewDeadLetterSink(ctx context.Context, cfg broker.Config, opts ...Option) (
 // Put publishes the entry's message with its reason headers and waits for
 // the confirm.
 func (s *DeadLetterSink) Put(ctx context.Context, e broker.DeadLetter) error {
-	return s.b.Publish(ctx, deadletter.WithReason(e))
+	return s.b.Publish(ctx, e.Annotated())
 }
 
 // Close closes the sink's connection, waiting for outstanding confirms.

@@ -10,6 +10,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/domainevents/domainevents/broker"
+	"github.com/domainevents/domainevents/broker/adapter"
 )
 
 // classify maps an amqp091 or network error to a broker category. It is the
@@ -60,5 +61,5 @@ func wrap(op string, err error) error {
 	if err == nil {
 		return nil
 	}
-	return broker.NewError("rabbitmq: "+op, classify(err), err)
+	return adapter.Wrap("rabbitmq: "+op, classify(err), err)
 }

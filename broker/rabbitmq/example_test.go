@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/domainevents/domainevents/bridge"
 	"github.com/domainevents/domainevents/broker"
 	"github.com/domainevents/domainevents/broker/rabbitmq"
 	"github.com/domainevents/domainevents/eventbus"
@@ -33,7 +34,7 @@ func ExampleNew() {
 		_ = b.Close(ctx) // waits for outstanding confirms
 	}()
 
-	fwd, err := broker.NewForwarder(b)
+	fwd, err := bridge.NewForwarder(b)
 	if err != nil {
 		log.Fatal(err)
 	}

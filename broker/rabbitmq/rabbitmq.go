@@ -225,7 +225,7 @@ func (d *dialer) retryUntil(stop <-chan struct{}, what string, try func() error)
 		if d.life.Err() != nil {
 			return false
 		}
-		delay := backoff.Jittered(attempt, d.opts.backoffMin, d.opts.backoffMax)
+		delay := backoff.Policy{Initial: d.opts.backoffMin, Max: d.opts.backoffMax}.Delay(attempt + 1)
 		lvl := slog.LevelWarn
 		if !broker.IsRetryable(err) {
 			lvl = slog.LevelError

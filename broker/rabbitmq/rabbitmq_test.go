@@ -21,23 +21,22 @@ import (
 )
 
 func TestConformance(t *testing.T) {
-	var fixtures sync.Map // one fixture per subtest, shared by New and Subscribe
-	fx := func(t *testing.T) *fixture {
-		if f, ok := fixtures.Load(t); ok {
-			return f.(*fixture)
-		}
+	brokertest.Run(t, func(t *testing.T) brokertest.Harness {
 		f := newFixture(t)
-		fixtures.Store(t, f)
-		return f
-	}
-	brokertest.Run(t, brokertest.Harness{
-		New: func(t *testing.T) (broker.Broker, brokertest.Receiver) {
-			f := fx(t)
-			return f.open(t, rabbitAddr()), f.receiver(t)
-		},
-		Subscribe: func(t *testing.T, h broker.Handler) broker.Subscriber {
-			return fx(t).subscribe(t, rabbitAddr(), h, rabbitmq.WithRetryDelay(50*time.Millisecond))
-		},
+		return brokertest.Harness{
+			Broker:  f.open(t, rabbitAddr()),
+			Receive: f.receiver(t),
+			Subscribe: func(h broker.Handler) (broker.Subscriber, error) {
+				return f.subscribe(t, rabbitAddr(), h, rabbitmq.WithRetryDelay(50*time.Millisecond)), nil
+			},
+			Unroutable: func() (broker.Broker, error) {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				cfg := f.config(rabbitAddr())
+				cfg.Exchange += ".unroutable" // no queue bound to it
+				return rabbitmq.New(ctx, cfg, rabbitmq.WithLogger(testLogger(t)))
+			},
+		}
 	})
 }
 
@@ -161,7 +160,7 @@ func TestConnectErrors(t *testing.T) {
 		kind    error
 		mention string
 	}{
-		{"wrong password", func(c *broker.Config) { c.Password = "hunter2-wrong" }, nil, broker.ErrUnauthorized, "password"},
+		{"wrong password", func(c *broker.Config) { c.Password = broker.NewSecret("hunter2-wrong") }, nil, broker.ErrUnauthorized, "password"},
 		{"unknown user", func(c *broker.Config) { c.Username = "nobody" }, nil, broker.ErrUnauthorized, ""},
 		{"missing vhost", func(c *broker.Config) { c.VHost = "no-such-vhost-" + uuid.NewString()[:6] }, nil, nil, "vhost"},
 		{"exchange type mismatch", func(c *broker.Config) { c.Exchange = fanout }, nil, broker.ErrInvalid, "different type"},

@@ -12,7 +12,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/domainevents/domainevents/broker"
-	"github.com/domainevents/domainevents/broker/deadletter"
+	"github.com/domainevents/domainevents/broker/adapter"
 )
 
 // HeaderAttempt carries the attempt number of a retried delivery.
@@ -25,7 +25,7 @@ const HeaderAttempt = "x-attempt"
 // declares it), the queue with its binding keys, "<queue>.retry" (messages
 // wait there WithRetryDelay, then RabbitMQ dead-letters them back to the
 // queue) and "<queue>.dlq" (what failed WithMaxAttempts times, or at once
-// for broker.Permanent errors, with the deadletter.Header* reason headers).
+// for broker.Permanent errors, with the broker.HeaderDeadLetter* reason headers).
 // A failed delivery is re-published to the retry queue with its attempt
 // number in the "x-attempt" header, then acked; nothing is requeued in a hot
 // loop.
@@ -195,7 +195,7 @@ func (s *Subscriber) process(d amqp.Delivery) {
 	default:
 	}
 	del := toDelivery(d, s.queue.Name)
-	err := broker.CallHandler(s.handlerCtx, s.handler, del)
+	err := adapter.CallHandler(s.handlerCtx, s.handler, del)
 	if err == nil {
 		_ = d.Ack(false) // if the channel died, the broker redelivers: at least once
 		return
@@ -214,11 +214,7 @@ func (s *Subscriber) process(d amqp.Delivery) {
 	if kind == "retry" {
 		pub.Headers[HeaderAttempt] = int32(del.Attempt + 1)
 	} else {
-		dl := deadletter.WithReason(broker.DeadLetter{Message: del.Message, Reason: err.Error(),
-			Category: "handler_failed", Attempts: del.Attempt, LastFailure: time.Now()})
-		if broker.Permanent(err) {
-			dl.Headers[deadletter.HeaderCategory] = "invalid"
-		}
+		dl := adapter.DeadLetterOf(del, err, del.Attempt, time.Time{}, time.Now()).Annotated()
 		for k, v := range dl.Headers {
 			pub.Headers[k] = v
 		}

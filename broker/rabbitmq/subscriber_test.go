@@ -14,7 +14,6 @@ import (
 
 	"github.com/domainevents/domainevents/broker"
 	"github.com/domainevents/domainevents/broker/brokertest"
-	"github.com/domainevents/domainevents/broker/deadletter"
 	"github.com/domainevents/domainevents/broker/rabbitmq"
 )
 
@@ -144,11 +143,11 @@ func TestConsumeRetryAndDeadLetter(t *testing.T) {
 		}
 		return len(dlq) == 2
 	})
-	assert.Contains(t, dlq[doomed.ID][deadletter.HeaderReason], "inventory service down")
-	assert.Equal(t, "3", dlq[doomed.ID][deadletter.HeaderAttempts])
-	assert.Equal(t, "handler_failed", dlq[doomed.ID][deadletter.HeaderCategory])
-	assert.Equal(t, "1", dlq[poison.ID][deadletter.HeaderAttempts])
-	assert.Equal(t, "invalid", dlq[poison.ID][deadletter.HeaderCategory])
+	assert.Contains(t, dlq[doomed.ID][broker.HeaderDeadLetterReason], "inventory service down")
+	assert.Equal(t, "3", dlq[doomed.ID][broker.HeaderDeadLetterAttempts])
+	assert.Equal(t, "handler_failed", dlq[doomed.ID][broker.HeaderDeadLetterCategory])
+	assert.Equal(t, "1", dlq[poison.ID][broker.HeaderDeadLetterAttempts])
+	assert.Equal(t, "invalid", dlq[poison.ID][broker.HeaderDeadLetterCategory])
 	assert.Equal(t, "order.created", dlq[poison.ID]["x-original-routing-key"])
 }
 
@@ -228,7 +227,7 @@ func TestNewSubscriberErrors(t *testing.T) {
 	_, err = rabbitmq.NewSubscriber(ctx, f.config(rabbitAddr()), rabbitmq.Queue{}, func(context.Context, broker.Delivery) error { return nil })
 	assert.ErrorIs(t, err, broker.ErrInvalid)
 	cfg := f.config(rabbitAddr())
-	cfg.Password = "wrong"
+	cfg.Password = broker.NewSecret("wrong")
 	_, err = rabbitmq.NewSubscriber(ctx, cfg, rabbitmq.Queue{Name: f.sub()}, func(context.Context, broker.Delivery) error { return nil })
 	assert.ErrorIs(t, err, broker.ErrUnauthorized)
 }

@@ -19,7 +19,7 @@ type Broker struct {
 	maxAttempts    int
 	maxElapsed     time.Duration
 	attemptTimeout time.Duration
-	initial, max   time.Duration
+	backoff        backoff.Policy
 	retryable      func(error) bool
 	onAttempt      func(Attempt)
 	deadLetter     broker.DeadLetterSink
@@ -91,7 +91,7 @@ func WithBackoff(initial, max time.Duration) Option {
 		if initial <= 0 || max < initial {
 			return fmt.Errorf("WithBackoff(%v, %v): want 0 < initial <= max", initial, max)
 		}
-		b.initial, b.max = initial, max
+		b.backoff = backoff.Policy{Initial: initial, Max: max}
 		return nil
 	}
 }
@@ -158,7 +158,7 @@ func New(next broker.Broker, opts ...Option) (*Broker, error) {
 	}
 	b := &Broker{
 		next: next, maxAttempts: 5, maxElapsed: 30 * time.Second, attemptTimeout: 10 * time.Second,
-		initial: 100 * time.Millisecond, max: 5 * time.Second, retryable: broker.IsRetryable,
+		backoff: backoff.Policy{Initial: 100 * time.Millisecond, Max: 5 * time.Second}, retryable: broker.IsRetryable,
 		logger: slog.Default(), now: time.Now, sleep: sleepCtx,
 		jit: func(d time.Duration) time.Duration { return rand.N(d + 1) },
 	}
@@ -184,10 +184,10 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// delay is the wait before retry n (n >= 1): full jitter over an exponential
-// ceiling.
+// delay is the wait before retry n (n >= 1): full jitter over the
+// policy's exponential ceiling (the jitter is a test seam).
 func (b *Broker) delay(n int) time.Duration {
-	return b.jit(backoff.Ceiling(n-1, b.initial, b.max))
+	return b.jit(b.backoff.Ceiling(n))
 }
 
 // Publish publishes msg through the wrapped broker, retrying errors the

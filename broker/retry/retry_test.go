@@ -216,12 +216,12 @@ func TestDeadLetterRouting(t *testing.T) {
 }
 
 func TestConformance(t *testing.T) {
-	brokertest.Run(t, brokertest.Harness{New: func(t *testing.T) (broker.Broker, brokertest.Receiver) {
+	brokertest.Run(t, func(t *testing.T) brokertest.Harness {
 		rec := &brokertest.Recorder{}
 		r, err := retry.New(rec)
 		require.NoError(t, err)
-		return r, brokertest.RecorderReceiver(rec)
-	}})
+		return brokertest.Harness{Broker: r, Receive: brokertest.RecorderReceiver(rec)}
+	})
 }
 
 func TestBadOptions(t *testing.T) {

@@ -1,7 +1,7 @@
 // Command consumer is the other side of examples/orders: it consumes the
 // order events from the broker the MESSAGE_BROKER_* environment names and
 // prints each one as a typed event. It writes nothing broker-specific in its
-// handlers: a Subscriber feeds broker.BusHandler, which decodes each body
+// handlers: a Subscriber feeds bridge.NewHandler, which decodes each body
 // and publishes the typed event on an eventbus.
 //
 //	MESSAGE_BROKER_ENABLED=true MESSAGE_BROKER_TYPE=rabbitmq go run ./examples/consumer   # terminal 1

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/domainevents/domainevents/bridge"
 	"github.com/domainevents/domainevents/broker"
 	"github.com/domainevents/domainevents/broker/kafka"
 	"github.com/domainevents/domainevents/broker/rabbitmq"
@@ -65,19 +66,22 @@ func run(ctx context.Context, log *slog.Logger, out io.Writer, limit int) error 
 		return nil
 	}
 	eventbus.Subscribe(bus, func(ctx context.Context, e events.OrderCreated) error {
-		env, _ := broker.EnvelopeFrom(ctx)
+		env, _ := bridge.EnvelopeFrom(ctx)
 		return print("%s  order.created         order=%s user=%s items=%d total=%s (event %s)", env.Timestamp.Format(time.RFC3339), e.OrderID, e.UserID, len(e.Items), e.Total, env.ID)
 	})
 	eventbus.Subscribe(bus, func(ctx context.Context, e events.OrderStatusUpdated) error {
-		env, _ := broker.EnvelopeFrom(ctx)
+		env, _ := bridge.EnvelopeFrom(ctx)
 		return print("%s  order.status.updated  order=%s %s -> %s (event %s)", env.Timestamp.Format(time.RFC3339), e.OrderID, e.OldStatus, e.NewStatus, env.ID)
 	})
 	eventbus.Subscribe(bus, func(ctx context.Context, e events.OrderCancelled) error {
-		env, _ := broker.EnvelopeFrom(ctx)
+		env, _ := bridge.EnvelopeFrom(ctx)
 		return print("%s  order.cancelled       order=%s was %s (event %s)", env.Timestamp.Format(time.RFC3339), e.OrderID, e.OldStatus, env.ID)
 	})
 	// Redeliveries (at least once) are skipped within this process.
-	handler := broker.BusHandler(bus, broker.WithDedup(broker.NewDedup(100_000, time.Hour)))
+	handler, err := bridge.NewHandler(bus, bridge.WithDedup(bridge.NewDedup(100_000, time.Hour)))
+	if err != nil {
+		return err
+	}
 
 	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()

@@ -13,6 +13,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/domainevents/domainevents/bridge"
 	"github.com/domainevents/domainevents/broker"
 	"github.com/domainevents/domainevents/broker/deadletter"
 	"github.com/domainevents/domainevents/broker/kafka"
@@ -62,7 +63,7 @@ func run(ctx context.Context, log *slog.Logger, out io.Writer) (err error) {
 	}()
 	log.Info("broker ready", "config", cfg, "destination", where)
 
-	fwd, err := broker.NewForwarder(printing{b, out})
+	fwd, err := bridge.NewForwarder(printing{b, out})
 	if err != nil {
 		return err
 	}

@@ -3,26 +3,31 @@ package backoff
 import (
 	"testing"
 	"time"
-
-	"github.com/stretchr/testify/assert"
 )
 
 func TestCeiling(t *testing.T) {
-	base, maxD := 100*time.Millisecond, time.Second
+	p := Policy{Initial: 100 * time.Millisecond, Max: time.Second}
 	want := []time.Duration{100e6, 200e6, 400e6, 800e6, 1e9, 1e9}
 	for i, w := range want {
-		assert.Equal(t, w, Ceiling(i, base, maxD), "attempt %d", i)
+		if got := p.Ceiling(i + 1); got != w {
+			t.Errorf("Ceiling(%d) = %v, want %v", i+1, got, w)
+		}
 	}
-	assert.Equal(t, maxD, Ceiling(200, base, maxD), "no overflow")
-	assert.Equal(t, base, Ceiling(-1, base, maxD))
+	if got := p.Ceiling(200); got != p.Max {
+		t.Errorf("Ceiling(200) = %v: overflow", got)
+	}
+	if got := p.Ceiling(0); got != p.Initial {
+		t.Errorf("Ceiling(0) = %v, want Initial", got)
+	}
 }
 
-func TestJitteredBounds(t *testing.T) {
-	for attempt := range 40 {
+func TestDelayNeverExceedsMax(t *testing.T) {
+	p := Policy{Initial: 100, Max: 1000}
+	for n := 1; n <= 40; n++ {
 		for range 50 {
-			d := Jittered(attempt, 100, 1000)
-			assert.GreaterOrEqual(t, int(d), 100)
-			assert.LessOrEqual(t, int(d), 1100)
+			if d := p.Delay(n); d < 0 || d > p.Ceiling(n) || d > p.Max {
+				t.Fatalf("Delay(%d) = %v, outside [0, %v]", n, d, p.Ceiling(n))
+			}
 		}
 	}
 }

@@ -1,4 +1,4 @@
-package broker_test
+package bridge_test
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/domainevents/domainevents/bridge"
 	"github.com/domainevents/domainevents/broker"
 	"github.com/domainevents/domainevents/broker/brokertest"
 	"github.com/domainevents/domainevents/eventbus"
@@ -22,7 +23,7 @@ var fixed = events.Stamper{
 
 func TestForwarderPublishesTheWireBody(t *testing.T) {
 	rec := &brokertest.Recorder{}
-	f, err := broker.NewForwarder(rec, broker.WithStamper(fixed))
+	f, err := bridge.NewForwarder(rec, bridge.WithStamper(fixed))
 	require.NoError(t, err)
 	bus := eventbus.New()
 	f.Attach(bus)
@@ -45,7 +46,7 @@ func TestForwarderPublishesTheWireBody(t *testing.T) {
 func TestForwarderSurfacesErrors(t *testing.T) {
 	down := &broker.Error{Op: "test", Kind: broker.ErrUnavailable}
 	rec := &brokertest.Recorder{Fail: func(broker.Message) error { return down }}
-	f, err := broker.NewForwarder(rec)
+	f, err := bridge.NewForwarder(rec)
 	require.NoError(t, err)
 	bus := eventbus.New()
 	sub := f.Attach(bus)
@@ -76,6 +77,6 @@ type notDomain struct{}
 func (notDomain) EventName() string { return "ping" }
 
 func TestNewForwarderNilBroker(t *testing.T) {
-	_, err := broker.NewForwarder(nil)
+	_, err := bridge.NewForwarder(nil)
 	assert.True(t, errors.Is(err, broker.ErrInvalid))
 }

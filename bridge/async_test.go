@@ -1,8 +1,11 @@
-package broker_test
+package bridge_test
 
 import (
 	"context"
 	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -11,6 +14,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/domainevents/domainevents/bridge"
 	"github.com/domainevents/domainevents/broker"
 	"github.com/domainevents/domainevents/broker/brokertest"
 	"github.com/domainevents/domainevents/events"
@@ -44,7 +48,7 @@ func (m *memSink) ids() map[string]bool {
 
 func TestAsyncForwarderPublishesEverything(t *testing.T) {
 	rec := &brokertest.Recorder{}
-	f, err := broker.NewForwarder(rec, broker.WithAsync(broker.AsyncOptions{Queue: 8, Workers: 4}))
+	f, err := bridge.NewForwarder(rec, bridge.WithAsync(4, 8))
 	require.NoError(t, err)
 	for i := range 500 {
 		require.NoError(t, f.Forward(context.Background(), cancelled(i)))
@@ -53,7 +57,7 @@ func TestAsyncForwarderPublishesEverything(t *testing.T) {
 	assert.ErrorIs(t, f.Forward(context.Background(), events.OrderCancelled{}), events.ErrInvalid)
 	require.NoError(t, f.Close(context.Background()))
 	assert.Len(t, rec.Messages(), 500, "Close drains the queue")
-	assert.Equal(t, broker.ForwarderStats{Enqueued: 500, Published: 500}, f.Stats())
+	assert.Equal(t, bridge.Stats{Enqueued: 500, Published: 500}, f.Stats())
 	assert.ErrorIs(t, f.Forward(context.Background(), cancelled(0)), broker.ErrClosed)
 	assert.NoError(t, f.Close(context.Background()), "second Close")
 }
@@ -77,7 +81,7 @@ func (b *blocking) Close(context.Context) error { return nil }
 
 func TestAsyncQueueFullBlocksNeverDrops(t *testing.T) {
 	b := &blocking{release: make(chan struct{})}
-	f, err := broker.NewForwarder(b, broker.WithAsync(broker.AsyncOptions{Queue: 2, Workers: 1}))
+	f, err := bridge.NewForwarder(b, bridge.WithAsync(1, 2))
 	require.NoError(t, err)
 	for i := range 3 { // one with the worker, two queued
 		require.NoError(t, f.Forward(context.Background(), cancelled(i)))
@@ -97,8 +101,8 @@ func TestAsyncCloseDeadLettersLeftovers(t *testing.T) {
 	b := &blocking{release: make(chan struct{})} // the broker is down: nothing completes
 	sink := &memSink{}
 	var reported atomic.Int32
-	f, err := broker.NewForwarder(b, broker.WithAsync(broker.AsyncOptions{Queue: 100, Workers: 2, DeadLetter: sink,
-		OnError: func(broker.Message, error) { reported.Add(1) }}))
+	f, err := bridge.NewForwarder(b, bridge.WithAsync(2, 100), bridge.WithDeadLetter(sink),
+		bridge.WithOnError(func(broker.Message, error) { reported.Add(1) }))
 	require.NoError(t, err)
 	for i := range 50 {
 		require.NoError(t, f.Forward(context.Background(), cancelled(i)))
@@ -121,11 +125,11 @@ func TestAsyncFailureWithoutSinkIsReported(t *testing.T) {
 	}}
 	var mu sync.Mutex
 	var errs []error
-	f, err := broker.NewForwarder(rec, broker.WithAsync(broker.AsyncOptions{OnError: func(_ broker.Message, err error) {
+	f, err := bridge.NewForwarder(rec, bridge.WithAsync(0, 0), bridge.WithOnError(func(_ broker.Message, err error) {
 		mu.Lock()
 		errs = append(errs, err)
 		mu.Unlock()
-	}}))
+	}))
 	require.NoError(t, err)
 	require.NoError(t, f.Forward(context.Background(), cancelled(1)))
 	require.NoError(t, f.Close(context.Background()))
@@ -135,6 +139,47 @@ func TestAsyncFailureWithoutSinkIsReported(t *testing.T) {
 }
 
 func TestWithAsyncBadOptions(t *testing.T) {
-	_, err := broker.NewForwarder(&brokertest.Recorder{}, broker.WithAsync(broker.AsyncOptions{Workers: -1}))
-	assert.ErrorIs(t, err, broker.ErrInvalid)
+	for name, opts := range map[string][]bridge.Option{
+		"negative workers":          {bridge.WithAsync(-1, 0)},
+		"dead letter without async": {bridge.WithDeadLetter(&memSink{})},
+		"nil sink":                  {bridge.WithAsync(0, 0), bridge.WithDeadLetter(nil)},
+		"zero timeout":              {bridge.WithAsync(0, 0), bridge.WithPublishTimeout(0)},
+	} {
+		_, err := bridge.NewForwarder(&brokertest.Recorder{}, opts...)
+		assert.ErrorIs(t, err, broker.ErrInvalid, name)
+	}
+}
+
+// TestAsyncKeepsPerKeyOrder: 16 workers, 10,000 events over 100 order ids,
+// publishes that take a random time: each order's events reach the broker
+// in the order they were forwarded.
+func TestAsyncKeepsPerKeyOrder(t *testing.T) {
+	rec := &brokertest.Recorder{Fail: func(broker.Message) error {
+		time.Sleep(time.Duration(rand.IntN(50)) * time.Microsecond) // publishes finish out of order
+		return nil
+	}}
+	var next atomic.Int64
+	seq := events.Stamper{NewID: func() string { return fmt.Sprintf("e-%05d", next.Add(1)) }}
+	f, err := bridge.NewForwarder(rec, bridge.WithAsync(16, 256), bridge.WithStamper(seq))
+	require.NoError(t, err)
+	const keys, each = 100, 100
+	want := map[string][]string{} // order id -> event ids in forward order
+	for i := range keys * each {
+		e := events.OrderStatusUpdated{OrderID: fmt.Sprintf("o-%03d", i%keys), UserID: "u", OldStatus: "created", NewStatus: "in_progress"}
+		want[e.OrderID] = append(want[e.OrderID], fmt.Sprintf("e-%05d", i+1))
+		require.NoError(t, f.Forward(context.Background(), e))
+	}
+	require.NoError(t, f.Close(context.Background()))
+	got := map[string][]string{}
+	for _, m := range rec.Messages() {
+		got[m.Key] = append(got[m.Key], m.ID)
+	}
+	inversions := 0
+	for k, ids := range want {
+		if !slices.Equal(ids, got[k]) {
+			inversions++
+		}
+	}
+	assert.Zero(t, inversions, "of %d order ids, %d came out of order", keys, inversions)
+	assert.Len(t, rec.Messages(), keys*each)
 }

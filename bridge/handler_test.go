@@ -1,4 +1,4 @@
-package broker_test
+package bridge_test
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/domainevents/domainevents/bridge"
 	"github.com/domainevents/domainevents/broker"
 	"github.com/domainevents/domainevents/eventbus"
 	"github.com/domainevents/domainevents/events"
@@ -17,16 +18,16 @@ import (
 func delivery(t *testing.T, e events.Event) broker.Delivery {
 	t.Helper()
 	env := fixed.Stamp(e)
-	body, err := events.Encode(env)
+	m, err := bridge.MessageFor(env)
 	require.NoError(t, err)
-	return broker.Delivery{Message: broker.MessageFor(env, body), Attempt: 1, Source: "test"}
+	return broker.Delivery{Message: m, Attempt: 1, Source: "test"}
 }
 
 func TestBusHandlerDispatchesTypedEvents(t *testing.T) {
 	bus := eventbus.New()
 	var got []string
 	eventbus.Subscribe(bus, func(ctx context.Context, e events.OrderCancelled) error {
-		env, ok := broker.EnvelopeFrom(ctx)
+		env, ok := bridge.EnvelopeFrom(ctx)
 		require.True(t, ok)
 		got = append(got, "cancelled "+e.OrderID+" "+env.ID)
 		return nil
@@ -35,17 +36,19 @@ func TestBusHandlerDispatchesTypedEvents(t *testing.T) {
 		got = append(got, "created "+e.Total.String())
 		return nil
 	})
-	h := broker.BusHandler(bus)
+	h, err := bridge.NewHandler(bus)
+	require.NoError(t, err)
 	require.NoError(t, h(context.Background(), delivery(t, events.OrderCancelled{OrderID: "o-1", UserID: "u", OldStatus: "created", NewStatus: "cancelled"})))
 	require.NoError(t, h(context.Background(), delivery(t, events.OrderCreated{OrderID: "o-2", UserID: "u", Status: "created", Total: events.Cents(12550)})))
 	assert.Equal(t, []string{"cancelled o-1 " + fixed.NewID(), "created 125.50"}, got)
 }
 
 func TestBusHandlerPoisonIsPermanent(t *testing.T) {
-	h := broker.BusHandler(eventbus.New())
+	h, err := bridge.NewHandler(eventbus.New())
+	require.NoError(t, err)
 	for _, body := range []string{"not json", `{"name":"order.shipped","id":"x","timestamp":"2026-01-01T00:00:00Z","data":{}}`,
 		`{"name":"order.cancelled","id":"x","timestamp":"2026-01-01T00:00:00Z","data":{"orderId":"o","userId":"u","oldStatus":"created","newStatus":"created"}}`} {
-		err := h(context.Background(), broker.Delivery{Message: broker.Message{ID: "x", Name: "order.created", Body: []byte(body)}, Source: "queue q"})
+		err = h(context.Background(), broker.Delivery{Message: broker.Message{ID: "x", Name: "order.created", Body: []byte(body)}, Source: "queue q"})
 		require.Error(t, err, body)
 		assert.True(t, broker.Permanent(err), "undecodable bodies go to the dead letter at once: %v", err)
 	}
@@ -62,19 +65,22 @@ func TestBusHandlerErrorsAreRetryableAndDedupSkips(t *testing.T) {
 		}
 		return nil
 	})
-	h := broker.BusHandler(bus, broker.WithDedup(broker.NewDedup(10, time.Minute)))
+	dedup := bridge.NewDedup(10, time.Minute)
+	h, err := bridge.NewHandler(bus, bridge.WithDedup(dedup))
+	require.NoError(t, err)
 	d := delivery(t, events.OrderCancelled{OrderID: "o", UserID: "u", OldStatus: "created", NewStatus: "cancelled"})
-	err := h(context.Background(), d)
+	err = h(context.Background(), d)
 	require.Error(t, err)
 	assert.False(t, broker.Permanent(err), "a handler failure is retried")
 	fail = false
 	require.NoError(t, h(context.Background(), d))
 	require.NoError(t, h(context.Background(), d), "the redelivery is skipped")
 	assert.Equal(t, 2, calls)
+	assert.Equal(t, int64(1), dedup.Skipped())
 }
 
 func TestDedupBoundedAndExpiring(t *testing.T) {
-	d := broker.NewDedup(2, time.Minute)
+	d := bridge.NewDedup(2, time.Minute)
 	d.Mark("a")
 	d.Mark("b")
 	d.Mark("c")
@@ -82,7 +88,7 @@ func TestDedupBoundedAndExpiring(t *testing.T) {
 	assert.True(t, d.Seen("b"))
 	assert.True(t, d.Seen("c"))
 
-	short := broker.NewDedup(10, time.Nanosecond)
+	short := bridge.NewDedup(10, time.Nanosecond)
 	short.Mark("x")
 	time.Sleep(time.Millisecond) // longer than the ttl
 	assert.False(t, short.Seen("x"), "forgotten after the ttl")
