@@ -84,11 +84,11 @@ func (f *fixture) config(addr string) broker.Config {
 }
 
 // open connects a Broker through addr with the fixture's queue bound.
-func (f *fixture) open(t testing.TB, addr string, opts ...rabbitmq.Option) *rabbitmq.Broker {
+func (f *fixture) open(t testing.TB, addr string, opts ...rabbitmq.PublisherOption) *rabbitmq.Broker {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	opts = append([]rabbitmq.Option{rabbitmq.WithQueue(rabbitmq.Queue{Name: f.queue}), rabbitmq.WithLogger(testLogger(t))}, opts...)
+	opts = append([]rabbitmq.PublisherOption{rabbitmq.WithQueue(rabbitmq.Queue{Name: f.queue}), rabbitmq.WithLogger(testLogger(t))}, opts...)
 	b, err := rabbitmq.New(ctx, f.config(addr), opts...)
 	require.NoError(t, err)
 	t.Cleanup(func() {
@@ -104,11 +104,11 @@ func (f *fixture) sub() string { return f.queue + ".sub" }
 
 // subscribe consumes the fixture's exchange through addr into h, on the
 // queue f.sub() bound with "#".
-func (f *fixture) subscribe(t testing.TB, addr string, h broker.Handler, opts ...rabbitmq.Option) *rabbitmq.Subscriber {
+func (f *fixture) subscribe(t testing.TB, addr string, h broker.Handler, opts ...rabbitmq.SubscriberOption) *rabbitmq.Subscriber {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	opts = append([]rabbitmq.Option{rabbitmq.WithLogger(testLogger(t))}, opts...)
+	opts = append([]rabbitmq.SubscriberOption{rabbitmq.WithLogger(testLogger(t))}, opts...)
 	s, err := rabbitmq.NewSubscriber(ctx, f.config(addr), rabbitmq.Queue{Name: f.sub()}, h, opts...)
 	require.NoError(t, err)
 	t.Cleanup(func() {

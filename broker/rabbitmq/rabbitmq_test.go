@@ -156,7 +156,7 @@ func TestConnectErrors(t *testing.T) {
 	tests := []struct {
 		name    string
 		mutate  func(*broker.Config)
-		opts    []rabbitmq.Option
+		opts    []rabbitmq.PublisherOption
 		kind    error
 		mention string
 	}{
@@ -165,9 +165,9 @@ func TestConnectErrors(t *testing.T) {
 		{"missing vhost", func(c *broker.Config) { c.VHost = "no-such-vhost-" + uuid.NewString()[:6] }, nil, nil, "vhost"},
 		{"exchange type mismatch", func(c *broker.Config) { c.Exchange = fanout }, nil, broker.ErrInvalid, "different type"},
 		{"passive, missing exchange", func(c *broker.Config) { c.Exchange = "det.missing." + uuid.NewString()[:6] },
-			[]rabbitmq.Option{rabbitmq.WithPassive()}, broker.ErrInvalid, "does not exist"},
-		{"bad option", nil, []rabbitmq.Option{rabbitmq.WithWindow(0)}, broker.ErrInvalid, "WithWindow"},
-		{"bad URL", nil, []rabbitmq.Option{rabbitmq.WithURLs("http://user:hunter2@x")}, broker.ErrInvalid, "URL #1"},
+			[]rabbitmq.PublisherOption{rabbitmq.WithPassive()}, broker.ErrUnroutable, "does not exist"},
+		{"bad option", nil, []rabbitmq.PublisherOption{rabbitmq.WithWindow(0)}, broker.ErrInvalid, "WithWindow"},
+		{"bad URL", nil, []rabbitmq.PublisherOption{rabbitmq.WithURLs("http://user:hunter2@x")}, broker.ErrInvalid, "URL #1"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -180,7 +180,7 @@ func TestConnectErrors(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			start := time.Now()
-			opts := append([]rabbitmq.Option{rabbitmq.WithLogger(slog.New(slog.NewTextHandler(&logs, nil)))}, tt.opts...)
+			opts := append([]rabbitmq.PublisherOption{rabbitmq.WithLogger(slog.New(slog.NewTextHandler(&logs, nil)))}, tt.opts...)
 			b, err := rabbitmq.New(ctx, cfg, opts...)
 			require.Error(t, err)
 			require.Nil(t, b)
