@@ -73,8 +73,8 @@ func TestDeclareErrorsUseTheTable(t *testing.T) {
 func TestServerMaxSize(t *testing.T) {
 	for reason, want := range map[string]int{
 		"PRECONDITION_FAILED - message size 2097152 is larger than configured max size 1048576": 1048576,
-		"PRECONDITION_FAILED - inequivalent arg 'durable'":                                       0,
-		"PRECONDITION_FAILED - message size 5 is larger than configured max size x":              0,
+		"PRECONDITION_FAILED - inequivalent arg 'durable'":                                      0,
+		"PRECONDITION_FAILED - message size 5 is larger than configured max size x":             0,
 	} {
 		n, ok := serverMaxSize(&amqp.Error{Code: amqp.PreconditionFailed, Reason: reason})
 		assert.Equal(t, want, n, reason)

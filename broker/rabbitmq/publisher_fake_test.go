@@ -463,7 +463,9 @@ func TestFakeConcurrentPublishersPipeline(t *testing.T) {
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
 	for i := range n {
-		wg.Go(func() { errs <- b.Publish(context.Background(), msg("m-"+string(rune('a'+i%26))+string(rune('a'+i/26)))) })
+		wg.Go(func() {
+			errs <- b.Publish(context.Background(), msg("m-"+string(rune('a'+i%26))+string(rune('a'+i/26))))
+		})
 	}
 	var tags []uint64
 	for range n {
