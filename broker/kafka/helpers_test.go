@@ -66,11 +66,11 @@ func (c *cluster) config(topic string) broker.Config {
 	return cfg
 }
 
-func (c *cluster) open(t testing.TB, topic string, opts ...kafka.Option) *kafka.Broker {
+func (c *cluster) open(t testing.TB, topic string, opts ...kafka.PublisherOption) *kafka.Broker {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	opts = append([]kafka.Option{kafka.WithLogger(testLogger(t))}, opts...)
+	opts = append([]kafka.PublisherOption{kafka.WithLogger(testLogger(t))}, opts...)
 	b, err := kafka.New(ctx, c.config(topic), opts...)
 	require.NoError(t, err)
 	t.Cleanup(func() {
@@ -83,11 +83,11 @@ func (c *cluster) open(t testing.TB, topic string, opts ...kafka.Option) *kafka.
 
 // subscribe joins group on topic (its "<topic>.dlq" must exist or be
 // auto-created) and hands records to h.
-func (c *cluster) subscribe(t testing.TB, topic, group string, h broker.Handler, opts ...kafka.Option) *kafka.Subscriber {
+func (c *cluster) subscribe(t testing.TB, topic, group string, h broker.Handler, opts ...kafka.SubscriberOption) *kafka.Subscriber {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	opts = append([]kafka.Option{kafka.WithLogger(testLogger(t))}, opts...)
+	opts = append([]kafka.SubscriberOption{kafka.WithLogger(testLogger(t))}, opts...)
 	s, err := kafka.NewSubscriber(ctx, c.config(topic), group, h, opts...)
 	require.NoError(t, err)
 	t.Cleanup(func() {
