@@ -334,17 +334,13 @@ func (b *Broker) Close(ctx context.Context) error {
 		b.stopDial()
 	}
 	b.sending.Wait() // every Publish left the hand-over: Input may close
-	select {
-	case <-b.connectGo:
-	case <-ctx.Done():
+	if !wait(ctx, b.connectGo) { // a late connection is closed by install
 		close(b.gaveUp)
 		return ctx.Err()
 	}
 	if st == stateOpen {
 		b.link.producer.AsyncClose()
-		select {
-		case <-b.loopDone:
-		case <-ctx.Done():
+		if !wait(ctx, b.loopDone) {
 			close(b.gaveUp)
 			return ctx.Err()
 		}
@@ -354,6 +350,22 @@ func (b *Broker) Close(ctx context.Context) error {
 	b.mu.Unlock()
 	b.log.Info("kafka: closed", "stats", b.Stats())
 	return b.closeErr
+}
+
+// wait reports whether done is closed, waiting until it is or ctx ends;
+// when both are, done wins.
+func wait(ctx context.Context, done <-chan struct{}) bool {
+	select {
+	case <-done:
+		return true
+	default:
+	}
+	select {
+	case <-done:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 // Health reports whether the Broker can publish: what a readiness probe

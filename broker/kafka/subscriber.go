@@ -144,9 +144,7 @@ func (s *Subscriber) Close(ctx context.Context) error {
 	s.mu.Unlock()
 	s.stopCancel()
 	var err error
-	select {
-	case <-s.done:
-	case <-ctx.Done():
+	if !wait(ctx, s.done) {
 		err = ctx.Err()
 		s.cancelHandlers()
 		close(s.abandon)
