@@ -333,8 +333,10 @@ func (b *Broker) Close(ctx context.Context) error {
 	if b.stopDial != nil {
 		b.stopDial()
 	}
-	b.sending.Wait() // every Publish left the hand-over: Input may close
-	if !wait(ctx, b.connectGo) { // a late connection is closed by install
+	// Every Publish left the hand-over: Input may close. A background
+	// connect that ends late sees the state and closes its connection.
+	b.sending.Wait()
+	if !wait(ctx, b.connectGo) {
 		close(b.gaveUp)
 		return ctx.Err()
 	}
