@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/domainevents/domainevents/broker"
 	"github.com/domainevents/domainevents/broker/brokertest"
@@ -143,6 +144,28 @@ func (c *cluster) readBack(ctx context.Context, t testing.TB, want []string, top
 		})
 	}
 	return got, nil
+}
+
+// silence holds every produce request the cluster receives, unanswered and
+// unprocessed, until the returned function is called (or the test ends):
+// records handed over meanwhile wait for their acknowledgement, as behind a
+// broker that stopped answering. kfake's SleepControl keeps the other
+// requests flowing.
+func (c *cluster) silence(t testing.TB) (restore func()) {
+	wake := make(chan struct{})
+	var once sync.Once
+	restore = func() { once.Do(func() { close(wake) }) }
+	t.Cleanup(restore)
+	c.fake.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+		select {
+		case <-wake:
+			c.fake.DropControl()
+		default:
+			c.fake.SleepControl(func() { <-wake })
+		}
+		return nil, nil, false // then the cluster handles it as usual
+	})
+	return restore
 }
 
 // faultListeners wraps kfake's listeners so tests can cut a broker's
