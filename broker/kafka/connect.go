@@ -66,6 +66,7 @@ type connector[T any] struct {
 	mu       sync.Mutex
 	attempts int   // failed attempts since the last success
 	last     error // the last attempt's error, nil once connected
+	tries    int   // the attempts the last successful run took
 }
 
 func newConnector[T any](component string, addrs []string, topic string, o connOptions, dial func() (T, error), discard func(T)) *connector[T] {
@@ -170,12 +171,16 @@ func (c *connector[T]) failed(ctx context.Context, n int, err error) {
 
 func (c *connector[T]) connected(n int) {
 	c.mu.Lock()
-	c.attempts, c.last = 0, nil
+	c.attempts, c.last, c.tries = 0, nil, n
 	c.mu.Unlock()
-	if n > 1 {
-		c.log.Info("kafka: connected after retrying", "brokers", c.addrs, "attempts", n)
-	}
 	c.observe(context.Background(), broker.Observation{Kind: broker.ObservedConnected, Attempt: n})
+}
+
+// tried is how many attempts the last successful run took, for logs.
+func (c *connector[T]) tried() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.tries
 }
 
 // notReady is Health's answer while the connector has not succeeded yet.

@@ -31,7 +31,7 @@ func (s *Subscriber) run(link *groupLink) {
 		}
 		s.state = stateOpen
 		s.mu.Unlock()
-		s.log.Info("kafka: consuming", "topic", s.topic, "group", s.groupID)
+		s.log.Info("kafka: consuming", "topic", s.topic, "group", s.groupID, "attempts", s.conn.tried())
 		link = &l
 	}
 	errsDone := make(chan struct{})

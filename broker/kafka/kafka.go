@@ -101,7 +101,7 @@ func start(ctx context.Context, o publisherOptions, addrs []string, topic, compo
 			return nil, err
 		}
 		b.install(l)
-		b.log.Info("kafka: connected", "brokers", addrs, "topic", desc)
+		b.log.Info("kafka: connected", "brokers", addrs, "topic", desc, "attempts", b.conn.tried())
 		return b, nil
 	}
 	dctx, cancel := context.WithCancel(context.Background())
@@ -110,7 +110,7 @@ func start(ctx context.Context, o publisherOptions, addrs []string, topic, compo
 		defer close(b.connectGo)
 		if l, err := b.conn.run(dctx, false); err == nil {
 			b.install(l)
-			b.log.Info("kafka: connected", "brokers", addrs, "topic", desc)
+			b.log.Info("kafka: connected", "brokers", addrs, "topic", desc, "attempts", b.conn.tried())
 		}
 	}()
 	b.log.Info("kafka: connecting in the background", "brokers", addrs, "topic", desc)

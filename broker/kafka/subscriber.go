@@ -114,7 +114,7 @@ func newSubscriber(o subscriberOptions, topic, groupID string, h broker.Handler,
 func (s *Subscriber) begin(link *groupLink) {
 	if link != nil {
 		s.state = stateOpen
-		s.log.Info("kafka: consuming", "topic", s.topic, "group", s.groupID)
+		s.log.Info("kafka: consuming", "topic", s.topic, "group", s.groupID, "attempts", s.conn.tried())
 	} else {
 		s.log.Info("kafka: joining in the background", "topic", s.topic, "group", s.groupID)
 	}
@@ -164,13 +164,14 @@ func (s *Subscriber) Close(ctx context.Context) error {
 	return err
 }
 
-// Health reports whether the Subscriber is consuming: what a readiness
-// probe calls. It returns nil while the consumer group is joined (or
-// between two sessions of a rebalance) and the dead-letter producer is
-// healthy; an error matching broker.ErrUnavailable naming the last error
-// while connecting ([WithLazyConnect]), after a failed group session until
+// Health reports whether the Subscriber can consume: what a readiness
+// probe calls. It returns nil once connected (the cluster reached, the
+// topic found) while no consumer-group session has failed since the last
+// one was set up, and the dead-letter producer is healthy. Otherwise it
+// returns an error matching broker.ErrUnavailable that names the last
+// error: while connecting ([WithLazyConnect]), after a failed session until
 // the next one is set up, or when the dead-letter producer is not healthy;
-// one matching broker.ErrClosed after Close. It sends nothing to the
+// after Close, one matching broker.ErrClosed. It sends nothing to the
 // cluster and does not block.
 func (s *Subscriber) Health(ctx context.Context) error {
 	s.mu.Lock()
