@@ -71,12 +71,18 @@ func TestBadOptions(t *testing.T) {
 		{"WithLogger", func() error { _, err := kafka.New(ctx, unreachable(), kafka.WithLogger(nil)); return err }},
 		{"WithObserver", func() error { _, err := kafka.New(ctx, unreachable(), kafka.WithObserver(nil)); return err }},
 		{"WithSaramaConfig", func() error { _, err := kafka.New(ctx, unreachable(), kafka.WithSaramaConfig(nil)); return err }},
-		{"WithSASL", func() error { _, err := kafka.NewDeadLetterSink(ctx, unreachable(), kafka.WithSASL("GSSAPI")); return err }},
+		{"WithSASL", func() error {
+			_, err := kafka.NewDeadLetterSink(ctx, unreachable(), kafka.WithSASL("GSSAPI"))
+			return err
+		}},
 		{"WithConnectBackoff", func() error {
 			_, err := kafka.New(ctx, unreachable(), kafka.WithConnectBackoff(2*time.Second, time.Second))
 			return err
 		}},
-		{"WithMaxAttempts", func() error { _, err := kafka.NewSubscriber(ctx, unreachable(), "g", ok, kafka.WithMaxAttempts(0)); return err }},
+		{"WithMaxAttempts", func() error {
+			_, err := kafka.NewSubscriber(ctx, unreachable(), "g", ok, kafka.WithMaxAttempts(0))
+			return err
+		}},
 		{"WithRetryBackoff", func() error {
 			_, err := kafka.NewSubscriber(ctx, unreachable(), "g", ok, kafka.WithRetryBackoff(0, time.Second))
 			return err
