@@ -29,8 +29,10 @@ const (
 // implements [broker.Broker] and [broker.HealthChecker]; see the package
 // doc for the guarantees.
 //
-// Lock order: mu, then the connector's and the health mutex, never the
-// other way round; no lock is held while sending on a channel.
+// Locks: mu, hmu and the connector's mutex are never held together, nor
+// while sending on a channel or calling the Observer. Every goroutine is
+// joined by Close: the background connect loop (connectGo) and the result
+// loop (loopDone), unless Close's ctx ends first.
 type Broker struct {
 	opts      publisherOptions
 	topic     string
@@ -100,7 +102,7 @@ func start(ctx context.Context, o publisherOptions, addrs []string, topic, compo
 		if err != nil {
 			return nil, err
 		}
-		b.install(l)
+		b.install(l) // the Broker is not shared yet: nothing can close it
 		b.log.Info("kafka: connected", "brokers", addrs, "topic", desc, "attempts", b.conn.tried())
 		return b, nil
 	}
@@ -108,8 +110,7 @@ func start(ctx context.Context, o publisherOptions, addrs []string, topic, compo
 	b.stopDial = cancel
 	go func() {
 		defer close(b.connectGo)
-		if l, err := b.conn.run(dctx, false); err == nil {
-			b.install(l)
+		if l, err := b.conn.run(dctx, false); err == nil && b.install(l) {
 			b.log.Info("kafka: connected", "brokers", addrs, "topic", desc, "attempts", b.conn.tried())
 		}
 	}()
@@ -118,18 +119,19 @@ func start(ctx context.Context, o publisherOptions, addrs []string, topic, compo
 }
 
 // install makes l the Broker's producer and starts its result loop, unless
-// Close has begun: then l is closed.
-func (b *Broker) install(l producerLink) {
+// Close has begun: then l is closed and install returns false.
+func (b *Broker) install(l producerLink) bool {
 	b.mu.Lock()
 	if b.state != stateConnecting {
 		b.mu.Unlock()
 		closeLink(l)
-		return
+		return false
 	}
 	b.link, b.state = l, stateOpen
 	b.mu.Unlock()
 	close(b.ready)
 	go b.results(l)
+	return true
 }
 
 // closeLink closes a producer that never got a record, then its client.

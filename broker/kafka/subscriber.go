@@ -28,8 +28,10 @@ import (
 // the partition is taken away meanwhile (rebalance, Close), the record is
 // not marked and its new owner handles it again: at least once.
 //
-// Lock order: mu, then the connector's mutex; no lock is held while a
-// handler runs or while sending on a channel.
+// Locks: mu and the connector's mutex are never held together, nor while
+// a handler runs, while sending on a channel or calling the Observer.
+// Close joins the run loop (done) unless its ctx ends first; each handler
+// call runs in a goroutine of its own that ends with the handler.
 type Subscriber struct {
 	opts    subscriberOptions
 	topic   string
