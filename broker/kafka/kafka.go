@@ -28,12 +28,12 @@ const (
 // Broker produces to Kafka through one idempotent sarama AsyncProducer. It
 // implements [broker.Broker] and [broker.HealthChecker]; see the package
 // doc for the guarantees.
-//
-// Locks: mu, hmu and the connector's mutex are never held together, nor
-// while sending on a channel or calling the Observer. Every goroutine is
-// joined by Close: the background connect loop (connectGo) and the result
-// loop (loopDone), unless Close's ctx ends first.
 type Broker struct {
+	// Locks: mu, hmu and the connector's mutex are never held together,
+	// nor while sending on a channel or calling the Observer. Close joins
+	// every goroutine, the background connect loop (connectGo) and the
+	// result loop (loopDone), unless its ctx ends first.
+
 	opts      publisherOptions
 	topic     string
 	component string

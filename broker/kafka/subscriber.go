@@ -27,12 +27,13 @@ import (
 // exist) with the broker.HeaderDeadLetter* reason headers, then marked. If
 // the partition is taken away meanwhile (rebalance, Close), the record is
 // not marked and its new owner handles it again: at least once.
-//
-// Locks: mu and the connector's mutex are never held together, nor while
-// a handler runs, while sending on a channel or calling the Observer.
-// Close joins the run loop (done) unless its ctx ends first; each handler
-// call runs in a goroutine of its own that ends with the handler.
 type Subscriber struct {
+	// Locks: mu and the connector's mutex are never held together, nor
+	// while a handler runs, while sending on a channel or calling the
+	// Observer. Close joins the run loop (done) unless its ctx ends first;
+	// each handler call runs in a goroutine of its own that ends with the
+	// handler.
+
 	opts    subscriberOptions
 	topic   string
 	groupID string
