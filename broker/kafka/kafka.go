@@ -406,8 +406,8 @@ type Stats struct {
 	Acked int64
 	// Failed counts records that failed after sarama's retries.
 	Failed int64
-	// InFlight counts records handed to the producer whose outcome is not
-	// known yet.
+	// InFlight counts records handed to the producer (or being handed
+	// over) whose outcome is not known yet.
 	InFlight int64
 	// Waiting counts Publish calls waiting to hand their record over: for
 	// the connection ([WithLazyConnect]) or for the producer to take it.
