@@ -331,20 +331,20 @@ func (b *Broker) writeNext() bool {
 // it), and a connection that failed a write is closed so that it is
 // replaced.
 func (b *Broker) writeFailed(s *session, tag uint64, r *record, err error) {
+	// Both locks at once: between taking r back from s and putting it at
+	// the front of the queue, s's loss must not hand back the records
+	// written before r, or r would overtake them.
+	b.mu.Lock()
 	s.mu.Lock()
-	mine := s.tags[tag] == r
-	if mine {
+	if s.tags[tag] == r {
 		delete(s.tags, tag)
 		if s.probe == r {
 			s.probe = nil
 		}
+		b.queue = append([]*record{r}, b.queue...)
 	}
 	s.mu.Unlock()
-	if mine {
-		b.mu.Lock()
-		b.queue = append([]*record{r}, b.queue...)
-		b.mu.Unlock()
-	}
+	b.mu.Unlock()
 	if errors.Is(err, amqp.ErrClosed) {
 		return // the channel is closing: its watcher retires it
 	}
