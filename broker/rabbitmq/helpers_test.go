@@ -197,6 +197,46 @@ func (f *fixture) receiver(t testing.TB) brokertest.Receiver {
 	}
 }
 
+// dlqReceiver reads the subscriber's dead-letter queue (f.sub()+".dlq").
+func (f *fixture) dlqReceiver(t testing.TB) brokertest.Receiver {
+	return func(ctx context.Context, ids []string) (map[string]broker.Message, error) {
+		ch, err := f.admin.Channel()
+		if err != nil {
+			return nil, err
+		}
+		defer ch.Close()
+		out := map[string]broker.Message{}
+		for {
+			missing := false
+			for _, id := range ids {
+				if _, ok := out[id]; !ok {
+					missing = true
+				}
+			}
+			if !missing {
+				return out, nil
+			}
+			d, ok, err := ch.Get(f.sub()+".dlq", true)
+			if err != nil {
+				return out, err
+			}
+			if !ok {
+				select {
+				case <-ctx.Done():
+					return out, ctx.Err()
+				case <-time.After(10 * time.Millisecond):
+				}
+				continue
+			}
+			m := broker.Message{ID: d.MessageId, Name: d.Type, Body: d.Body, Headers: map[string]string{}}
+			for k, v := range d.Headers {
+				m.Headers[k] = fmt.Sprint(v)
+			}
+			out[m.ID] = m
+		}
+	}
+}
+
 func testLogger(t testing.TB) *slog.Logger { return brokertest.Logger(t) }
 
 // proxy is a loopback TCP proxy to RabbitMQ that can cut, refuse and
