@@ -81,7 +81,7 @@ func (s *Spool) Replay(ctx context.Context, b broker.Broker, opts ReplayOptions)
 			}
 			recs = append(recs, rec)
 		}
-		if err := s.respool(seg, recs); err != nil {
+		if err := s.respool(seg, len(entries), recs); err != nil {
 			return res, err
 		}
 		res.Published += len(entries) - len(failed)
@@ -96,7 +96,7 @@ func (s *Spool) Replay(ctx context.Context, b broker.Broker, opts ReplayOptions)
 // respool appends the failed entries of a replayed segment, fsyncs them,
 // then deletes the segment: every entry of it is then confirmed or safe
 // again.
-func (s *Spool) respool(seg segment, recs [][]byte) error {
+func (s *Spool) respool(seg segment, replayed int, recs [][]byte) error {
 	s.mu.Lock()
 	s.total -= seg.size // the failures replace the segment: count it out while appending them
 	var last uint64
@@ -124,6 +124,11 @@ func (s *Spool) respool(seg segment, recs [][]byte) error {
 		s.mu.Unlock()
 		return fmt.Errorf("deadletter: remove replayed segment: %w", err)
 	}
+	s.mu.Lock()
+	s.entries -= int64(replayed) // the failures were counted again as they were appended
+	entries := s.entries
+	s.mu.Unlock()
+	s.observeDepth(entries)
 	return nil
 }
 

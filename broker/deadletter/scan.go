@@ -104,3 +104,29 @@ func (s *Spool) Len() int64 {
 	defer s.mu.Unlock()
 	return s.total
 }
+
+// Entries returns the number of entries the spool holds (torn records
+// aside).
+func (s *Spool) Entries() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.entries
+}
+
+// countRecords counts the complete records of a segment by their length
+// prefixes, without decoding them.
+func countRecords(path string) int64 {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return 0
+	}
+	var n int64
+	for off := int64(0); int64(len(data))-off >= headerLen; n++ {
+		end := off + headerLen + int64(binary.BigEndian.Uint32(data[off:]))
+		if end > int64(len(data)) {
+			break
+		}
+		off = end
+	}
+	return n
+}

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -22,6 +23,35 @@ import (
 // ErrFull matches the error of a Put that would grow the spool past its
 // bound.
 var ErrFull = errors.New("dead-letter spool full")
+
+// ErrLocked matches the error of [OpenSpool] when another process (or
+// another Spool of this one) owns the directory: a [*LockedError].
+var ErrLocked = errors.New("dead-letter spool in use")
+
+// LockedError says who owns a spool directory.
+type LockedError struct {
+	// Dir is the spool directory.
+	Dir string
+	// PID is the owner's process id, 0 if unknown.
+	PID int
+}
+
+// Error reads like: deadletter: spool directory /var/spool/orders is in
+// use by process 4242: one process owns a spool (replay it from that
+// process, or stop it first).
+func (e *LockedError) Error() string {
+	who := "another process"
+	if e.PID > 0 {
+		who = "process " + strconv.Itoa(e.PID)
+	}
+	return fmt.Sprintf("deadletter: spool directory %s is in use by %s: one process owns a spool (replay it from that process, or stop it first)", e.Dir, who)
+}
+
+// Is reports whether target is [ErrLocked].
+func (e *LockedError) Is(target error) bool { return target == ErrLocked }
+
+// lockName is the file in a spool directory that its owner holds locked.
+const lockName = "LOCK"
 
 // ErrCorrupt matches the error of a spool segment damaged somewhere other
 // than its tail (a torn tail, what a crash leaves, is skipped and reported
@@ -39,9 +69,12 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // Spool is a durable local dead-letter store: append-only segment files in
 // one directory, each record length-prefixed and checksummed, fsync'd before
 // Put returns. It is what holds events while the broker cannot be reached.
-// Safe for concurrent use; one process per directory.
+// Safe for concurrent use. One process owns a directory: [OpenSpool] locks
+// it until [Spool.Close], and a second opener gets [ErrLocked].
 type Spool struct {
 	dir        string
+	unlock     func() error
+	observer   broker.Observer
 	maxBytes   int64
 	segBytes   int64
 	mu         sync.Mutex // guards the fields below and the active file
@@ -49,6 +82,7 @@ type Spool struct {
 	activeSize int64
 	nextSeq    uint64
 	total      int64  // bytes in all segments
+	entries    int64  // records in all segments (torn tails aside)
 	written    uint64 // records written so far (their sequence numbers)
 	closed     bool
 	replayMu   sync.Mutex
@@ -75,6 +109,18 @@ func WithMaxBytes(n int64) SpoolOption {
 	}
 }
 
+// WithObserver reports the spool's depth (entries) to obs after every Put
+// and replay, as broker.ObservedSpoolDepth. Default: none.
+func WithObserver(obs broker.Observer) SpoolOption {
+	return func(s *Spool) error {
+		if obs == nil {
+			return errors.New("WithObserver: observer is nil")
+		}
+		s.observer = obs
+		return nil
+	}
+}
+
 // WithSegmentBytes sets the size at which a new segment file is started.
 // Default 64 MiB.
 func WithSegmentBytes(n int64) SpoolOption {
@@ -87,9 +133,13 @@ func WithSegmentBytes(n int64) SpoolOption {
 	}
 }
 
-// OpenSpool opens (creating it if needed) the spool in dir. Existing
-// segments are kept for [Spool.Scan] and [Spool.Replay]; new entries go to a
-// new segment, never after a possibly torn tail.
+// OpenSpool opens (creating it if needed) the spool in dir and locks it
+// for this Spool until Close: while it is open, another OpenSpool of dir,
+// in this process or another, fails with an error matching [ErrLocked]
+// that names the owner's pid. The lock dies with the process (kill -9
+// included). Existing segments are kept for [Spool.Scan] and
+// [Spool.Replay]; new entries go to a new segment, never after a possibly
+// torn tail.
 func OpenSpool(dir string, opts ...SpoolOption) (*Spool, error) {
 	s := &Spool{dir: dir, maxBytes: 1 << 30, segBytes: 64 << 20}
 	for _, o := range opts {
@@ -109,12 +159,20 @@ func OpenSpool(dir string, opts ...SpoolOption) (*Spool, error) {
 	}
 	_ = probe.Close()
 	_ = os.Remove(probe.Name())
+	if s.unlock, err = lockDir(dir); err != nil {
+		if errors.Is(err, ErrLocked) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("deadletter: lock spool directory %s: %w", dir, err)
+	}
 	segs, err := s.segments()
 	if err != nil {
+		_ = s.unlock()
 		return nil, err
 	}
 	for _, seg := range segs {
 		s.total += seg.size
+		s.entries += countRecords(seg.path)
 		s.nextSeq = max(s.nextSeq, seg.seq)
 	}
 	s.nextSeq++
@@ -203,11 +261,24 @@ func (s *Spool) Put(_ context.Context, e broker.DeadLetter) error {
 	}
 	s.mu.Lock()
 	seq, err := s.appendLocked(rec)
+	entries := s.entries
 	s.mu.Unlock()
 	if err != nil {
 		return err
 	}
-	return s.syncUpTo(seq)
+	if err := s.syncUpTo(seq); err != nil {
+		return err
+	}
+	s.observeDepth(entries)
+	return nil
+}
+
+// observeDepth reports the spool's depth to the observer, if any.
+func (s *Spool) observeDepth(entries int64) {
+	if s.observer != nil {
+		s.observer.Observe(context.Background(), broker.Observation{Kind: broker.ObservedSpoolDepth,
+			Component: "spool", Destination: s.dir, Value: float64(entries)})
+	}
 }
 
 // appendLocked writes rec (not yet synced) and returns its sequence number.
@@ -235,6 +306,7 @@ func (s *Spool) appendLocked(rec []byte) (uint64, error) {
 	}
 	s.activeSize += int64(len(rec))
 	s.total += int64(len(rec))
+	s.entries++
 	s.written++
 	return s.written, nil
 }
@@ -331,6 +403,13 @@ func (s *Spool) rotateLocked() error {
 func (s *Spool) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
 	s.closed = true
-	return s.closeActiveLocked()
+	err := s.closeActiveLocked()
+	if uerr := s.unlock(); err == nil && uerr != nil {
+		err = fmt.Errorf("deadletter: unlock %s: %w", s.dir, uerr)
+	}
+	return err
 }
