@@ -3,7 +3,9 @@ package deadletter
 import (
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"hash/crc32"
 	"os"
 
@@ -75,12 +77,32 @@ func (s *Spool) Scan(fn func(broker.DeadLetter) error) (ScanReport, error) {
 	s.mu.Lock()
 	segs, err := s.segments()
 	s.mu.Unlock()
-	var rep ScanReport
 	if err != nil {
-		return rep, err
+		return ScanReport{}, err
 	}
+	return scanSegments(segs, fn)
+}
+
+// Inspect reads the spool in dir without opening it, so without its lock:
+// what an operator runs while the owning service is up. It calls fn for
+// every entry, oldest first, as [Spool.Scan] does; a segment the owner
+// removes meanwhile (a replay finished it) is skipped, and the record the
+// owner is writing may show as torn.
+func Inspect(dir string, fn func(broker.DeadLetter) error) (ScanReport, error) {
+	segs, err := (&Spool{dir: dir}).segments()
+	if err != nil {
+		return ScanReport{}, err
+	}
+	return scanSegments(segs, fn)
+}
+
+func scanSegments(segs []segment, fn func(broker.DeadLetter) error) (ScanReport, error) {
+	var rep ScanReport
 	for _, seg := range segs {
 		entries, torn, err := readSegment(seg.path)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // replayed and removed while we read
+		}
 		if err != nil {
 			return rep, err
 		}
