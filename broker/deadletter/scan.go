@@ -5,8 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"hash/crc32"
+	"io/fs"
 	"os"
 
 	"github.com/domainevents/domainevents/broker"
