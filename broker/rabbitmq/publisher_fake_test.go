@@ -480,3 +480,24 @@ func TestFakeConcurrentPublishersPipeline(t *testing.T) {
 		assert.NoError(t, err)
 	}
 }
+
+// TestFakeBackBrokerFoundWithinASecond: with the default backoff, a broker
+// that comes back after a long outage is connected to within about a
+// second (the largest wait is 1s), not after a 10s ceiling.
+func TestFakeBackBrokerFoundWithinASecond(t *testing.T) {
+	brokertest.CheckNoLeak(t)
+	srv := newFakeServer()
+	b, err := New(context.Background(), fakeConfig(), withDialer(srv.dial), WithLogger(quietLogger()))
+	require.NoError(t, err)
+	defer b.Close(context.Background())
+	conn := srv.nextConn(t)
+	srv.failDials(1000, errFakeRefused)
+	conn.drop(&amqp.Error{Code: amqp.ConnectionForced, Server: true})
+	brokertest.WaitFor(t, 30*time.Second, "the backoff to reach its ceiling", func() bool { return len(srv.addrs()) >= 8 })
+	srv.allowDials()
+	start := time.Now()
+	srv.nextConn(t)
+	took := time.Since(start)
+	t.Logf("broker back: reconnected after %v", took)
+	assert.Less(t, took, 1500*time.Millisecond, "the longest wait between attempts is 1s")
+}
