@@ -88,13 +88,16 @@ func Open(ctx context.Context, cfg broker.Config, opts ...PublisherOption) (*Pub
 		if p.adapter == nil {
 			p.adapter = noop.New()
 		}
+		p.health, _ = p.adapter.(broker.HealthChecker)
+		for _, mw := range c.middleware {
+			p.adapter = mw(p.adapter)
+		}
 		p.entry, p.where = p.adapter, "nowhere (MESSAGE_BROKER_ENABLED is false)"
 	} else if err := p.openEnabled(ctx, c); err != nil {
 		return nil, err
 	} else if c.async {
 		fwdOpts = append(fwdOpts, bridge.WithDeadLetter(p.spool))
 	}
-	p.health, _ = p.adapter.(broker.HealthChecker)
 	fwd, err := bridge.NewForwarder(p.entry, fwdOpts...)
 	if err != nil {
 		_ = p.closeParts(ctx)
@@ -187,6 +190,10 @@ func (p *Publisher) openEnabled(ctx context.Context, c publisherConfig) (err err
 	default:
 		return invalid(fmt.Errorf("%s=%q: unknown broker type", broker.EnvType, p.cfg.Type))
 	}
+	p.health, _ = p.adapter.(broker.HealthChecker) // the adapter's own, not a middleware's
+	for _, mw := range c.middleware {
+		p.adapter = mw(p.adapter)
+	}
 	ro := []retry.Option{retry.WithDeadLetter(p.spool), retry.WithRejectedDeadLetter(p.dlq), retry.WithLogger(c.logger)}
 	if c.observer != nil {
 		ro = append(ro, retry.WithObserver(c.observer))
@@ -215,6 +222,14 @@ func SpoolDir(cfg broker.Config) string {
 // failure).
 func (p *Publisher) Publish(ctx context.Context, msg broker.Message) error {
 	return p.entry.Publish(ctx, msg)
+}
+
+// Describe says where Publish sends m (see broker.Describer).
+func (p *Publisher) Describe(m broker.Message) broker.Destination {
+	if d, ok := p.entry.(broker.Describer); ok {
+		return d.Describe(m)
+	}
+	return broker.Destination{}
 }
 
 // Forward publishes a typed event: it stamps it with a fresh id and time,

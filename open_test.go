@@ -329,3 +329,31 @@ func TestTwoProcessesOneSpool(t *testing.T) {
 	assert.Equal(t, 4, refused)
 	assert.Zero(t, lost)
 }
+
+// TestPublishMiddlewareSeesEveryAttempt: the middleware wraps the adapter
+// inside the retry layer, and Describe reaches the adapter through it all.
+func TestPublishMiddlewareSeesEveryAttempt(t *testing.T) {
+	rec := &brokertest.Recorder{}
+	var seen atomic.Int64
+	mw := func(next broker.Broker) broker.Broker {
+		return countingBroker{Broker: next, n: &seen}
+	}
+	pub, err := domainevents.Open(context.Background(), broker.DefaultConfig(), domainevents.WithDisabledBroker(rec),
+		domainevents.WithPublishMiddleware(mw), domainevents.WithLogger(quiet()))
+	require.NoError(t, err)
+	defer pub.Close(context.Background())
+	require.NoError(t, pub.Forward(context.Background(), order(1)))
+	assert.Equal(t, int64(1), seen.Load())
+	_, err = domainevents.Open(context.Background(), broker.DefaultConfig(), domainevents.WithPublishMiddleware(nil))
+	assert.ErrorIs(t, err, broker.ErrInvalid)
+}
+
+type countingBroker struct {
+	broker.Broker
+	n *atomic.Int64
+}
+
+func (c countingBroker) Publish(ctx context.Context, m broker.Message) error {
+	c.n.Add(1)
+	return c.Broker.Publish(ctx, m)
+}

@@ -48,6 +48,7 @@ type publisherConfig struct {
 	replayInterval time.Duration
 	spoolDir       string
 	noop           broker.Broker
+	middleware     []func(broker.Broker) broker.Broker
 }
 
 type subscriberConfig struct {
@@ -182,6 +183,22 @@ func WithDisabledBroker(b broker.Broker) PublisherOption {
 			return errors.New("WithDisabledBroker: broker is nil")
 		}
 		c.noop = b
+		return nil
+	})
+}
+
+// WithPublishMiddleware wraps the adapter with mw: every attempt of every
+// publish (and every replay of the spool) goes through it, inside the
+// retry layer. Instrumentation uses it (the OpenTelemetry module's
+// WrapBroker makes a send span per attempt and carries the trace context
+// in the message headers). Given several times, the first wraps
+// innermost. Default: none.
+func WithPublishMiddleware(mw func(next broker.Broker) broker.Broker) PublisherOption {
+	return publisherOption(func(c *publisherConfig) error {
+		if mw == nil {
+			return errors.New("WithPublishMiddleware: middleware is nil")
+		}
+		c.middleware = append(c.middleware, mw)
 		return nil
 	})
 }

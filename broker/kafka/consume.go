@@ -129,7 +129,7 @@ func (g groupHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim saram
 // handle runs the handler with retries, dead-lettering when they run out.
 // It reports whether the record may be marked.
 func (s *Subscriber) handle(session context.Context, m *sarama.ConsumerMessage) bool {
-	d := toDelivery(m)
+	d := toDelivery(m, s.groupID)
 	var first time.Time
 	for attempt := 1; ; attempt++ {
 		d.Attempt = attempt

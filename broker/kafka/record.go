@@ -55,7 +55,7 @@ func (b *Broker) record(msg broker.Message, res result) *sarama.ProducerMessage 
 
 // toDelivery maps a consumed record back onto a message: the inverse of
 // record.
-func toDelivery(m *sarama.ConsumerMessage) broker.Delivery {
+func toDelivery(m *sarama.ConsumerMessage, group string) broker.Delivery {
 	msg := broker.Message{Key: string(m.Key), Body: m.Value, Time: m.Timestamp}
 	for _, h := range m.Headers {
 		if h == nil {
@@ -75,5 +75,16 @@ func toDelivery(m *sarama.ConsumerMessage) broker.Delivery {
 			msg.Headers[k] = string(h.Value)
 		}
 	}
-	return broker.Delivery{Message: msg, Attempt: 1, Source: fmt.Sprintf("topic %s[%d]@%d", m.Topic, m.Partition, m.Offset)}
+	return broker.Delivery{Message: msg, Attempt: 1, Source: fmt.Sprintf("topic %s[%d]@%d", m.Topic, m.Partition, m.Offset),
+		Origin: broker.Origin{System: "kafka", Destination: m.Topic, Partition: m.Partition, Offset: m.Offset, ConsumerGroup: group}}
+}
+
+// Describe says where Publish sends m: the topic (the event name with
+// WithTopicPerEvent). It implements broker.Describer.
+func (b *Broker) Describe(m broker.Message) broker.Destination {
+	topic := b.topic
+	if b.opts.topicPerEvent {
+		topic = m.Name
+	}
+	return broker.Destination{System: "kafka", Name: topic}
 }

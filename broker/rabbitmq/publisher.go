@@ -344,3 +344,9 @@ func newRecord(key string, m broker.Message) *record {
 		done: make(chan struct{}),
 	}
 }
+
+// Describe says where Publish sends m: the exchange, with routing key
+// m.Name. It implements broker.Describer.
+func (b *Broker) Describe(m broker.Message) broker.Destination {
+	return broker.Destination{System: "rabbitmq", Name: b.exchange, RoutingKey: m.Name}
+}

@@ -336,5 +336,6 @@ func toDelivery(d amqp.Delivery, queue string) (broker.Delivery, time.Time) {
 			}
 		}
 	}
-	return broker.Delivery{Message: m, Attempt: attempt, Source: "queue " + queue}, first
+	return broker.Delivery{Message: m, Attempt: attempt, Source: "queue " + queue, Origin: broker.Origin{System: "rabbitmq",
+		Destination: queue, Exchange: d.Exchange, RoutingKey: d.RoutingKey, Partition: -1}}, first
 }

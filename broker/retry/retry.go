@@ -304,3 +304,12 @@ func (b *Broker) Close(ctx context.Context) error {
 	}
 	return err
 }
+
+// Describe passes the question on to the wrapped broker (a zero
+// Destination if it cannot say). It implements broker.Describer.
+func (b *Broker) Describe(m broker.Message) broker.Destination {
+	if d, ok := b.next.(broker.Describer); ok {
+		return d.Describe(m)
+	}
+	return broker.Destination{}
+}
