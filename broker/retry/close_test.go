@@ -103,9 +103,10 @@ func testCloseDeadLetters(t *testing.T, attempt time.Duration) {
 // about to succeed is not cut short: nothing is dead-lettered on a
 // healthy shutdown.
 func TestCloseLetsHealthyAttemptsFinish(t *testing.T) {
-	release := make(chan struct{})
+	release, started := make(chan struct{}), make(chan struct{})
 	rec := &brokertest.Recorder{Fail: func(m broker.Message) error {
 		if m.Name == "order.created" {
+			close(started)
 			<-release // the attempt in flight at Close
 		}
 		return nil // the probes below
@@ -115,6 +116,7 @@ func TestCloseLetsHealthyAttemptsFinish(t *testing.T) {
 	require.NoError(t, err)
 	res := make(chan error, 1)
 	go func() { res <- r.Publish(context.Background(), brokertest.NewMessage("order.created")) }()
+	<-started
 	closed := make(chan error, 1)
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
