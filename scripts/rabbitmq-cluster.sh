@@ -10,7 +10,8 @@
 #   stop         stop all three nodes (graceful, SIGKILL after a timeout).
 #                Idempotent. Data and logs stay until the next fresh start.
 #   status       one line per node (pid, AMQP port, app) and the running
-#                cluster members; exit 0 only when all three are up and joined.
+#                cluster members; exit 0 when all three are up and joined,
+#                3 when no node runs, 1 otherwise.
 #   kill N       SIGKILL node N's beam process (pid from its pid file, checked
 #                against the process environment) and wait until it is gone.
 #   restart N    stop node N if it runs, start it again, wait until it answers
@@ -18,6 +19,7 @@
 #   stop-app N   rabbitmqctl stop_app on node N (the Erlang VM stays up).
 #   start-app N  rabbitmqctl start_app on node N; wait for AMQP and the cluster.
 #   addrs        print the AMQP addresses, one a line (host:port).
+#   nodes        print "N nodename host:port" for each node.
 #   ctl N ARGS   run rabbitmqctl -n <node N> ARGS with the cluster's cookie.
 #   clean        stop, then remove the base directory.
 #
@@ -171,7 +173,8 @@ launch() {
   port_free "$(dist_port "$n")" || die "distribution port $(dist_port "$n") of node $n is taken by another process (set DE_RABBIT_CLUSTER_PORT)"
   rm -f "$(pid_file "$n")"
   local envs; mapfile -t envs < <(node_env "$n")
-  (cd "$d" && exec setsid env "${envs[@]}" "$SBIN/rabbitmq-server" >>"$d/server.out" 2>&1 </dev/null) &
+  # fd 8 is our lock: the server must not inherit it.
+  (cd "$d" && exec setsid env "${envs[@]}" "$SBIN/rabbitmq-server" >>"$d/server.out" 2>&1 </dev/null 8>&-) &
   disown || true
 }
 
@@ -199,6 +202,23 @@ join() {
   ctl "$n" start_app >/dev/null
 }
 
+# lock: one mutating invocation at a time per base directory (flock(1) when
+# the system has it).
+lock() {
+  mkdir -p "$BASE"
+  command -v flock >/dev/null 2>&1 || return 0
+  exec 8>"$BASE/.script.lock"
+  if ! flock -n 8; then
+    say "waiting for another rabbitmq-cluster.sh working on $BASE"
+    flock -w "$TIMEOUT" 8 || die "another rabbitmq-cluster.sh held $BASE/.script.lock for ${TIMEOUT}s"
+  fi
+}
+
+# app_stopped N: node N's VM runs but its app was stopped (stop_app).
+app_stopped() {
+  [ "$(ctl "$1" eval 'rabbit_boot_state:get().' 2>/dev/null)" = stopped ]
+}
+
 cmd_start() {
   prepare_base
   local t0=$SECONDS n any=0 fresh=0
@@ -215,6 +235,12 @@ cmd_start() {
     if [ -z "$(beam_pid "$n")" ]; then
       say "starting node $n: $(node_name "$n") amqp 127.0.0.1:$(node_port "$n") dist $(dist_port "$n")"
       launch "$n"
+    fi
+  done
+  for n in "${NODES[@]}"; do
+    if [ -n "$(beam_pid "$n")" ] && ! amqp_up "$n" && app_stopped "$n"; then
+      say "node $n: app was stopped; starting it"
+      ctl "$n" start_app >/dev/null
     fi
   done
   for n in "${NODES[@]}"; do wait_booted "$n"; done
@@ -256,13 +282,15 @@ cmd_stop() {
   [ "$rc" = 0 ] && say "all nodes stopped" || die "some node did not stop"
 }
 
+# status: exit 0 when all three nodes answer and are joined, 3 when no node
+# process runs at all, 1 otherwise.
 cmd_status() {
-  local n pid ok=0 app
+  local n pid ok=0 app down=0
   for n in "${NODES[@]}"; do
     pid="$(beam_pid "$n")"
     if [ -z "$pid" ]; then
       echo "node $n $(node_name "$n") 127.0.0.1:$(node_port "$n"): down"
-      ok=1; continue
+      ok=1; down=$((down + 1)); continue
     fi
     if amqp_up "$n"; then app="amqp up"; else app="amqp down (app stopped or booting)"; ok=1; fi
     echo "node $n $(node_name "$n") 127.0.0.1:$(node_port "$n"): pid $pid, $app"
@@ -275,6 +303,7 @@ cmd_status() {
     fi
   done
   echo "no node answers"
+  [ "$down" = 3 ] && return 3
   return 1
 }
 
@@ -315,6 +344,9 @@ cmd_start_app() {
 
 cmd="${1:-}"
 case "$cmd" in
+  start|stop|kill|restart|stop-app|start-app|clean) lock ;;
+esac
+case "$cmd" in
   start) cmd_start ;;
   stop) cmd_stop ;;
   status) cmd_status ;;
@@ -327,8 +359,9 @@ case "$cmd" in
       start-app) cmd_start_app "$2" ;;
     esac ;;
   addrs) for n in "${NODES[@]}"; do echo "127.0.0.1:$(node_port "$n")"; done ;;
+  nodes) for n in "${NODES[@]}"; do echo "$n $(node_name "$n") 127.0.0.1:$(node_port "$n")"; done ;;
   ctl) check_n "${2:-}"; n="$2"; shift 2; ctl "$n" "$@" ;;
   clean) cmd_stop; rm -rf "$BASE"; say "removed $BASE" ;;
   ""|-h|--help|help) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//' ;;
-  *) die "unknown command '$cmd' (start|stop|status|kill N|restart N|stop-app N|start-app N|addrs|ctl N ...|clean)" ;;
+  *) die "unknown command '$cmd' (start|stop|status|kill N|restart N|stop-app N|start-app N|addrs|nodes|ctl N ...|clean)" ;;
 esac
