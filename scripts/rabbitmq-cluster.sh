@@ -3,14 +3,14 @@
 #
 # Usage: scripts/rabbitmq-cluster.sh COMMAND [N]
 #
-#   start        start the three nodes (fresh data when none is running), join
+#   start        start the nodes (three by default) (fresh data when none is running), join
 #                them into one cluster, wait until each answers AMQP and the
 #                cluster has three running nodes. Idempotent: nodes already up
 #                are kept, a node that is down is started and rejoins.
 #   stop         stop all three nodes (graceful, SIGKILL after a timeout).
 #                Idempotent. Data and logs stay until the next fresh start.
 #   status       one line per node (pid, AMQP port, app) and the running
-#                cluster members; exit 0 when all three are up and joined,
+#                cluster members; exit 0 when all are up and joined,
 #                3 when no node runs, 1 otherwise.
 #   kill N       SIGKILL node N's beam process (pid from its pid file, checked
 #                against the process environment) and wait until it is gone.
@@ -31,6 +31,8 @@
 #   DE_RABBIT_SBIN          directory of the real rabbitmq-server and rabbitmqctl
 #                           [/usr/lib/rabbitmq/bin when present, else from PATH]
 #   DE_RABBIT_TIMEOUT       seconds to wait for a node or the cluster [180]
+#   DE_RABBIT_CLUSTER_NODES number of nodes, 1 to 5 [3]; 1 gives a single
+#                           throwaway node (with its own DIR, PORT and NAME)
 #
 # Isolation from the machine's own node (rabbit@<host> on 5672): every
 # rabbitmqctl call here passes -n with one of our node names; each node has
@@ -47,7 +49,9 @@ BASE="${DE_RABBIT_CLUSTER_DIR:-${TMPDIR:-/tmp}/domainevents-rabbit-cluster}"
 PORT0="${DE_RABBIT_CLUSTER_PORT:-5680}"
 PREFIX="${DE_RABBIT_CLUSTER_NAME:-de-c}"
 TIMEOUT="${DE_RABBIT_TIMEOUT:-180}"
-NODES=(1 2 3)
+COUNT="${DE_RABBIT_CLUSTER_NODES:-3}"
+case "$COUNT" in 1|2|3|4|5) ;; *) echo "rabbitmq-cluster: DE_RABBIT_CLUSTER_NODES must be 1 to 5, got '$COUNT'" >&2; exit 1 ;; esac
+mapfile -t NODES < <(seq 1 "$COUNT")
 
 die() { echo "rabbitmq-cluster: $*" >&2; exit 1; }
 say() { echo "rabbitmq-cluster: $*"; }
@@ -71,9 +75,9 @@ SBIN="$(find_sbin)" || die "rabbitmq-server not found: install it (Debian: apt-g
 
 check_n() {
   case "${1:-}" in
-    1|2|3) ;;
-    *) die "node number must be 1, 2 or 3, got '${1:-}'" ;;
+    [1-9]) [ "$1" -le "$COUNT" ] && return 0 ;;
   esac
+  die "node number must be 1 to $COUNT, got '${1:-}'"
 }
 
 node_name() { echo "${PREFIX}$1@localhost"; }
@@ -150,7 +154,7 @@ running_nodes() {
   ctl "$1" eval 'lists:foreach(fun(N) -> io:format("~s~n", [N]) end, rabbit_nodes:all_running()).' 2>/dev/null | grep '@' || true
 }
 
-running_count() { running_nodes "$1" | grep -c "^${PREFIX}[123]@" || true; }
+running_count() { running_nodes "$1" | grep -c "^${PREFIX}[1-9]@" || true; }
 
 wait_until() { # wait_until SECONDS DESCRIPTION COMMAND...
   local limit="$1" what="$2"; shift 2
@@ -186,7 +190,7 @@ wait_booted() {
   wait_until "$TIMEOUT" "node $n ($(node_name "$n")) to answer AMQP on 127.0.0.1:$(node_port "$n"); see $(node_dir "$n")/server.out and log/" booted "$n"
 }
 
-joined() { [ "$(running_count "$1")" = 3 ]; }
+joined() { [ "$(running_count "$1")" = "$COUNT" ]; }
 
 # clustered N: node N is a member of node 1's cluster (disc node).
 member_of_1() {
@@ -245,11 +249,11 @@ cmd_start() {
   done
   for n in "${NODES[@]}"; do wait_booted "$n"; done
   if [ "$fresh" = 1 ]; then
-    for n in 2 3; do join "$n"; done
+    for n in "${NODES[@]:1}"; do join "$n"; done
   else
-    for n in 2 3; do member_of_1 "$n" || join "$n"; done
+    for n in "${NODES[@]:1}"; do member_of_1 "$n" || join "$n"; done
   fi
-  wait_until "$TIMEOUT" "the cluster to have three running nodes" joined 1
+  wait_until "$TIMEOUT" "the cluster to have $COUNT running nodes" joined 1
   for n in "${NODES[@]}"; do wait_booted "$n"; done
   say "cluster up in $((SECONDS - t0))s: $(addrs_line)"
 }
@@ -276,13 +280,13 @@ not_running() { [ -z "$(beam_pid "$1")" ]; }
 cmd_stop() {
   [ -d "$BASE" ] || { say "nothing to stop ($BASE does not exist)"; return 0; }
   local n pids=()
-  # Stop 3, 2 then 1 in parallel; quorum queues need no ordering.
-  for n in 3 2 1; do stop_node "$n" & pids+=($!); done
+  # All nodes in parallel; quorum queues need no stop order.
+  for n in "${NODES[@]}"; do stop_node "$n" & pids+=($!); done
   local rc=0; for p in "${pids[@]}"; do wait "$p" || rc=1; done
   [ "$rc" = 0 ] && say "all nodes stopped" || die "some node did not stop"
 }
 
-# status: exit 0 when all three nodes answer and are joined, 3 when no node
+# status: exit 0 when all nodes answer and are joined, 3 when no node
 # process runs at all, 1 otherwise.
 cmd_status() {
   local n pid ok=0 app down=0
@@ -298,12 +302,12 @@ cmd_status() {
   for n in "${NODES[@]}"; do
     if [ -n "$(beam_pid "$n")" ] && amqp_up "$n"; then
       echo "running members (seen from node $n): $(running_nodes "$n" | tr '\n' ' ')"
-      [ "$(running_count "$n")" = 3 ] || ok=1
+      [ "$(running_count "$n")" = "$COUNT" ] || ok=1
       return "$ok"
     fi
   done
   echo "no node answers"
-  [ "$down" = 3 ] && return 3
+  [ "$down" = "$COUNT" ] && return 3
   return 1
 }
 
