@@ -173,8 +173,18 @@ port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 launch() {
   local n="$1" d; d="$(node_dir "$n")"
   mkdir -p "$d/mnesia" "$d/log"
-  port_free "$(node_port "$n")" || die "port $(node_port "$n") of node $n is taken by another process (set DE_RABBIT_CLUSTER_PORT)"
-  port_free "$(dist_port "$n")" || die "distribution port $(dist_port "$n") of node $n is taken by another process (set DE_RABBIT_CLUSTER_PORT)"
+  # A node killed a moment ago may hold its ports until the kernel has
+  # finished tearing it down: give that a few seconds.
+  local p
+  for p in "$(node_port "$n")" "$(dist_port "$n")"; do
+    if ! port_free "$p"; then
+      local deadline=$((SECONDS + 15))
+      until port_free "$p"; do
+        [ "$SECONDS" -lt "$deadline" ] || die "port $p of node $n is taken by another process (set DE_RABBIT_CLUSTER_PORT)"
+        sleep 0.2
+      done
+    fi
+  done
   rm -f "$(pid_file "$n")"
   local envs; mapfile -t envs < <(node_env "$n")
   # fd 8 is our lock: the server must not inherit it.
@@ -277,6 +287,8 @@ stop_node() {
 
 not_running() { [ -z "$(beam_pid "$1")" ]; }
 
+pid_gone() { ! kill -0 "$1" 2>/dev/null || grep -q '^State:.*Z' "/proc/$1/status" 2>/dev/null; }
+
 cmd_stop() {
   [ -d "$BASE" ] || { say "nothing to stop ($BASE does not exist)"; return 0; }
   local n pids=()
@@ -315,7 +327,10 @@ cmd_kill() {
   local n="$1" pid; pid="$(beam_pid "$n")"
   if [ -z "$pid" ]; then say "node $n is not running"; return 0; fi
   kill -KILL "$pid"
-  wait_until 30 "node $n (pid $pid) to die" not_running "$n"
+  # Gone means reaped, not just unreadable (a zombie still holds nothing,
+  # but its teardown may still hold the listening sockets for a moment).
+  wait_until 30 "node $n (pid $pid) to die" pid_gone "$pid"
+  wait_until 15 "port $(node_port "$n") of killed node $n to close" port_free "$(node_port "$n")"
   say "node $n killed (pid $pid)"
 }
 
