@@ -17,6 +17,7 @@
 //	go run ./scripts/experiments/rabbitretry -mode park -variant quorum-dlx -runs 3
 //	go run ./scripts/experiments/rabbitretry -mode consumer -variant hold-nack -kill=false
 //	go run ./scripts/experiments/rabbitretry -mode cluster -runs 3
+//	go run ./scripts/experiments/rabbitretry -mode probe
 //	go run ./scripts/experiments/rabbitretry -stop   # stop the experiment's node
 //
 // Modes:
@@ -31,11 +32,21 @@
 //	          SIGKILL the node at delay+window/2 (first copies being
 //	          dead-lettered, second copies being parked), restart it,
 //	          reconnect, and count the events handled successfully by id.
+//	          With -work the handler is slow and a backlog builds up in
+//	          the main queue, as it does behind a busy service.
 //	cluster   3-node cluster, a quorum queue led by node 1, -publishers
 //	          goroutines on one connection to node 1 publishing n confirmed
 //	          messages; SIGKILL node 1 when a third are confirmed; the
 //	          publishers reconnect to the other nodes and re-send what was
 //	          unconfirmed; count every confirmed id in the queue.
+//	probe     one message in a quorum queue with x-delivery-limit=5:
+//	          x-delivery-count after nack, reject, channel close,
+//	          connection close and a SIGKILL of the node; where the
+//	          message goes past the limit.
+//	fresh     a quorum queue declared -kill-after before a SIGKILL of the
+//	          single node (with -variant quorum-dlx: with the at-least-once
+//	          dead-letter arguments): does it come back with its confirmed
+//	          messages?
 //
 // Variants (retry paths):
 //
@@ -74,13 +85,14 @@ type config struct {
 	publishers    int
 	killAt        float64
 	killAfter     time.Duration
+	work          time.Duration
 	script        string
 	verbose       bool
 }
 
 func main() {
 	var c config
-	flag.StringVar(&c.mode, "mode", "consumer", "park, consumer or cluster")
+	flag.StringVar(&c.mode, "mode", "consumer", "park, consumer, cluster, probe or fresh")
 	flag.StringVar(&c.variant, "variant", "classic-ttl", "classic-ttl, quorum-dlx, hold-republish or hold-nack")
 	flag.IntVar(&c.runs, "runs", 1, "runs")
 	flag.IntVar(&c.n, "n", 0, "messages (default: park 5000, consumer 1000, cluster 50000)")
@@ -89,6 +101,7 @@ func main() {
 	flag.DurationVar(&c.window, "window", 0, "park/consumer: the publish is paced over this window (default: park 2×delay, so publishing goes on through the kill; consumer 2s)")
 	flag.DurationVar(&c.killAfter, "kill-after", 0, "park/consumer: SIGKILL this long after the first publish (default: park 1.5×delay, consumer delay+window/2)")
 	flag.BoolVar(&c.kill, "kill", true, "SIGKILL the node during the run (false: baseline for latency)")
+	flag.DurationVar(&c.work, "work", 0, "consumer: time the handler takes per delivery, one delivery at a time (>0 builds a backlog)")
 	flag.IntVar(&c.prefetch, "prefetch", 2000, "consumer: basic.qos prefetch")
 	flag.IntVar(&c.publishers, "publishers", 64, "cluster: publishing goroutines (one channel each)")
 	flag.Float64Var(&c.killAt, "kill-at", 1.0/3, "cluster: kill when this fraction of n is confirmed")
@@ -107,7 +120,7 @@ func main() {
 		return
 	}
 	if c.n == 0 {
-		c.n = map[string]int{"park": 5000, "consumer": 1000, "cluster": 50000}[c.mode]
+		c.n = map[string]int{"park": 5000, "consumer": 1000, "cluster": 50000, "fresh": 100}[c.mode]
 	}
 	if c.window == 0 {
 		c.window = 2 * time.Second
@@ -139,6 +152,10 @@ func main() {
 			res, err = runConsumer(c, run)
 		case "cluster":
 			res, err = runCluster(c, run)
+		case "probe":
+			res, err = runProbe(c)
+		case "fresh":
+			res, err = runFresh(c, run, c.variant == "quorum-dlx")
 		default:
 			err = fmt.Errorf("unknown -mode %q", c.mode)
 		}

@@ -252,6 +252,9 @@ func (r *consumerRun) connect() (*session, <-chan amqp.Delivery, error) {
 // handle runs the "handler" (fails the first c.fails attempts of each id)
 // and the variant's retry path.
 func (r *consumerRun) handle(s *session, d amqp.Delivery) {
+	if r.c.work > 0 {
+		time.Sleep(r.c.work)
+	}
 	id := d.MessageId
 	r.mu.Lock()
 	r.attempts[id]++
@@ -456,7 +459,7 @@ func runConsumer(c config, run int) (string, error) {
 		}
 		return overhead[min(len(overhead)-1, int(p*float64(len(overhead))))].Round(time.Millisecond)
 	}
-	return fmt.Sprintf("consumer variant=%s run=%d confirmed=%d/%d handled=%d lost=%d dups=%d extra_attempts=%d redelivered=%d max_x_delivery_count=%d retry_publish_errors=%d left_main=%d left_retry=%d sessions=%d down=%s killed=%v retry_overhead_p50=%s p99=%s",
-		c.variant, run, len(confirmed), len(ids), len(r.successes), lost, dups, extraAttempts, r.crashRedeliv, r.maxDelivCnt,
+	return fmt.Sprintf("consumer variant=%s work=%s run=%d confirmed=%d/%d handled=%d lost=%d dups=%d extra_attempts=%d redelivered=%d max_x_delivery_count=%d retry_publish_errors=%d left_main=%d left_retry=%d sessions=%d down=%s killed=%v retry_overhead_p50=%s p99=%s",
+		c.variant, c.work, run, len(confirmed), len(ids), len(r.successes), lost, dups, extraAttempts, r.crashRedeliv, r.maxDelivCnt,
 		r.retryErrs.Load(), inMain, inRetry, sessions.Load(), down.Round(100*time.Millisecond), c.kill, pct(0.5), pct(0.99)), nil
 }
