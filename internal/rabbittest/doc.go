@@ -24,8 +24,9 @@
 // The cluster is stopped only if a test binary started it and no other
 // binary is waiting for it; a cluster started by hand
 // (scripts/rabbitmq-cluster.sh start) is left running, which makes repeated
-// runs fast. Without rabbitmq-server installed, cluster tests skip (fail
-// with CI=true); with -short they skip.
+// runs fast, and DE_RABBIT_CLUSTER_KEEP=1 keeps one the tests started.
+// Without rabbitmq-server installed, cluster tests skip (fail with CI=true);
+// with -short they skip.
 //
 // # Faults
 //
