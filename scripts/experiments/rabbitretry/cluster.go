@@ -40,7 +40,8 @@ type clusterRun struct {
 }
 
 // session returns the current connection, opening one to the first node
-// that answers (starting after the one that failed) when there is none.
+// that answers (starting after the one that failed) when there is none or
+// the current one is failed.
 func (r *clusterRun) session(failed *pubSession) (*pubSession, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -80,10 +81,13 @@ func (r *clusterRun) publisher(ids <-chan string) error {
 	for id := range ids {
 		for {
 			if ch == nil {
-				var err error
-				if s, err = r.session(s); err != nil {
-					return err
+				if s == nil || isClosed(s.dead) {
+					var err error
+					if s, err = r.session(s); err != nil {
+						return err
+					}
 				}
+				var err error
 				if ch, err = s.conn.Channel(); err == nil {
 					err = ch.Confirm(false)
 				}
@@ -259,6 +263,15 @@ func runCluster(c config, run int) (string, error) {
 		run, c.n, c.publishers, r.nConfirmed.Load(), len(got), lost, dups, unknown, r.resent.Load(), r.nacks.Load(), r.reconnects.Load(),
 		short(leaderBefore), short(leaderAfter), maxGap.Round(time.Millisecond), gapAt.Sub(killedAt).Round(time.Millisecond),
 		elapsed.Round(100*time.Millisecond), float64(c.n)/elapsed.Seconds(), restartTook.Round(time.Second)), nil
+}
+
+func isClosed(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
 }
 
 func short(node string) string { n, _, _ := strings.Cut(node, "@"); return n }
