@@ -42,8 +42,11 @@
 // # Delivery semantics
 //
 // Publisher confirms are always on. Publish returns nil only once the broker
-// acked a routed message; a nack is broker.ErrRejected, a returned message
-// broker.ErrUnroutable. Concurrent Publish calls share one channel and are
+// acked a routed message; a returned message is broker.ErrUnroutable. A
+// nack is broker.ErrUnavailable, retryable: a quorum queue nacks while it
+// elects a leader (a few hundred publishes per failover, measured on a
+// 3-node cluster), a queue with overflow=reject-publish while it is full;
+// both pass, and the retry layer bounds how long to wait. Concurrent Publish calls share one channel and are
 // pipelined: up to [WithWindow] messages (default 1024) are in flight at
 // once, each caller waiting only for its own, bounded by its ctx.
 //
@@ -122,13 +125,37 @@
 //
 // [NewSubscriber] consumes a durable queue bound to the exchange into a
 // broker.Handler, with manual acks, prefetch ([WithPrefetch]) and
-// [WithConcurrency] handlers. A failed delivery is re-published (confirmed)
-// to "<queue>.retry", whose TTL ([WithRetryDelay], default 1s) dead-letters
-// it back to the queue with its attempt number in the "x-attempt" header;
-// after [WithMaxAttempts] (default 5), or at once for an error matching
-// broker.ErrInvalid, it goes to "<queue>.dlq" with the
+// [WithConcurrency] handlers. A failed delivery is handled again after
+// [WithRetryDelay] (default 1s) with its attempt number in the "x-attempt"
+// header; after [WithMaxAttempts] (default 5), or at once for an error
+// matching broker.ErrInvalid, it goes to "<queue>.dlq" with the
 // broker.HeaderDeadLetter* reason headers. The subscriber reconnects like
 // the publisher; unacknowledged deliveries are redelivered (at least once).
+//
+// # Queue types and retries across a broker crash
+//
+// RabbitMQ's dead-lettering from classic queues is at most once: measured
+// with a node SIGKILLed while failed deliveries waited in a TTL queue, a
+// third of them were gone (docs/rabbitmq-retry-experiment.md). So the
+// retry path never relies on it:
+//
+//   - [Quorum] queues (Queue.Type; replicated, the type RabbitMQ 4
+//     recommends): a failed delivery waits in the quorum queue
+//     "<queue>.retry", dead-lettered back at least once
+//     (x-dead-letter-strategy=at-least-once, x-overflow=reject-publish;
+//     RabbitMQ >= 3.10 with the stream_queue feature flag on, which fresh
+//     nodes have: without it the broker falls back to at most once,
+//     saying so only in its log). The handler's attempt adds
+//     x-delivery-count, which counts the copy's returns (a crash, a
+//     disconnect). The queue also dead-letters a delivery returned
+//     2 × WithMaxAttempts + 5 times without finishing.
+//   - [Classic] queues (the default): the failed delivery stays
+//     unacknowledged in the subscriber for the delay, then its next copy is
+//     re-published and the original acked: the broker holds it meanwhile,
+//     crash or not. It takes a prefetch slot while it waits.
+//
+// Either way, a crash can duplicate a delivery (never lose it): consumers
+// deduplicate on the event id.
 //
 // # Logging
 //

@@ -106,10 +106,16 @@ func (f *fixture) sub() string { return f.queue + ".sub" }
 // queue f.sub() bound with "#".
 func (f *fixture) subscribe(t testing.TB, addr string, h broker.Handler, opts ...rabbitmq.SubscriberOption) *rabbitmq.Subscriber {
 	t.Helper()
+	return f.subscribeType(t, addr, rabbitmq.Classic, h, opts...)
+}
+
+// subscribeType is subscribe with a queue of the given type.
+func (f *fixture) subscribeType(t testing.TB, addr string, typ rabbitmq.QueueType, h broker.Handler, opts ...rabbitmq.SubscriberOption) *rabbitmq.Subscriber {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	opts = append([]rabbitmq.SubscriberOption{rabbitmq.WithLogger(testLogger(t))}, opts...)
-	s, err := rabbitmq.NewSubscriber(ctx, f.config(addr), rabbitmq.Queue{Name: f.sub()}, h, opts...)
+	s, err := rabbitmq.NewSubscriber(ctx, f.config(addr), rabbitmq.Queue{Name: f.sub(), Type: typ}, h, opts...)
 	require.NoError(t, err)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -272,14 +272,50 @@ type Queue struct {
 	// Keys are the routing-key patterns to bind, e.g. "order.#" or
 	// "order.cancelled". Default: "#" (everything).
 	Keys []string
-	// Args are the queue's x-arguments (x-max-length, x-queue-type, ...).
-	// They must match those of an existing queue of the same name.
+	// Type is the queue type: [Classic] (default) or [Quorum], replicated
+	// across a cluster's nodes, the type RabbitMQ 4 recommends. It must
+	// match the type of an existing queue of the same name.
+	Type QueueType
+	// Args are the queue's other x-arguments (x-max-length, ...). They must
+	// match those of an existing queue of the same name.
 	Args amqp.Table
+}
+
+// QueueType is a RabbitMQ queue type.
+type QueueType string
+
+// The queue types.
+const (
+	// Classic queues live on one node.
+	Classic QueueType = "classic"
+	// Quorum queues are replicated (Raft) across the cluster's nodes: a
+	// confirmed message survives the loss of a minority of them, and their
+	// dead-lettering can be at least once (RabbitMQ >= 3.10).
+	Quorum QueueType = "quorum"
+)
+
+// args are the queue's x-arguments, its type included.
+func (q Queue) args() amqp.Table {
+	if q.Type == "" || q.Type == Classic {
+		return q.Args
+	}
+	args := amqp.Table{"x-queue-type": string(q.Type)}
+	for k, v := range q.Args {
+		args[k] = v
+	}
+	return args
 }
 
 func (q Queue) withDefaults() (Queue, error) {
 	if q.Name == "" {
 		return q, errors.New("queue Name is empty")
+	}
+	switch q.Type {
+	case "":
+		q.Type = Classic
+	case Classic, Quorum:
+	default:
+		return q, fmt.Errorf("queue %s: Type %q: want %q or %q", q.Name, q.Type, Classic, Quorum)
 	}
 	if len(q.Keys) == 0 {
 		q.Keys = []string{"#"}

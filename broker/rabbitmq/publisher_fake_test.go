@@ -78,13 +78,13 @@ func TestFakeAckConfirms(t *testing.T) {
 	assert.Zero(t, b.Stats().InFlight)
 }
 
-func TestFakeNackIsRejected(t *testing.T) {
+func TestFakeNackIsRetryable(t *testing.T) {
 	b, _, _, ch := openFake(t)
 	res := publishAsync(context.Background(), b, msg("m-1"))
 	ch.nack(ch.next(t).tag)
 	err := recv(t, res, "the publish result")
-	assert.ErrorIs(t, err, broker.ErrRejected)
-	assert.False(t, broker.IsRetryable(err))
+	assert.ErrorIs(t, err, broker.ErrUnavailable, "a leader election or a full queue passes")
+	assert.True(t, broker.IsRetryable(err))
 }
 
 func TestFakeReturnThenAckIsUnroutable(t *testing.T) {
@@ -165,7 +165,7 @@ func TestFakeLateConfirmDoesNotResolveTheWrongMessage(t *testing.T) {
 	default:
 	}
 	ch2.nack(p2.tag)
-	assert.ErrorIs(t, recv(t, res2, "m-2's result"), broker.ErrRejected)
+	assert.ErrorIs(t, recv(t, res2, "m-2's result"), broker.ErrUnavailable)
 	ch2.ack(again.tag)
 	assert.NoError(t, recv(t, res1, "m-1's result"))
 }

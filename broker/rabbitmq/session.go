@@ -171,9 +171,12 @@ func (b *Broker) confirm(s *session, c amqp.Confirmation) {
 	}
 	switch {
 	case !c.Ack:
+		// A quorum queue nacks during a leader election, a queue with
+		// overflow=reject-publish while it is full: both pass, so a nack is
+		// retryable (the retry layer bounds how long).
 		b.stats.nacked.Add(1)
-		b.resolve(r, &broker.Error{Op: opPublish, Kind: broker.ErrRejected,
-			Err: fmt.Errorf("exchange %s refused message %s (%s): nack", b.exchange, r.pub.MessageId, r.key)})
+		b.resolve(r, &broker.Error{Op: opPublish, Kind: broker.ErrUnavailable,
+			Err: fmt.Errorf("exchange %s nacked message %s (%s): a queue is full (reject-publish) or electing its leader", b.exchange, r.pub.MessageId, r.key)})
 	case ret != nil:
 		b.stats.returned.Add(1)
 		b.resolve(r, &broker.Error{Op: opPublish, Kind: broker.ErrUnroutable,

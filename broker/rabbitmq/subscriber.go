@@ -18,7 +18,10 @@ import (
 
 // Headers the subscriber sets on the copies it parks for a retry.
 const (
-	// HeaderAttempt carries the attempt number of a retried delivery.
+	// HeaderAttempt carries the attempt number of a retried delivery's
+	// copy. On a quorum queue the handler sees it plus x-delivery-count
+	// (the copy's returns: crashes, disconnects), an upper bound of its
+	// attempts.
 	HeaderAttempt = "x-attempt"
 	// HeaderFirstFailure carries when the delivery first failed (RFC 3339),
 	// so that its dead letter can say so.
@@ -32,15 +35,26 @@ const (
 // delivery to a broker.Handler. It implements broker.Subscriber and
 // broker.HealthChecker.
 //
+// A failed delivery is retried after WithRetryDelay with its attempt
+// number in the "x-attempt" header; after WithMaxAttempts, or at once for
+// broker.Permanent errors, it goes to "<queue>.dlq" with the
+// broker.HeaderDeadLetter* reason headers. Both paths are at least once
+// across a crash of the broker, and nothing is requeued in a hot loop:
+//
+//   - a [Quorum] queue's failed delivery is re-published (confirmed, on the
+//     subscriber's second connection) to "<queue>.retry", a quorum queue
+//     whose TTL dead-letters it back at least once, then acked;
+//   - a [Classic] queue's failed delivery is held unacknowledged for the
+//     delay (the broker keeps it, across its own crash), then its copy is
+//     re-published to the queue, confirmed, and the original acked. A held
+//     delivery takes a prefetch slot while it waits (WithPrefetch), and the
+//     delay must stay well under the broker's consumer_timeout (30 min).
+//
 // Topology, declared on every (re)connect: the exchange (as the publisher
-// declares it), the queue with its binding keys, "<queue>.retry" (messages
-// wait there WithRetryDelay, then RabbitMQ dead-letters them back to the
-// queue) and "<queue>.dlq" (what failed WithMaxAttempts times, or at once
-// for broker.Permanent errors, with the broker.HeaderDeadLetter* reason
-// headers). A failed delivery is re-published (confirmed, on the
-// subscriber's second connection) to the retry queue with its attempt
-// number in the "x-attempt" header, then acked; nothing is requeued in a
-// hot loop.
+// declares it), the queue with its binding keys, "<queue>.dlq", and for a
+// quorum queue "<queue>.retry" plus, on the queue itself, a delivery limit
+// (2 × WithMaxAttempts + 5) after which the broker dead-letters a delivery
+// that keeps coming back unfinished (a handler that crashes the process).
 type Subscriber struct {
 	exchange string
 	queue    Queue
@@ -54,6 +68,7 @@ type Subscriber struct {
 	handlerCtx    context.Context
 	cancelHandler context.CancelFunc
 	busy          sync.WaitGroup // handlers running; no Add once closing began
+	held          sync.WaitGroup // failed classic deliveries waiting their retry; no Add once closing began
 	wg            sync.WaitGroup // the supervisor, the workers, a consumer cancel
 
 	mu      sync.Mutex // guards the fields below and busy.Add against Close
@@ -160,19 +175,14 @@ func (s *Subscriber) setup(conn connection, addr string) (<-chan amqp.Delivery, 
 		return nil, nil, "", err
 	}
 	q := s.queue.Name
-	if err := declareQueue(ch, s.queue, s.exchange); err != nil {
-		return nil, nil, "", err
-	}
-	retry := Queue{Name: q + ".retry", Args: amqp.Table{
-		"x-message-ttl":             s.opts.retryDelay.Milliseconds(),
-		"x-dead-letter-exchange":    "",
-		"x-dead-letter-routing-key": q,
-	}}
-	if err := declareQueue(ch, retry, ""); err != nil {
-		return nil, nil, "", err
-	}
-	if err := declareQueue(ch, Queue{Name: q + ".dlq"}, ""); err != nil {
-		return nil, nil, "", err
+	for _, dq := range subscriberQueues(s.queue, s.opts) {
+		exchange := ""
+		if dq.Name == q {
+			exchange = s.exchange
+		}
+		if err := declareQueue(ch, dq, exchange); err != nil {
+			return nil, nil, "", err
+		}
 	}
 	if err := ch.Qos(s.opts.prefetch, 0, false); err != nil {
 		return nil, nil, "", wrap(opSubscribe, "set prefetch", err)
@@ -183,6 +193,35 @@ func (s *Subscriber) setup(conn connection, addr string) (<-chan amqp.Delivery, 
 		return nil, nil, "", wrap(opSubscribe, "consume "+q, err)
 	}
 	return deliveries, ch, tag, nil
+}
+
+// subscriberQueues is the subscriber's topology for queue q, by type.
+//
+// Quorum: q, with a broker-side backstop (x-delivery-limit, then
+// at-least-once dead-lettering to "<q>.dlq") for a delivery that keeps
+// coming back without its handler ever finishing (one that crashes the
+// process); "<q>.retry", where failed deliveries wait their delay and are
+// dead-lettered back to q at least once; "<q>.dlq". Classic: q and
+// "<q>.dlq"; classic dead-lettering is at most once across a broker crash,
+// so failed deliveries wait in the subscriber instead (see process).
+func subscriberQueues(q Queue, o subscriberOptions) []Queue {
+	dlq := Queue{Name: q.Name + ".dlq", Type: q.Type}
+	if q.Type != Quorum {
+		return []Queue{q, dlq}
+	}
+	atLeastOnce := func(to string) amqp.Table {
+		return amqp.Table{"x-dead-letter-exchange": "", "x-dead-letter-routing-key": to,
+			"x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"}
+	}
+	main := q
+	main.Args = atLeastOnce(dlq.Name)
+	main.Args["x-delivery-limit"] = int64(2*o.maxAttempts + 5)
+	for k, v := range q.Args {
+		main.Args[k] = v
+	}
+	retry := Queue{Name: q.Name + ".retry", Type: Quorum, Args: atLeastOnce(q.Name)}
+	retry.Args["x-message-ttl"] = o.retryDelay.Milliseconds()
+	return []Queue{main, retry, dlq}
 }
 
 // supervise runs workers on each session's deliveries and reconnects when
@@ -262,17 +301,27 @@ func (s *Subscriber) process(d amqp.Delivery) {
 	if first.IsZero() {
 		first = now
 	}
-	target, kind := s.queue.Name+".retry", broker.ObservedRetry
 	m := del.Message
 	m.Headers = copyHeaders(m.Headers)
 	if adapter.Outcome(err, del.Attempt, s.opts.maxAttempts) {
-		target, kind = s.queue.Name+".dlq", broker.ObservedDeadLetter
 		m = adapter.DeadLetterOf(del, err, del.Attempt, first, now).Annotated()
 		m.Headers[HeaderOriginalRoutingKey] = d.RoutingKey
-	} else {
-		m.Headers[HeaderAttempt] = strconv.Itoa(del.Attempt + 1)
-		m.Headers[HeaderFirstFailure] = first.UTC().Format(time.RFC3339Nano)
+		s.park(d, del, err, s.queue.Name+".dlq", m, broker.ObservedDeadLetter)
+		return
 	}
+	m.Headers[HeaderAttempt] = strconv.Itoa(del.Attempt + 1)
+	m.Headers[HeaderFirstFailure] = first.UTC().Format(time.RFC3339Nano)
+	if s.queue.Type == Quorum {
+		s.park(d, del, err, s.queue.Name+".retry", m, broker.ObservedRetry) // the broker holds it, dead-letters it back at least once
+		return
+	}
+	s.hold(d, del, err, m)
+}
+
+// park moves a failed delivery's copy to a queue (its retry queue or its
+// dead-letter queue), confirmed, then acks the original: never both gone,
+// at worst both there (a duplicate).
+func (s *Subscriber) park(d amqp.Delivery, del broker.Delivery, herr error, target string, m broker.Message, kind broker.ObservationKind) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	stop := context.AfterFunc(s.handlerCtx, cancel) // Close giving up stops the wait
 	perr := s.pub.publish(ctx, target, m)
@@ -292,6 +341,50 @@ func (s *Subscriber) process(d amqp.Delivery) {
 		_ = d.Nack(false, true)
 		return
 	}
+	s.failed(d, del, herr, target, kind)
+	_ = d.Ack(false)
+}
+
+// hold keeps a failed delivery of a classic queue unacknowledged for the
+// retry delay, then puts its copy (next attempt) back on the queue,
+// confirmed, and acks the original. The broker keeps the original until
+// then, across its own crash; no broker-side dead-lettering is involved.
+// Close hands held deliveries back to the queue.
+func (s *Subscriber) hold(d amqp.Delivery, del broker.Delivery, herr error, m broker.Message) {
+	s.mu.Lock()
+	if s.closing.Begun() {
+		s.mu.Unlock()
+		_ = d.Nack(false, true)
+		return
+	}
+	s.held.Add(1)
+	s.mu.Unlock()
+	s.failed(d, del, herr, s.queue.Name+" (held "+s.opts.retryDelay.String()+")", broker.ObservedRetry)
+	go func() {
+		defer s.held.Done()
+		t := time.NewTimer(s.opts.retryDelay)
+		select {
+		case <-t.C:
+		case <-s.closing.Done():
+			t.Stop()
+			_ = d.Nack(false, true) // back to the queue, for this subscriber's successor
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		stop := context.AfterFunc(s.handlerCtx, cancel)
+		err := s.pub.publish(ctx, s.queue.Name, m)
+		stop()
+		cancel()
+		if err != nil {
+			_ = d.Nack(false, true)
+			return
+		}
+		_ = d.Ack(false)
+	}()
+}
+
+// failed logs and reports a failed delivery moved to target.
+func (s *Subscriber) failed(d amqp.Delivery, del broker.Delivery, err error, target string, kind broker.ObservationKind) {
 	if kind == broker.ObservedRetry {
 		s.retried.Add(1)
 	} else {
@@ -301,7 +394,6 @@ func (s *Subscriber) process(d amqp.Delivery) {
 		"id", d.MessageId, "attempt", del.Attempt, "moved_to", target, "err", err)
 	s.conn.observe(broker.Observation{Kind: kind, Destination: target, MessageID: d.MessageId, MessageName: del.Name,
 		Attempt: del.Attempt, Category: broker.Category(err), Err: err})
-	_ = d.Ack(false)
 }
 
 func copyHeaders(h map[string]string) map[string]string {
@@ -319,7 +411,7 @@ func toDelivery(d amqp.Delivery, queue string) (broker.Delivery, time.Time) {
 	if m.Name == "" {
 		m.Name = d.RoutingKey
 	}
-	attempt := 1
+	attempt, returns := 1, 0
 	var first time.Time
 	if len(d.Headers) > 0 {
 		m.Headers = make(map[string]string, len(d.Headers))
@@ -331,11 +423,16 @@ func toDelivery(d amqp.Delivery, queue string) (broker.Delivery, time.Time) {
 				}
 			case HeaderFirstFailure:
 				first, _ = time.Parse(time.RFC3339Nano, fmt.Sprint(v))
+			case "x-delivery-count": // quorum queues: this copy's returns (crash, disconnect, nack)
+				if n, err := strconv.Atoi(fmt.Sprint(v)); err == nil && n > 0 {
+					returns = n
+				}
 			default:
 				m.Headers[k] = fmt.Sprint(v)
 			}
 		}
 	}
+	attempt += returns // an upper bound of the handler's attempts: never an undercount
 	return broker.Delivery{Message: m, Attempt: attempt, Source: "queue " + queue, Origin: broker.Origin{System: "rabbitmq",
 		Destination: queue, Exchange: d.Exchange, RoutingKey: d.RoutingKey, Partition: -1}}, first
 }

@@ -33,6 +33,7 @@ func (s *Subscriber) Close(ctx context.Context) error {
 	idle := make(chan struct{})
 	go func() {
 		s.busy.Wait()
+		s.held.Wait() // held deliveries go back to the queue at once
 		close(idle)
 	}()
 	var err error

@@ -90,6 +90,12 @@ func TestConsumeTenThousand(t *testing.T) {
 }
 
 func TestConsumeRetryAndDeadLetter(t *testing.T) {
+	for _, typ := range []rabbitmq.QueueType{rabbitmq.Classic, rabbitmq.Quorum} {
+		t.Run(string(typ), func(t *testing.T) { testConsumeRetryAndDeadLetter(t, typ) })
+	}
+}
+
+func testConsumeRetryAndDeadLetter(t *testing.T, typ rabbitmq.QueueType) {
 	checkNoLeak(t)
 	f := newFixture(t)
 	b := f.open(t, rabbitAddr())
@@ -97,7 +103,7 @@ func TestConsumeRetryAndDeadLetter(t *testing.T) {
 	var c counter
 	flaky, doomed, poison := brokertest.NewMessage("order.created"), brokertest.NewMessage("order.created"), brokertest.NewMessage("order.created")
 	poison.Body = []byte("not json")
-	f.subscribe(t, rabbitAddr(), func(_ context.Context, d broker.Delivery) error {
+	f.subscribeType(t, rabbitAddr(), typ, func(_ context.Context, d broker.Delivery) error {
 		n := c.add(d)
 		switch d.ID {
 		case flaky.ID:

@@ -36,7 +36,7 @@ func declareExchange(ch channel, exchange, alternate string, passive bool) error
 // declareQueue declares a durable queue and binds it to exchange with its
 // keys (no binding when exchange is "").
 func declareQueue(ch channel, q Queue, exchange string) error {
-	if _, err := ch.QueueDeclare(q.Name, true, false, false, false, q.Args); err != nil {
+	if _, err := ch.QueueDeclare(q.Name, true, false, false, false, q.args()); err != nil {
 		return declareErr("queue "+q.Name, err)
 	}
 	if exchange == "" {
