@@ -250,8 +250,8 @@ type queries struct {
 	claim, claimSelect, claimLease string
 	// markPublished needs the id list appended; markRetry, markDead one row.
 	markPublished, markRetry, markDead, release string
-	prune, pruneKeys, backlog                 string
-	inboxInsert, inboxCleanup                 string
+	prune, pruneKeys, backlog                   string
+	inboxInsert, inboxCleanup                   string
 }
 
 func newQueries(d Dialect, t Tables) queries {

@@ -43,7 +43,7 @@ type Relay struct {
 	inflight                            atomic.Int64
 
 	claimed, published, retried, deadLettered, lostLeases atomic.Int64
-	lastErr                                              atomic.Pointer[errBox]
+	lastErr                                               atomic.Pointer[errBox]
 }
 
 type errBox struct{ err error }
