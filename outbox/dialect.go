@@ -245,9 +245,9 @@ type queries struct {
 	// insert stores one message; for PostgreSQL it also takes the seq.
 	nextSeq, insert string
 	// claim: PostgreSQL and SQLite, one statement returning the claimed
-	// rows; MySQL, claimSelect then claimLease (plus the id list) in one
-	// transaction.
-	claim, claimSelect, claimLease string
+	// rows; MySQL, claimHeads, then claimSelect and claimLease (plus the id
+	// list) in one transaction.
+	claim, claimHeads, claimSelect, claimLease string
 	// markPublished needs the id list appended; markRetry, markDead one row.
 	markPublished, markRetry, markDead, release string
 	prune, pruneKeys, backlog                   string
@@ -302,7 +302,17 @@ RETURNING ` + cols
 ON DUPLICATE KEY UPDATE last_seq = LAST_INSERT_ID(last_seq + 1)`
 		q.insert = `INSERT INTO ` + o + ` (id, name, msg_key, seq, body, content_type, headers, occurred_at, created_at, next_attempt_at)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, UTC_TIMESTAMP(6), UTC_TIMESTAMP(6))`
-		q.claimSelect = `SELECT ` + cols + ` ` + heads + ` FOR UPDATE SKIP LOCKED`
+		// Two steps: a locking read sees the latest committed rows while
+		// its NOT EXISTS subquery reads the statement's older snapshot, so
+		// one locking statement can take rows committed in between (seq 1,
+		// 2 and 3 of one transaction) all for heads. The heads are decided
+		// on one snapshot by a plain read (claimHeads), then locked by id
+		// with their own state and lease re-checked on the latest row
+		// (claimSelect): a head stays the head while it is pending.
+		q.claimHeads = `SELECT o.id ` + heads
+		q.claimSelect = `SELECT ` + cols + ` FROM ` + o + ` o
+WHERE o.state = 0 AND o.next_attempt_at <= ` + now + ` AND (o.lease_until IS NULL OR o.lease_until <= ` + now + `)
+  AND o.id IN `
 		q.claimLease = `UPDATE ` + o + ` SET lease_owner = ?, lease_until = ` + q.plus("?") + `, attempts = attempts + 1 WHERE id IN `
 	case SQLite:
 		q.nextSeq = `INSERT INTO ` + k + ` (msg_key, last_seq) VALUES (?, 1)
@@ -348,7 +358,7 @@ WHERE state = 0 AND lease_owner = ? AND id = ?`
 	// so a writer that bumped it keeps it): a new row must never restart at
 	// seq 1 while an older row of its key exists.
 	q.pruneKeys = `DELETE FROM ` + k + ` WHERE msg_key = ? AND last_seq = ? AND NOT EXISTS (SELECT 1 FROM ` + o + ` o WHERE o.msg_key = ?)`
-	for _, s := range []*string{&q.nextSeq, &q.insert, &q.claim, &q.claimSelect, &q.claimLease, &q.markPublished, &q.markRetry,
+	for _, s := range []*string{&q.nextSeq, &q.insert, &q.claim, &q.claimHeads, &q.claimSelect, &q.claimLease, &q.markPublished, &q.markRetry,
 		&q.markDead, &q.release, &q.prune, &q.pruneKeys, &q.backlog, &q.inboxInsert, &q.inboxCleanup} {
 		*s = q.rebind(*s)
 	}

@@ -39,7 +39,7 @@
 //
 // A [Relay] publishes the rows through any broker.Broker. It claims due
 // rows in one statement (PostgreSQL, SQLite) or one short transaction at
-// READ COMMITTED (MySQL):
+// READ COMMITTED (MySQL, see below):
 //
 //	SELECT the pending rows whose next attempt is due and whose lease is
 //	  free or ran out, and for which no pending row of the same key has a
@@ -67,6 +67,14 @@
 //     until the next claim), never the other way round, because a row of
 //     seq n+1 commits only after the row of seq n committed (the counter
 //     lock).
+//   - Heads are decided on one consistent snapshot. MySQL's locking reads
+//     see the latest committed rows while a subquery in the same statement
+//     reads an older snapshot, so one SELECT ... FOR UPDATE could take
+//     rows committed in between (seq 1, 2 and 3 of one transaction) all for
+//     heads; on MySQL the relay therefore picks the heads with a plain read,
+//     then locks those ids (SKIP LOCKED) re-checking each row's own state
+//     and lease. That is enough because a head stays the head while it is
+//     pending: published and dead are final.
 //   - lease_owner changes only when a relay claims the row. A relay whose
 //     lease ran out and whose row was taken over finds another owner when
 //     it marks, and marks nothing (counted in [RelayStats].LostLeases): the

@@ -382,33 +382,56 @@ func (r *Relay) claim(n int) ([]row, error) {
 	case SQLite:
 		rows, err = r.queryRows(ctx, r.s.db, q.claim, r.owner, lease, n)
 	case MySQL:
-		// One transaction at READ COMMITTED: the locking read takes record
-		// locks on the heads only (no gap locks, no locks kept on rows that
-		// do not match), and the subquery reads the latest committed rows.
-		var tx *sql.Tx
-		tx, err = r.s.db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
-		if err != nil {
-			return nil, dbErr("claim", err)
-		}
-		defer func() { _ = tx.Rollback() }()
-		if rows, err = r.queryRows(ctx, tx, q.claimSelect, n); err == nil && len(rows) > 0 {
-			args := []any{r.owner, lease}
-			for _, w := range rows {
-				args = append(args, w.msg.ID)
-			}
-			if _, err = tx.ExecContext(ctx, q.claimLease+q.in(0, len(rows)), args...); err == nil {
-				err = tx.Commit()
-			}
-			for i := range rows {
-				rows[i].attempts++ // read before the lease's increment
-			}
-		}
+		rows, err = r.claimMySQL(ctx, n, lease)
 	}
 	if err != nil {
 		return nil, dbErr("claim", err)
 	}
 	r.claimed.Add(int64(len(rows)))
 	return rows, nil
+}
+
+// claimMySQL claims in one transaction at READ COMMITTED (record locks on
+// the claimed rows only, no gap locks): the heads by a plain read on one
+// snapshot, then those rows locked by id, skipping rows another claim
+// holds and re-checking state and lease on their latest version, then
+// leased.
+func (r *Relay) claimMySQL(ctx context.Context, n int, lease int64) ([]row, error) {
+	q := r.s.q
+	tx, err := r.s.db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = tx.Rollback() }()
+	ids, err := tx.QueryContext(ctx, q.claimHeads, n)
+	if err != nil {
+		return nil, err
+	}
+	var args []any
+	for ids.Next() {
+		var id string
+		if err := ids.Scan(&id); err != nil {
+			ids.Close()
+			return nil, err
+		}
+		args = append(args, id)
+	}
+	if err := errors.Join(ids.Err(), ids.Close()); err != nil || len(args) == 0 {
+		return nil, err
+	}
+	rows, err := r.queryRows(ctx, tx, q.claimSelect+q.in(0, len(args))+" FOR UPDATE SKIP LOCKED", args...)
+	if err != nil || len(rows) == 0 {
+		return nil, err
+	}
+	largs := []any{r.owner, lease}
+	for i := range rows {
+		rows[i].attempts++ // read before the lease's increment
+		largs = append(largs, rows[i].msg.ID)
+	}
+	if _, err := tx.ExecContext(ctx, q.claimLease+q.in(0, len(rows)), largs...); err != nil {
+		return nil, err
+	}
+	return rows, tx.Commit()
 }
 
 type querier interface {
