@@ -64,8 +64,14 @@ func TestBadArguments(t *testing.T) {
 			_, err := outbox.NewRelay(s, &brokertest.Recorder{}, outbox.WithLease(time.Second), outbox.WithPublishTimeout(time.Second))
 			return err
 		}(), "must be shorter than the lease"},
-		{"batch", func() error { _, err := outbox.NewRelay(s, &brokertest.Recorder{}, outbox.WithBatchSize(0)); return err }(), "WithBatchSize(0)"},
-		{"attempts", func() error { _, err := outbox.NewRelay(s, &brokertest.Recorder{}, outbox.WithMaxAttempts(0)); return err }(), "WithMaxAttempts(0)"},
+		{"batch", func() error {
+			_, err := outbox.NewRelay(s, &brokertest.Recorder{}, outbox.WithBatchSize(0))
+			return err
+		}(), "WithBatchSize(0)"},
+		{"attempts", func() error {
+			_, err := outbox.NewRelay(s, &brokertest.Recorder{}, outbox.WithMaxAttempts(0))
+			return err
+		}(), "WithMaxAttempts(0)"},
 		{"backoff", func() error {
 			_, err := outbox.NewRelay(s, &brokertest.Recorder{}, outbox.WithBackoff(time.Second, time.Millisecond))
 			return err
