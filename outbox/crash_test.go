@@ -194,7 +194,7 @@ func readRabbit(t *testing.T, ch *amqp.Channel, queue string) []arrival {
 		select {
 		case d := <-deliveries:
 			require.NoError(t, d.Ack(false))
-			key := ""
+			key, _ := d.Headers["test-key"].(string)
 			if env, err := events.Decode(d.Body); err == nil {
 				key = env.Data.AggregateID()
 			}

@@ -117,9 +117,9 @@ func ddl(d Dialect, t Tables) ([]string, error) {
 	case Postgres:
 		return []string{
 			`CREATE TABLE IF NOT EXISTS ` + o + ` (
-    id              TEXT        NOT NULL PRIMARY KEY,   -- event id, the consumers' idempotency key
+    id              TEXT COLLATE "C" NOT NULL PRIMARY KEY, -- event id, the consumers' idempotency key
     name            TEXT        NOT NULL,               -- event name: routing key / header
-    msg_key         TEXT        NOT NULL,               -- aggregate id: order is kept per key
+    msg_key         TEXT COLLATE "C" NOT NULL,          -- aggregate id: order is kept per key; byte order
     seq             BIGINT      NOT NULL,               -- per-key sequence: 1, 2, 3... in commit order
     body            BYTEA       NOT NULL,
     content_type    TEXT        NOT NULL DEFAULT '',
@@ -140,12 +140,12 @@ func ddl(d Dialect, t Tables) ([]string, error) {
 			`CREATE INDEX IF NOT EXISTS ` + indexName(o, "head") + ` ON ` + o + ` (msg_key, seq) WHERE state = 0`,
 			`CREATE INDEX IF NOT EXISTS ` + indexName(o, "published") + ` ON ` + o + ` (published_at) WHERE state = 1`,
 			`CREATE TABLE IF NOT EXISTS ` + k + ` (
-    msg_key  TEXT   NOT NULL PRIMARY KEY,
+    msg_key  TEXT COLLATE "C" NOT NULL PRIMARY KEY,
     last_seq BIGINT NOT NULL                            -- seq of the key's last stored message
 )`,
 			`CREATE TABLE IF NOT EXISTS ` + in + ` (
-    consumer     TEXT        NOT NULL,
-    event_id     TEXT        NOT NULL,
+    consumer     TEXT COLLATE "C" NOT NULL,
+    event_id     TEXT COLLATE "C" NOT NULL,
     processed_at TIMESTAMPTZ NOT NULL DEFAULT now(),
     PRIMARY KEY (consumer, event_id)
 )`,
@@ -237,17 +237,17 @@ func ddl(d Dialect, t Tables) ([]string, error) {
 // expressions use the database's clock, so that leases mean the same to
 // every relay whatever its host's clock says.
 type queries struct {
-	d Dialect
+	d      Dialect
+	outbox string
 	// now is the current time; plus(p) is now plus p microseconds.
 	now  string
 	plus func(p string) string
 
 	// insert stores one message; for PostgreSQL it also takes the seq.
 	nextSeq, insert string
-	// claim: PostgreSQL and SQLite, one statement returning the claimed
-	// rows; MySQL, claimHeads, then claimSelect and claimLease (plus the id
-	// list) in one transaction.
-	claim, claimHeads, claimSelect, claimLease string
+	// cols are the columns a claim returns; due is the condition a row
+	// must meet (on its latest version) to be claimed.
+	cols, due string
 	// markPublished needs the id list appended; markRetry, markDead one row.
 	markPublished, markRetry, markDead, release string
 	prune, pruneKeys, backlog                   string
@@ -255,7 +255,7 @@ type queries struct {
 }
 
 func newQueries(d Dialect, t Tables) queries {
-	q := queries{d: d}
+	q := queries{d: d, outbox: t.Outbox}
 	o, k := t.Outbox, t.Keys
 	switch d {
 	case Postgres:
@@ -276,14 +276,8 @@ func newQueries(d Dialect, t Tables) queries {
 		// A string whatever the driver's parseTime setting.
 		cols = "o.id, o.name, o.msg_key, o.seq, o.body, o.content_type, o.headers, DATE_FORMAT(o.occurred_at, '%Y-%m-%d %H:%i:%s.%f'), o.attempts"
 	}
-	// A due head: pending, due, not leased (or the lease ran out), and no
-	// pending row of its key with a lower seq.
-	heads := `FROM ` + o + ` o
-WHERE o.state = 0 AND o.next_attempt_at <= ` + now + `
-  AND (o.lease_until IS NULL OR o.lease_until <= ` + now + `)
-  AND NOT EXISTS (SELECT 1 FROM ` + o + ` p WHERE p.state = 0 AND p.msg_key = o.msg_key AND p.seq < o.seq)
-ORDER BY o.next_attempt_at
-LIMIT ?`
+	q.cols = cols
+	q.due = `o.state = 0 AND o.next_attempt_at <= ` + now + ` AND (o.lease_until IS NULL OR o.lease_until <= ` + now + `)`
 
 	switch d {
 	case Postgres:
@@ -293,36 +287,17 @@ LIMIT ?`
   RETURNING last_seq)
 INSERT INTO ` + o + ` (id, name, msg_key, seq, body, content_type, headers, occurred_at, created_at, next_attempt_at)
 SELECT ?, ?, ?, s.last_seq, ?, ?, ?, ?, now(), now() FROM s`
-		q.claim = `WITH c AS (SELECT o.id ` + heads + ` FOR UPDATE SKIP LOCKED)
-UPDATE ` + o + ` o SET lease_owner = ?, lease_until = ` + q.plus("?") + `, attempts = o.attempts + 1
-FROM c WHERE o.id = c.id
-RETURNING ` + cols
 	case MySQL:
 		q.nextSeq = `INSERT INTO ` + k + ` (msg_key, last_seq) VALUES (?, LAST_INSERT_ID(1))
 ON DUPLICATE KEY UPDATE last_seq = LAST_INSERT_ID(last_seq + 1)`
 		q.insert = `INSERT INTO ` + o + ` (id, name, msg_key, seq, body, content_type, headers, occurred_at, created_at, next_attempt_at)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, UTC_TIMESTAMP(6), UTC_TIMESTAMP(6))`
-		// Two steps: a locking read sees the latest committed rows while
-		// its NOT EXISTS subquery reads the statement's older snapshot, so
-		// one locking statement can take rows committed in between (seq 1,
-		// 2 and 3 of one transaction) all for heads. The heads are decided
-		// on one snapshot by a plain read (claimHeads), then locked by id
-		// with their own state and lease re-checked on the latest row
-		// (claimSelect): a head stays the head while it is pending.
-		q.claimHeads = `SELECT o.id ` + heads
-		q.claimSelect = `SELECT ` + cols + ` FROM ` + o + ` o
-WHERE o.state = 0 AND o.next_attempt_at <= ` + now + ` AND (o.lease_until IS NULL OR o.lease_until <= ` + now + `)
-  AND o.id IN `
-		q.claimLease = `UPDATE ` + o + ` SET lease_owner = ?, lease_until = ` + q.plus("?") + `, attempts = attempts + 1 WHERE id IN `
 	case SQLite:
 		q.nextSeq = `INSERT INTO ` + k + ` (msg_key, last_seq) VALUES (?, 1)
 ON CONFLICT (msg_key) DO UPDATE SET last_seq = last_seq + 1
 RETURNING last_seq`
 		q.insert = `INSERT INTO ` + o + ` (id, name, msg_key, seq, body, content_type, headers, occurred_at, created_at, next_attempt_at)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ` + now + `, ` + now + `)`
-		q.claim = `UPDATE ` + o + ` SET lease_owner = ?, lease_until = ` + q.plus("?") + `, attempts = attempts + 1
-WHERE id IN (SELECT o.id ` + heads + `)
-RETURNING ` + strings.ReplaceAll(cols, "o.", "")
 	}
 
 	q.markPublished = `UPDATE ` + o + ` SET state = 1, published_at = ` + now + `, lease_owner = NULL, lease_until = NULL
@@ -358,7 +333,7 @@ WHERE state = 0 AND lease_owner = ? AND id = ?`
 	// so a writer that bumped it keeps it): a new row must never restart at
 	// seq 1 while an older row of its key exists.
 	q.pruneKeys = `DELETE FROM ` + k + ` WHERE msg_key = ? AND last_seq = ? AND NOT EXISTS (SELECT 1 FROM ` + o + ` o WHERE o.msg_key = ?)`
-	for _, s := range []*string{&q.nextSeq, &q.insert, &q.claim, &q.claimHeads, &q.claimSelect, &q.claimLease, &q.markPublished, &q.markRetry,
+	for _, s := range []*string{&q.nextSeq, &q.insert, &q.markPublished, &q.markRetry,
 		&q.markDead, &q.release, &q.prune, &q.pruneKeys, &q.backlog, &q.inboxInsert, &q.inboxCleanup} {
 		*s = q.rebind(*s)
 	}
@@ -401,4 +376,100 @@ func (q queries) in(first, n int) string {
 	}
 	b.WriteByte(')')
 	return b.String()
+}
+
+// Claiming.
+//
+// A claim takes due heads: rows that are pending, due, not leased (or the
+// lease ran out), and the lowest pending seq of their key. The head test
+// comes first, the lease and due tests after it: a leased head holds its
+// key. Heads are decided on one snapshot and then locked by id with
+// FOR UPDATE SKIP LOCKED, the row's own state and lease re-checked on its
+// latest version; that suffices because a head stays the head while it is
+// pending (a lower seq committed no later than it; published and dead are
+// final).
+//
+// With keys, the claim looks only at those keys (the ones the relay just
+// settled: their next rows are the heads to take next), a few index
+// probes; without, at every key, one pass over the pending rows.
+
+// headsSQL selects the ids of at most limit due heads, of keys only when
+// nkeys > 0, in next_attempt_at order. Arguments: the keys, then limit.
+func (q queries) headsSQL(nkeys int) string {
+	o := q.outbox
+	if q.d == Postgres {
+		if nkeys > 0 {
+			// One index probe per key: its lowest pending seq.
+			var vals strings.Builder
+			for i := range nkeys {
+				if i > 0 {
+					vals.WriteString(", ")
+				}
+				vals.WriteString("(?::text)")
+			}
+			return `SELECT h.id FROM (VALUES ` + vals.String() + `) AS k(msg_key)
+    CROSS JOIN LATERAL (SELECT p.id, p.next_attempt_at, p.lease_until FROM ` + o + ` p
+                        WHERE p.state = 0 AND p.msg_key = k.msg_key ORDER BY p.seq LIMIT 1) h
+    WHERE h.next_attempt_at <= now() AND (h.lease_until IS NULL OR h.lease_until <= now())
+    ORDER BY h.next_attempt_at LIMIT ?`
+		}
+		// One ordered pass over the pending-rows index, and no join for the
+		// planner to get wrong on a table it has no statistics for yet.
+		return `SELECT h.id FROM (SELECT DISTINCT ON (msg_key) id, next_attempt_at, lease_until FROM ` + o + `
+                      WHERE state = 0 ORDER BY msg_key, seq) h
+    WHERE h.next_attempt_at <= now() AND (h.lease_until IS NULL OR h.lease_until <= now())
+    ORDER BY h.next_attempt_at LIMIT ?`
+	}
+	// min(seq) per key: a loose index scan on InnoDB's (state, msg_key,
+	// seq), one pass over SQLite's partial index. (A NOT EXISTS probe per
+	// pending row would cost a lookup each: with a deep backlog per key and
+	// the heads in flight, a claim would read the whole backlog to find
+	// nothing.)
+	only := ""
+	if nkeys > 0 {
+		only = " AND msg_key IN " + q.in(0, nkeys)
+	}
+	return `SELECT o.id FROM ` + o + ` o
+    JOIN (SELECT msg_key, min(seq) AS seq FROM ` + o + ` WHERE state = 0` + only + ` GROUP BY msg_key) h
+      ON o.msg_key = h.msg_key AND o.seq = h.seq
+    WHERE ` + q.due + `
+    ORDER BY o.next_attempt_at LIMIT ?`
+}
+
+// claimSQL is the one-statement claim of PostgreSQL and SQLite: it leases
+// the heads to an owner and returns them. Arguments: PostgreSQL the heads'
+// arguments, owner, lease; SQLite owner, lease, the heads' arguments.
+func (q queries) claimSQL(nkeys int) string {
+	o := q.outbox
+	lease := `lease_owner = ?, lease_until = ` + q.plus("?") + `, attempts = attempts + 1`
+	if q.d == Postgres {
+		// Each head is locked by a primary-key lookup of its own (LATERAL),
+		// so that no plan can scan the due rows once per head.
+		return q.rebind(`WITH h AS (` + q.headsSQL(nkeys) + `),
+c AS (SELECT x.id FROM h CROSS JOIN LATERAL (
+        SELECT o.id FROM ` + o + ` o WHERE o.id = h.id AND ` + q.due + ` FOR UPDATE SKIP LOCKED) x)
+UPDATE ` + o + ` o SET ` + strings.ReplaceAll(lease, "attempts + 1", "o.attempts + 1") + `
+FROM c WHERE o.id = c.id
+RETURNING ` + q.cols)
+	}
+	// SQLite: one writer at a time; the statement is atomic.
+	return `UPDATE ` + o + ` SET ` + lease + ` WHERE id IN (` + q.headsSQL(nkeys) + `)
+RETURNING ` + strings.ReplaceAll(q.cols, "o.", "")
+}
+
+// MySQL claims in three steps of one transaction (see claimMySQL): a
+// locking read there sees the latest committed rows while the derived
+// table finding the heads reads the statement's older snapshot, so one
+// locking statement could take rows committed in between (seq 1, 2 and 3
+// of one transaction) all for heads.
+
+// lockSQL locks n claimable rows by id, skipping rows another claim
+// holds, and returns their columns (MySQL).
+func (q queries) lockSQL(n int) string {
+	return `SELECT ` + q.cols + ` FROM ` + q.outbox + ` o WHERE ` + q.due + ` AND o.id IN ` + q.in(0, n) + ` FOR UPDATE SKIP LOCKED`
+}
+
+// leaseSQL leases n locked rows: arguments owner, lease, ids (MySQL).
+func (q queries) leaseSQL(n int) string {
+	return `UPDATE ` + q.outbox + ` SET lease_owner = ?, lease_until = ` + q.plus("?") + `, attempts = attempts + 1 WHERE id IN ` + q.in(0, n)
 }

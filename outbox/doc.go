@@ -42,9 +42,9 @@
 // READ COMMITTED (MySQL, see below):
 //
 //	SELECT the pending rows whose next attempt is due and whose lease is
-//	  free or ran out, and for which no pending row of the same key has a
-//	  lower seq (the head of each key), oldest first, LIMIT batch
-//	  FOR UPDATE SKIP LOCKED
+//	  free or ran out, and whose seq is the lowest pending seq of their key
+//	  (min(seq) GROUP BY key: the head of each key), oldest first,
+//	  LIMIT batch FOR UPDATE SKIP LOCKED
 //	UPDATE them: lease_owner = me, lease_until = now + lease, attempts + 1
 //
 // and publishes the batch concurrently, each row once the row before it in
@@ -68,8 +68,8 @@
 //     seq n+1 commits only after the row of seq n committed (the counter
 //     lock).
 //   - Heads are decided on one consistent snapshot. MySQL's locking reads
-//     see the latest committed rows while a subquery in the same statement
-//     reads an older snapshot, so one SELECT ... FOR UPDATE could take
+//     see the latest committed rows while a derived table in the same
+//     statement reads an older snapshot, so one SELECT ... FOR UPDATE could take
 //     rows committed in between (seq 1, 2 and 3 of one transaction) all for
 //     heads; on MySQL the relay therefore picks the heads with a plain read,
 //     then locks those ids (SKIP LOCKED) re-checking each row's own state

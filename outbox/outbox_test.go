@@ -339,7 +339,7 @@ func TestMarksOnlyAfterConfirm(t *testing.T) {
 		g.release(held.ID)
 		brokertest.WaitFor(t, 10*time.Second, "marked after the confirm", func() bool { return stateOf(t, db, held.ID).State == 1 })
 		assert.False(t, stateOf(t, db, held.ID).Owner.Valid)
-		assert.Equal(t, int64(1), r.Stats().Published)
+		brokertest.WaitFor(t, 10*time.Second, "counted", func() bool { return r.Stats().Published == 1 })
 		assert.Equal(t, int64(1), r.Stats().Retried)
 	})
 }
@@ -361,7 +361,7 @@ func TestLeaseTakeoverAfterExpiry(t *testing.T) {
 		assert.Equal(t, "crashed-relay", st.Owner.String)
 
 		brokertest.WaitFor(t, 10*time.Second, "orphan taken over", func() bool { return stateOf(t, db, orphan.ID).State == 1 })
-		assert.Equal(t, int64(2), r.Stats().Published)
+		brokertest.WaitFor(t, 10*time.Second, "counted", func() bool { return r.Stats().Published == 2 })
 	})
 }
 
@@ -426,7 +426,7 @@ func TestPoisonKeyIsolated(t *testing.T) {
 			assert.Equal(t, 2, st.State)
 			assert.Contains(t, st.LastError.String, "nack")
 		}
-		assert.Equal(t, int64(3), r.Stats().DeadLettered)
+		brokertest.WaitFor(t, 10*time.Second, "counted", func() bool { return r.Stats().DeadLettered == 3 })
 		assert.Equal(t, int64(3), dead.Load())
 	})
 }

@@ -41,6 +41,10 @@ type Relay struct {
 
 	claimer, publishers, marker, keeper sync.WaitGroup
 	inflight                            atomic.Int64
+	wantRoom                            atomic.Bool // the claimer waits for room in flight
+
+	spawnMu  sync.Mutex
+	draining bool // Close waits for the publishers: spawn no more
 
 	claimed, published, retried, deadLettered, lostLeases atomic.Int64
 	lastErr                                               atomic.Pointer[errBox]
@@ -313,7 +317,7 @@ func (r *Relay) claimLoop() {
 		n := min(room, r.c.batch)
 		got := 0
 		if n > 0 {
-			rows, err := r.claim(n)
+			rows, err := r.claim(n, nil)
 			if err != nil {
 				failures++
 				r.setErr(err)
@@ -329,15 +333,12 @@ func (r *Relay) claimLoop() {
 			failures = 0
 			r.setErr(nil)
 			got = len(rows)
-			for _, row := range rows {
-				r.inflight.Add(1)
-				r.publishers.Add(1)
-				go r.publish(row)
-			}
+			r.spawn(rows)
 		}
 		if got == n && n > 0 {
 			continue // maybe more due: claim again at once
 		}
+		r.wantRoom.Store(n == 0)
 		// Nothing (more) to claim, or no room: wait for a reason to look.
 		if !poll.Stop() {
 			select {
@@ -355,6 +356,43 @@ func (r *Relay) claimLoop() {
 	}
 }
 
+// spawn publishes claimed rows, each in its own goroutine, unless Close
+// has started draining (then their leases are given up by Close).
+func (r *Relay) spawn(rows []row) {
+	r.spawnMu.Lock()
+	defer r.spawnMu.Unlock()
+	if r.draining {
+		return
+	}
+	for _, w := range rows {
+		r.inflight.Add(1)
+		r.publishers.Add(1)
+		go r.publish(w)
+	}
+}
+
+// advance claims the next heads of keys, whose rows this relay just
+// published: a few index probes instead of a scan of every key.
+func (r *Relay) advance(keys []string) {
+	if r.closing.Begun() || len(keys) == 0 {
+		return
+	}
+	rows, err := r.claim(len(keys), keys)
+	if err != nil {
+		r.setErr(err)
+		r.wakeClaimer() // the next full claim takes them
+		return
+	}
+	r.spawn(rows)
+}
+
+func (r *Relay) wakeClaimer() {
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
 // sleep waits d or until Close; false when closing.
 func (r *Relay) sleep(d time.Duration) bool {
 	t := time.NewTimer(d)
@@ -367,22 +405,27 @@ func (r *Relay) sleep(d time.Duration) bool {
 	}
 }
 
-// claim leases up to n due heads to this relay for the lease duration,
-// counting an attempt for each.
-func (r *Relay) claim(n int) ([]row, error) {
+// claim leases up to n due heads (of keys only, when given) to this relay
+// for the lease duration, counting an attempt for each.
+func (r *Relay) claim(n int, keys []string) ([]row, error) {
 	ctx, cancel := context.WithTimeout(r.run, r.c.lease/2)
 	defer cancel()
 	q := r.s.q
 	lease := r.c.lease.Microseconds()
+	heads := make([]any, 0, len(keys)+1)
+	for _, k := range keys {
+		heads = append(heads, k)
+	}
+	heads = append(heads, n)
 	var rows []row
 	var err error
 	switch r.s.dialect {
 	case Postgres:
-		rows, err = r.queryRows(ctx, r.s.db, q.claim, n, r.owner, lease)
+		rows, err = r.queryRows(ctx, r.s.db, q.claimSQL(len(keys)), append(heads, r.owner, lease)...)
 	case SQLite:
-		rows, err = r.queryRows(ctx, r.s.db, q.claim, r.owner, lease, n)
+		rows, err = r.queryRows(ctx, r.s.db, q.claimSQL(len(keys)), append([]any{r.owner, lease}, heads...)...)
 	case MySQL:
-		rows, err = r.claimMySQL(ctx, n, lease)
+		rows, err = r.claimMySQL(ctx, len(keys), heads, lease)
 	}
 	if err != nil {
 		return nil, dbErr("claim", err)
@@ -396,14 +439,14 @@ func (r *Relay) claim(n int) ([]row, error) {
 // snapshot, then those rows locked by id, skipping rows another claim
 // holds and re-checking state and lease on their latest version, then
 // leased.
-func (r *Relay) claimMySQL(ctx context.Context, n int, lease int64) ([]row, error) {
+func (r *Relay) claimMySQL(ctx context.Context, nkeys int, heads []any, lease int64) ([]row, error) {
 	q := r.s.q
 	tx, err := r.s.db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
 	if err != nil {
 		return nil, err
 	}
 	defer func() { _ = tx.Rollback() }()
-	ids, err := tx.QueryContext(ctx, q.claimHeads, n)
+	ids, err := tx.QueryContext(ctx, q.headsSQL(nkeys), heads...)
 	if err != nil {
 		return nil, err
 	}
@@ -419,7 +462,7 @@ func (r *Relay) claimMySQL(ctx context.Context, n int, lease int64) ([]row, erro
 	if err := errors.Join(ids.Err(), ids.Close()); err != nil || len(args) == 0 {
 		return nil, err
 	}
-	rows, err := r.queryRows(ctx, tx, q.claimSelect+q.in(0, len(args))+" FOR UPDATE SKIP LOCKED", args...)
+	rows, err := r.queryRows(ctx, tx, q.lockSQL(len(args)), args...)
 	if err != nil || len(rows) == 0 {
 		return nil, err
 	}
@@ -428,7 +471,7 @@ func (r *Relay) claimMySQL(ctx context.Context, n int, lease int64) ([]row, erro
 		rows[i].attempts++ // read before the lease's increment
 		largs = append(largs, rows[i].msg.ID)
 	}
-	if _, err := tx.ExecContext(ctx, q.claimLease+q.in(0, len(rows)), largs...); err != nil {
+	if _, err := tx.ExecContext(ctx, q.leaseSQL(len(rows)), largs...); err != nil {
 		return nil, err
 	}
 	return rows, tx.Commit()
@@ -485,19 +528,34 @@ func parseTime(v any) (time.Time, error) {
 	}
 }
 
-// publish sends one row and hands the outcome to the marker.
+// publish sends one row. A confirmed row goes to the marker, which marks
+// it with others; a failure is settled here, so that a slow dead-letter
+// sink holds up its own row only.
 func (r *Relay) publish(w row) {
 	defer r.publishers.Done()
 	ctx, cancel := context.WithTimeout(r.run, r.c.publishTimeout)
 	err := r.b.Publish(ctx, w.msg)
 	cancel()
-	r.results <- result{row: w, err: err, when: time.Now()}
+	res := result{row: w, err: err, when: time.Now()}
+	if err == nil {
+		r.results <- res
+		return
+	}
+	r.fail(res)
+	r.settled(1, true) // a dead row's key moves on: let a full claim find it
 }
 
-// markLoop settles the outcomes: the published rows of whatever has
-// arrived together in one UPDATE, the failures one by one. It then frees
-// their room in flight and wakes the claimer, since a settled row makes
-// the next row of its key the head.
+// settled frees room in flight. The claimer is woken when it waits for
+// room, or (wake) when the row's key may move on without an advance.
+func (r *Relay) settled(n int, wake bool) {
+	r.inflight.Add(-int64(n))
+	if wake || r.wantRoom.Load() {
+		r.wakeClaimer()
+	}
+}
+
+// markLoop marks the confirmed rows, whatever has arrived together in one
+// UPDATE.
 func (r *Relay) markLoop() {
 	defer r.marker.Done()
 	for res := range r.results {
@@ -514,27 +572,15 @@ func (r *Relay) markLoop() {
 				break drain
 			}
 		}
-		r.settle(batch)
-		r.inflight.Add(-int64(len(batch)))
-		select {
-		case r.wake <- struct{}{}:
-		default:
-		}
+		keys := r.markPublished(batch)
+		r.settled(len(batch), false)
+		r.advance(keys)
 	}
 }
 
-func (r *Relay) settle(batch []result) {
-	var ok []result
-	for _, res := range batch {
-		if res.err == nil {
-			ok = append(ok, res)
-		} else {
-			r.fail(res)
-		}
-	}
-	if len(ok) == 0 {
-		return
-	}
+// markPublished marks the batch's rows published (those this relay still
+// holds) and returns their keys.
+func (r *Relay) markPublished(ok []result) []string {
 	args := make([]any, 0, len(ok)+1)
 	args = append(args, r.owner)
 	for _, res := range ok {
@@ -548,7 +594,7 @@ func (r *Relay) settle(batch []result) {
 		// published again: a duplicate, never a loss.
 		r.setErr(dbErr("mark", err))
 		r.c.logger.Warn("outbox relay: could not mark rows published; they will be published again after the lease", "owner", r.owner, "rows", len(ok), "err", err)
-		return
+		return nil
 	}
 	n, _ := res.RowsAffected()
 	r.published.Add(n)
@@ -556,6 +602,15 @@ func (r *Relay) settle(batch []result) {
 		r.lostLeases.Add(lost)
 		r.c.logger.Warn("outbox relay: lease lost before marking: another relay published or will publish these rows again", "owner", r.owner, "rows", lost)
 	}
+	keys := make([]string, 0, len(ok))
+	seen := make(map[string]bool, len(ok))
+	for _, res := range ok {
+		if k := res.row.msg.Key; !seen[k] {
+			seen[k] = true
+			keys = append(keys, k)
+		}
+	}
+	return keys
 }
 
 // fail settles a failed publish: back off, or dead-letter it when the
@@ -734,6 +789,9 @@ func (r *Relay) Close(ctx context.Context) error {
 	go func() {
 		r.claimer.Wait()
 		r.keeper.Wait()
+		r.spawnMu.Lock()
+		r.draining = true
+		r.spawnMu.Unlock()
 		r.publishers.Wait()
 		close(r.results)
 		r.marker.Wait()

@@ -2,9 +2,9 @@
 -- outbox.DDL returns it for other names; Store.Migrate runs it. Idempotent.
 
 CREATE TABLE IF NOT EXISTS domainevents_outbox (
-    id              TEXT        NOT NULL PRIMARY KEY,   -- event id, the consumers' idempotency key
+    id              TEXT COLLATE "C" NOT NULL PRIMARY KEY, -- event id, the consumers' idempotency key
     name            TEXT        NOT NULL,               -- event name: routing key / header
-    msg_key         TEXT        NOT NULL,               -- aggregate id: order is kept per key
+    msg_key         TEXT COLLATE "C" NOT NULL,          -- aggregate id: order is kept per key; byte order
     seq             BIGINT      NOT NULL,               -- per-key sequence: 1, 2, 3... in commit order
     body            BYTEA       NOT NULL,
     content_type    TEXT        NOT NULL DEFAULT '',
@@ -29,13 +29,13 @@ CREATE INDEX IF NOT EXISTS domainevents_outbox_head ON domainevents_outbox (msg_
 CREATE INDEX IF NOT EXISTS domainevents_outbox_published ON domainevents_outbox (published_at) WHERE state = 1;
 
 CREATE TABLE IF NOT EXISTS domainevents_outbox_keys (
-    msg_key  TEXT   NOT NULL PRIMARY KEY,
+    msg_key  TEXT COLLATE "C" NOT NULL PRIMARY KEY,
     last_seq BIGINT NOT NULL                            -- seq of the key's last stored message
 );
 
 CREATE TABLE IF NOT EXISTS domainevents_inbox (
-    consumer     TEXT        NOT NULL,
-    event_id     TEXT        NOT NULL,
+    consumer     TEXT COLLATE "C" NOT NULL,
+    event_id     TEXT COLLATE "C" NOT NULL,
     processed_at TIMESTAMPTZ NOT NULL DEFAULT now(),
     PRIMARY KEY (consumer, event_id)
 );
