@@ -274,7 +274,9 @@ func runConsumer(c childConf, log *slog.Logger) error {
 	}
 	bump := "UPDATE " + c.Prefix + "counter SET n = n + 1 WHERE id = 1"
 	var commits atomic.Int64
+	var ran sync.Map // ids whose handler ran in the call under way (not skipped as a duplicate)
 	h := in.Handler(func(ctx context.Context, d broker.Delivery) error {
+		ran.Store(d.ID, true)
 		tx, _ := outbox.TxFrom(ctx)
 		if _, err := tx.ExecContext(ctx, bump); err != nil {
 			return err
@@ -287,8 +289,12 @@ func runConsumer(c childConf, log *slog.Logger) error {
 		return nil
 	})
 	wrapped := func(ctx context.Context, d broker.Delivery) error {
+		ran.Delete(d.ID)
 		if err := h(ctx, d); err != nil {
 			return err
+		}
+		if _, committed := ran.LoadAndDelete(d.ID); !committed {
+			return nil // a duplicate, acknowledged
 		}
 		if n := commits.Add(1); c.KillAfter > 0 && n >= int64(c.KillAfter) {
 			_ = syscall.Kill(os.Getpid(), syscall.SIGKILL) // committed, not acknowledged

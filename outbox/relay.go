@@ -39,9 +39,10 @@ type Relay struct {
 	wake    chan struct{}
 	results chan result
 
-	claimer, publishers, marker, keeper sync.WaitGroup
-	inflight                            atomic.Int64
-	wantRoom                            atomic.Bool // the claimer waits for room in flight
+	advances                                      chan []string
+	claimer, publishers, marker, advancer, keeper sync.WaitGroup
+	inflight                                      atomic.Int64
+	wantRoom                                      atomic.Bool // the claimer waits for room in flight
 
 	spawnMu  sync.Mutex
 	draining bool // Close waits for the publishers: spawn no more
@@ -271,6 +272,9 @@ func NewRelay(s *Store, b broker.Broker, opts ...RelayOption) (*Relay, error) {
 	go r.claimLoop()
 	r.marker.Add(1)
 	go r.markLoop()
+	r.advances = make(chan []string, 64)
+	r.advancer.Add(1)
+	go r.advanceLoop()
 	r.keeper.Add(1)
 	go r.housekeeping()
 	return r, nil
@@ -574,6 +578,43 @@ func (r *Relay) markLoop() {
 		}
 		keys := r.markPublished(batch)
 		r.settled(len(batch), false)
+		if len(keys) > 0 {
+			select {
+			case r.advances <- keys:
+			default:
+				r.wakeClaimer() // the advancer is behind: a full claim finds them
+			}
+		}
+	}
+}
+
+// advanceLoop claims the next heads of the keys the marker settled, all
+// that arrived while the previous claim ran in one claim, so that marking
+// and claiming overlap.
+func (r *Relay) advanceLoop() {
+	defer r.advancer.Done()
+	for keys := range r.advances {
+		seen := make(map[string]bool, len(keys))
+		for _, k := range keys {
+			seen[k] = true
+		}
+	more:
+		for len(keys) < r.c.maxInFlight {
+			select {
+			case ks, ok := <-r.advances:
+				if !ok {
+					break more
+				}
+				for _, k := range ks {
+					if !seen[k] {
+						seen[k] = true
+						keys = append(keys, k)
+					}
+				}
+			default:
+				break more
+			}
+		}
 		r.advance(keys)
 	}
 }
@@ -795,6 +836,8 @@ func (r *Relay) Close(ctx context.Context) error {
 		r.publishers.Wait()
 		close(r.results)
 		r.marker.Wait()
+		close(r.advances)
+		r.advancer.Wait()
 		close(done)
 	}()
 	var err error
