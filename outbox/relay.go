@@ -265,14 +265,14 @@ func NewRelay(s *Store, b broker.Broker, opts ...RelayOption) (*Relay, error) {
 	if c.owner == "" {
 		c.owner = defaultOwner()
 	}
-	r := &Relay{s: s, b: b, c: c, owner: c.owner, wake: make(chan struct{}, 1), results: make(chan result, c.maxInFlight)}
+	r := &Relay{s: s, b: b, c: c, owner: c.owner, wake: make(chan struct{}, 1), results: make(chan result, c.maxInFlight),
+		advances: make(chan []string, 64)}
 	r.run, r.cancel = context.WithCancel(context.Background())
 	s.addWaker(r.wake)
 	r.claimer.Add(1)
 	go r.claimLoop()
 	r.marker.Add(1)
 	go r.markLoop()
-	r.advances = make(chan []string, 64)
 	r.advancer.Add(1)
 	go r.advanceLoop()
 	r.keeper.Add(1)
