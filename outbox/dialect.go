@@ -276,7 +276,8 @@ func newQueries(d Dialect, t Tables) queries {
 		// A string whatever the driver's parseTime setting.
 		cols = "o.id, o.name, o.msg_key, o.seq, o.body, o.content_type, o.headers, DATE_FORMAT(o.occurred_at, '%Y-%m-%d %H:%i:%s.%f'), o.attempts"
 	}
-	q.cols = cols
+	// more: whether a later row of the key exists (a hint for advancing).
+	q.cols = cols + `, EXISTS (SELECT 1 FROM ` + o + ` m WHERE m.msg_key = o.msg_key AND m.seq > o.seq)`
 	q.due = `o.state = 0 AND o.next_attempt_at <= ` + now + ` AND (o.lease_until IS NULL OR o.lease_until <= ` + now + `)`
 
 	switch d {
@@ -453,8 +454,9 @@ FROM c WHERE o.id = c.id
 RETURNING ` + q.cols)
 	}
 	// SQLite: one writer at a time; the statement is atomic.
+	cols := strings.ReplaceAll(q.cols, "o.", o+".")
 	return `UPDATE ` + o + ` SET ` + lease + ` WHERE id IN (` + q.headsSQL(nkeys) + `)
-RETURNING ` + strings.ReplaceAll(q.cols, "o.", "")
+RETURNING ` + cols
 }
 
 // MySQL claims in three steps of one transaction (see claimMySQL): a

@@ -296,7 +296,8 @@ func (r *Relay) Owner() string { return r.owner }
 type row struct {
 	msg      broker.Message
 	seq      int64
-	attempts int // claims so far, this one included
+	attempts int  // claims so far, this one included
+	more     bool // a later row of the key existed at the claim: advance after it
 }
 
 type result struct {
@@ -496,7 +497,7 @@ func (r *Relay) queryRows(ctx context.Context, db querier, query string, args ..
 		var w row
 		var headers sql.NullString
 		var at any
-		if err := rs.Scan(&w.msg.ID, &w.msg.Name, &w.msg.Key, &w.seq, &w.msg.Body, &w.msg.ContentType, &headers, &at, &w.attempts); err != nil {
+		if err := rs.Scan(&w.msg.ID, &w.msg.Name, &w.msg.Key, &w.seq, &w.msg.Body, &w.msg.ContentType, &headers, &at, &w.attempts, &w.more); err != nil {
 			return nil, err
 		}
 		if headers.Valid && headers.String != "" {
@@ -620,7 +621,7 @@ func (r *Relay) advanceLoop() {
 }
 
 // markPublished marks the batch's rows published (those this relay still
-// holds) and returns their keys.
+// holds) and returns the keys that have a later row to advance to.
 func (r *Relay) markPublished(ok []result) []string {
 	args := make([]any, 0, len(ok)+1)
 	args = append(args, r.owner)
@@ -646,7 +647,7 @@ func (r *Relay) markPublished(ok []result) []string {
 	keys := make([]string, 0, len(ok))
 	seen := make(map[string]bool, len(ok))
 	for _, res := range ok {
-		if k := res.row.msg.Key; !seen[k] {
+		if k := res.row.msg.Key; res.row.more && !seen[k] {
 			seen[k] = true
 			keys = append(keys, k)
 		}
