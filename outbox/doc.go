@@ -41,10 +41,11 @@
 // rows in one statement (PostgreSQL, SQLite) or one short transaction at
 // READ COMMITTED (MySQL, see below):
 //
-//	SELECT the pending rows whose next attempt is due and whose lease is
-//	  free or ran out, and whose seq is the lowest pending seq of their key
-//	  (min(seq) GROUP BY key: the head of each key), oldest first,
-//	  LIMIT batch FOR UPDATE SKIP LOCKED
+//	SELECT the head of each key: its pending row with the lowest seq
+//	  (PostgreSQL: DISTINCT ON (key) over the pending-rows index; MySQL,
+//	  SQLite: min(seq) GROUP BY key), keep those due and whose lease is
+//	  free or ran out, oldest first, LIMIT batch; then lock each one by id
+//	  FOR UPDATE SKIP LOCKED, re-checking its state and lease
 //	UPDATE them: lease_owner = me, lease_until = now + lease, attempts + 1
 //
 // and publishes the batch concurrently, each row once the row before it in
@@ -92,10 +93,14 @@
 // published again when the lease runs out, with the same message id.
 // Consumers deduplicate on it (an [Inbox]).
 //
-// A relay wakes when a transaction of this process commits through
-// [Store.Transact] or [Store.Notify], when one of its rows is settled (the
-// next row of that key is due), and every poll interval ([WithPollInterval])
-// for rows committed by other processes and rows backing off. No
+// After marking a batch, a relay claims the next rows of exactly the keys
+// it just published that have one (a few index probes, not a scan), so a
+// key with a backlog keeps moving at the pace of the broker's confirms.
+// The full claim runs when a transaction of this process commits through
+// [Store.Transact] or [Store.Notify], when a failed or dead row lets its
+// key move on, when there is room in flight again, and every poll interval
+// ([WithPollInterval]) for rows committed by other processes and rows
+// backing off. No
 // LISTEN/NOTIFY: it does not survive PgBouncer's transaction pooling, and
 // the in-process wake-up covers the writer's own process.
 //

@@ -42,7 +42,6 @@ type Relay struct {
 	advances                                      chan []string
 	claimer, publishers, marker, advancer, keeper sync.WaitGroup
 	inflight                                      atomic.Int64
-	wantRoom                                      atomic.Bool // the claimer waits for room in flight
 
 	spawnMu  sync.Mutex
 	draining bool // Close waits for the publishers: spawn no more
@@ -140,7 +139,8 @@ func WithBatchSize(n int) RelayOption {
 }
 
 // WithMaxInFlight bounds the rows claimed and not yet settled (published,
-// failed or dead-lettered): the publishing pipeline's depth. Default 1000.
+// failed or dead-lettered): the publishing pipeline's depth (a claim and
+// an advance racing may overshoot it by one batch). Default 1000.
 func WithMaxInFlight(n int) RelayOption {
 	return func(c *relayConfig) error {
 		if n < 1 {
@@ -306,9 +306,9 @@ type result struct {
 	when time.Time
 }
 
-// claimLoop claims due heads while there is room in flight, and hands
-// each to a publisher goroutine. It sleeps until woken (Notify, a settled
-// row), the poll interval, or Close.
+// claimLoop runs the full claim while there is room in flight, and hands
+// each row to a publisher goroutine. It sleeps until woken (Notify, a
+// failed or dead row, room in flight again), the poll interval, or Close.
 func (r *Relay) claimLoop() {
 	defer r.claimer.Done()
 	poll := time.NewTimer(0)
@@ -343,7 +343,6 @@ func (r *Relay) claimLoop() {
 		if got == n && n > 0 {
 			continue // maybe more due: claim again at once
 		}
-		r.wantRoom.Store(n == 0)
 		// Nothing (more) to claim, or no room: wait for a reason to look.
 		if !poll.Stop() {
 			select {
@@ -550,11 +549,12 @@ func (r *Relay) publish(w row) {
 	r.settled(1, true) // a dead row's key moves on: let a full claim find it
 }
 
-// settled frees room in flight. The claimer is woken when it waits for
-// room, or (wake) when the row's key may move on without an advance.
+// settled frees room in flight. The claimer is woken when the window was
+// full (it may be waiting for room: a wake sent before it waits stays
+// buffered), or (wake) when the row's key may move on without an advance.
 func (r *Relay) settled(n int, wake bool) {
-	r.inflight.Add(-int64(n))
-	if wake || r.wantRoom.Load() {
+	before := r.inflight.Add(-int64(n)) + int64(n)
+	if wake || before >= int64(r.c.maxInFlight) {
 		r.wakeClaimer()
 	}
 }
