@@ -631,3 +631,30 @@ func TestMain(m *testing.M) {
 	}
 	os.Exit(m.Run())
 }
+
+// The relay reports the backlog and lag gauges, and deletes published rows
+// past the retention on its own.
+func TestGaugesAndRetention(t *testing.T) {
+	noLeak(t)
+	db := dbtest.OpenSQLite(t)
+	s := newStore(t, db)
+	var backlog, lag atomic.Int64
+	obs := broker.ObserverFunc(func(_ context.Context, o broker.Observation) {
+		switch o.Kind {
+		case broker.ObservedOutboxBacklog:
+			backlog.Add(1)
+			assert.Equal(t, "outbox relay", o.Component)
+			assert.GreaterOrEqual(t, o.Value, 0.0)
+		case broker.ObservedOutboxLag:
+			lag.Add(1)
+			assert.GreaterOrEqual(t, o.Value, 0.0)
+		}
+	})
+	m := newMsg("k")
+	write(t, s, m)
+	r := startRelay(t, s, &brokertest.Recorder{}, fastRelay(outbox.WithObserver(obs, 20*time.Millisecond),
+		outbox.WithRetention(time.Millisecond, 20*time.Millisecond))...)
+	brokertest.WaitFor(t, 10*time.Second, "gauges reported", func() bool { return backlog.Load() > 0 && lag.Load() > 0 })
+	brokertest.WaitFor(t, 10*time.Second, "published row pruned", func() bool { return !stateOf(t, db, m.ID).Exists })
+	assert.Equal(t, int64(1), r.Stats().Published)
+}
