@@ -88,10 +88,12 @@
 //   - Times (due, lease) are the database's clock, the same for every
 //     relay.
 //
-// Delivery is therefore at least once, in per-key order: a relay killed
-// after the broker's confirm and before its mark leaves the row to be
-// published again when the lease runs out, with the same message id.
-// Consumers deduplicate on it (an [Inbox]).
+// Delivery is therefore at least once, in per-key order of first
+// arrivals: a relay killed after the broker's confirm and before its mark
+// leaves the row to be published again when the lease runs out, with the
+// same message id, possibly after later rows of its key. Consumers
+// deduplicate on the id (an [Inbox]); the tests count order on first
+// arrivals.
 //
 // After marking a batch, a relay claims the next rows of exactly the keys
 // it just published that have one (a few index probes, not a scan), so a
