@@ -79,8 +79,9 @@
 //   - lease_owner changes only when a relay claims the row. A relay whose
 //     lease ran out and whose row was taken over finds another owner when
 //     it marks, and marks nothing (counted in [RelayStats].LostLeases): the
-//     row is published twice, never lost, and the first copy reached the
-//     broker before the next row of its key was even claimed. A relay whose
+//     row is published twice, never lost, and the new owner's copy was
+//     confirmed before the next row of its key was even claimed, so the
+//     first arrival of every id is still in seq order. A relay whose
 //     lease ran out while nobody took the row still marks it: nobody else
 //     can have published it.
 //   - A publish never outlives its lease ([WithPublishTimeout] < [WithLease]),
