@@ -23,7 +23,9 @@
 //
 // The order row and its events commit together or not at all. A Publish
 // outside a transaction is an error matching broker.ErrInvalid: nothing is
-// ever published that did not commit. If you begin the transaction
+// ever published that did not commit. Use the forwarder synchronous (its
+// default), not bridge.WithAsync: an asynchronous worker would publish
+// after the transaction has ended. If you begin the transaction
 // yourself, put it in ctx with [WithTx] and call [Store.Notify] after the
 // commit (the relays poll anyway).
 //

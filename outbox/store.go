@@ -160,6 +160,9 @@ func TxFrom(ctx context.Context) (*sql.Tx, bool) {
 // deadlock like any two transactions updating the same rows (the database
 // aborts one).
 //
+// Call it while the transaction is open: behind a synchronous
+// bridge.Forwarder (the default), not one made with bridge.WithAsync.
+//
 // Errors: no transaction in ctx, an empty ID, Name or Key: an error
 // matching broker.ErrInvalid that says so (nothing is ever published
 // outside a transaction); after [Store.Close], broker.ErrClosed; a
