@@ -113,6 +113,9 @@ func ddl(d Dialect, t Tables) ([]string, error) {
 		return nil, err
 	}
 	o, k, in := t.Outbox, t.Keys, t.Inbox
+	if d == SQLite && strings.Contains(o+k+in, ".") {
+		return nil, fmt.Errorf("Tables %q, %q, %q: SQLite wants unqualified names (its CREATE INDEX cannot name a schema's table)", o, k, in)
+	}
 	switch d {
 	case Postgres:
 		return []string{
@@ -245,9 +248,11 @@ type queries struct {
 
 	// insert stores one message; for PostgreSQL it also takes the seq.
 	nextSeq, insert string
-	// cols are the columns a claim returns; due is the condition a row
-	// must meet (on its latest version) to be claimed.
+	// cols are the columns a claim returns (colsOf for another name of
+	// the row); due is the condition a row must meet (on its latest
+	// version) to be claimed.
 	cols, due string
+	colsOf    func(alias string) string
 	// markPublished needs the id list appended; markRetry, markDead one row.
 	markPublished, markRetry, markDead, release string
 	prune, pruneKeys, backlog                   string
@@ -270,14 +275,19 @@ func newQueries(d Dialect, t Tables) queries {
 	}
 	now := q.now
 
-	// The columns a claim returns, in the order scanRow reads them.
-	cols := "o.id, o.name, o.msg_key, o.seq, o.body, o.content_type, o.headers, o.occurred_at, o.attempts"
-	if d == MySQL {
-		// A string whatever the driver's parseTime setting.
-		cols = "o.id, o.name, o.msg_key, o.seq, o.body, o.content_type, o.headers, DATE_FORMAT(o.occurred_at, '%Y-%m-%d %H:%i:%s.%f'), o.attempts"
+	// The columns a claim returns, in the order queryRows reads them, of
+	// the row named a; more: whether a later row of the key exists (a hint
+	// for advancing).
+	q.colsOf = func(a string) string {
+		at := a + ".occurred_at"
+		if d == MySQL {
+			at = "DATE_FORMAT(" + at + ", '%Y-%m-%d %H:%i:%s.%f')" // a string whatever the driver's parseTime
+		}
+		return a + ".id, " + a + ".name, " + a + ".msg_key, " + a + ".seq, " + a + ".body, " + a + ".content_type, " +
+			a + ".headers, " + at + ", " + a + ".attempts, EXISTS (SELECT 1 FROM " + o + " m WHERE m.msg_key = " + a +
+			".msg_key AND m.seq > " + a + ".seq)"
 	}
-	// more: whether a later row of the key exists (a hint for advancing).
-	q.cols = cols + `, EXISTS (SELECT 1 FROM ` + o + ` m WHERE m.msg_key = o.msg_key AND m.seq > o.seq)`
+	q.cols = q.colsOf("o")
 	q.due = `o.state = 0 AND o.next_attempt_at <= ` + now + ` AND (o.lease_until IS NULL OR o.lease_until <= ` + now + `)`
 
 	switch d {
@@ -454,7 +464,7 @@ FROM c WHERE o.id = c.id
 RETURNING ` + q.cols)
 	}
 	// SQLite: one writer at a time; the statement is atomic.
-	cols := strings.ReplaceAll(q.cols, "o.", o+".")
+	cols := q.colsOf(o) // RETURNING names the table itself
 	return `UPDATE ` + o + ` SET ` + lease + ` WHERE id IN (` + q.headsSQL(nkeys) + `)
 RETURNING ` + cols
 }

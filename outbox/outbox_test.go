@@ -58,6 +58,10 @@ func TestBadArguments(t *testing.T) {
 			_, err := outbox.New(db, outbox.SQLite, outbox.WithTables(outbox.Tables{Outbox: "a", Keys: "a"}))
 			return err
 		}(), "must differ"},
+		{"sqlite schema", func() error {
+			_, err := outbox.New(db, outbox.SQLite, outbox.WithTables(outbox.Tables{Outbox: "main.events"}))
+			return err
+		}(), "unqualified"},
 		{"nil hook", func() error { _, err := outbox.New(db, outbox.SQLite, outbox.WithMessageHook(nil)); return err }(), "WithMessageHook"},
 		{"nil broker", func() error { _, err := outbox.NewRelay(s, nil); return err }(), "must not be nil"},
 		{"timeout vs lease", func() error {

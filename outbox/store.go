@@ -101,6 +101,9 @@ func New(db *sql.DB, d Dialect, opts ...Option) (*Store, error) {
 			return nil, invalid("options", err)
 		}
 	}
+	if _, err := ddl(d, s.tables); err != nil {
+		return nil, invalid("options", fmt.Errorf("WithTables: %w", err))
+	}
 	s.q = newQueries(d, s.tables)
 	return s, nil
 }
