@@ -133,13 +133,22 @@ func (a *asyncForwarder) close(ctx context.Context) error {
 		a.workers.Wait()
 		close(done)
 	}()
+	cutoff, stopCutoff := lifecycle.Cutoff(ctx)
+	defer stopCutoff()
 	var err error
 	select {
 	case <-done:
-	case <-ctx.Done():
+	case <-cutoff:
+		a.stop() // publishes fail fast now: the rest is dead-lettered in the time left
+		select {
+		case <-done:
+		case <-ctx.Done():
+			<-done
+		}
 		err = ctx.Err()
-		a.stop() // publishes fail fast now: the rest is dead-lettered
-		<-done
+		if err == nil {
+			err = fmt.Errorf("bridge: forwarder closed with events left: they were dead-lettered or reported: %w", context.DeadlineExceeded)
+		}
 	}
 	a.stop()
 	st := a.stats()

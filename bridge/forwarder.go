@@ -228,9 +228,11 @@ func (f *Forwarder) Stats() Stats {
 
 // Close stops accepting events (Forward then returns broker.ErrClosed) and,
 // when asynchronous, waits until the workers have published what is
-// queued. If ctx ends first, the publishes in progress are cancelled, every
-// event still queued goes to the [WithDeadLetter] sink (or [WithOnError]),
-// and Close returns ctx.Err(); [Forwarder.Stats] then says where each event
+// queued. When ctx is close to its end (a quarter of its time left, at most
+// the last second), the publishes in progress are cancelled and every
+// event still queued goes to the [WithDeadLetter] sink (or [WithOnError])
+// in the time left, and Close returns an error matching
+// context.DeadlineExceeded; [Forwarder.Stats] then says where each event
 // went. It does not close the Broker: close that after the forwarder. A
 // second Close returns nil.
 func (f *Forwarder) Close(ctx context.Context) error {

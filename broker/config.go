@@ -59,9 +59,22 @@ type Config struct {
 	// TLS: MESSAGE_BROKER_TLS, connect with TLS (amqps / Kafka TLS), default
 	// false.
 	TLS bool
-	// ClientID: MESSAGE_BROKER_CLIENT_ID, the Kafka client id and the
-	// RabbitMQ connection name, default "orders-service".
+	// ClientID: MESSAGE_BROKER_CLIENT_ID, the Kafka client id (and the
+	// consumer group of domainevents.OpenSubscriber) and the RabbitMQ
+	// connection name, default "orders-service".
 	ClientID string
+	// Queue: MESSAGE_BROKER_QUEUE, the RabbitMQ queue that domainevents.Open
+	// declares and binds to the exchange for every routing key, so that
+	// events have somewhere to go, and that domainevents.OpenSubscriber
+	// consumes. Default empty: Open declares none (events no queue is bound
+	// for are dead-lettered as unroutable), OpenSubscriber requires it.
+	Queue string
+	// SpoolDir: MESSAGE_BROKER_SPOOL_DIR, the directory of the local
+	// dead-letter spool domainevents.Open keeps for events the broker
+	// cannot take. Default empty: a directory named after ClientID in the
+	// system's temporary directory, which may not survive a reboot: set a
+	// persistent one in production.
+	SpoolDir string
 }
 
 // DefaultConfig returns the seed's defaults: disabled, rabbitmq on
@@ -94,6 +107,8 @@ const (
 	EnvTopic     = "MESSAGE_BROKER_TOPIC"
 	EnvTLS       = "MESSAGE_BROKER_TLS"
 	EnvClientID  = "MESSAGE_BROKER_CLIENT_ID"
+	EnvQueue     = "MESSAGE_BROKER_QUEUE"
+	EnvSpoolDir  = "MESSAGE_BROKER_SPOOL_DIR"
 )
 
 // ConfigFromEnv reads the MESSAGE_BROKER_* variables over [DefaultConfig].
@@ -167,6 +182,8 @@ func LoadConfig(lookup func(string) (string, bool)) (Config, error) {
 	strVar(EnvTopic, &c.Topic)
 	boolVar(EnvTLS, &c.TLS)
 	strVar(EnvClientID, &c.ClientID)
+	strVar(EnvQueue, &c.Queue)
+	strVar(EnvSpoolDir, &c.SpoolDir)
 
 	for _, p := range c.problems() {
 		bad(p.env, p.value, p.problem)
@@ -217,6 +234,9 @@ func (c Config) problems() []problem {
 			bad("Exchange", EnvExchange, "", "required for rabbitmq")
 		} else if len(c.Exchange) > 255 {
 			bad("Exchange", EnvExchange, c.Exchange, "longer than RabbitMQ's 255 bytes")
+		}
+		if len(c.Queue) > 255 {
+			bad("Queue", EnvQueue, c.Queue, "longer than RabbitMQ's 255 bytes")
 		}
 	case Kafka:
 		if err := checkTopic(c.Topic); err != nil {
@@ -309,8 +329,8 @@ func (c Config) String() string {
 	for i, a := range addrs {
 		addrs[i] = shownValue(a)
 	}
-	return fmt.Sprintf("broker.Config{Enabled:%t Type:%s Addrs:%v Username:%s Password:%s VHost:%s Exchange:%s Topic:%s TLS:%t ClientID:%s}",
-		c.Enabled, c.Type, addrs, c.Username, c.Password.String(), c.VHost, c.Exchange, c.Topic, c.TLS, c.ClientID)
+	return fmt.Sprintf("broker.Config{Enabled:%t Type:%s Addrs:%v Username:%s Password:%s VHost:%s Exchange:%s Topic:%s TLS:%t ClientID:%s Queue:%s SpoolDir:%s}",
+		c.Enabled, c.Type, addrs, c.Username, c.Password.String(), c.VHost, c.Exchange, c.Topic, c.TLS, c.ClientID, c.Queue, c.SpoolDir)
 }
 
 // GoString is String, for %#v.

@@ -51,6 +51,8 @@
 //	MESSAGE_BROKER_TOPIC      orders.events (Kafka)
 //	MESSAGE_BROKER_TLS        false
 //	MESSAGE_BROKER_CLIENT_ID  orders-service
+//	MESSAGE_BROKER_QUEUE      (empty) RabbitMQ queue Open declares and OpenSubscriber consumes
+//	MESSAGE_BROKER_SPOOL_DIR  (empty) the dead-letter spool of Open; default under the temp dir
 //
 // A bad value is an error naming the variable and the value (never the
 // password, nor anything before an "@"). The password is a [Secret]: no fmt

@@ -134,6 +134,13 @@ func (e *Error) Unwrap() []error {
 	return errs
 }
 
+// Safe reports whether a publish left the message safe: published (err is
+// nil) or dead-lettered where it can be replayed (err matches
+// [ErrDeadLettered]). An HTTP handler answers 2xx when it is (202 Accepted
+// for a dead-lettered event, which will be delivered after a replay) and
+// 503 otherwise: then the event is nowhere but in the caller's hands.
+func Safe(err error) bool { return err == nil || errors.Is(err, ErrDeadLettered) }
+
 // IsRetryable reports whether publishing the same message again may succeed:
 // true for [ErrUnavailable] (even when it also wraps the context error of an
 // attempt that timed out), false for every other category, for [ErrClosed]

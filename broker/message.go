@@ -84,3 +84,20 @@ type Broker interface {
 	Publish(ctx context.Context, msg Message) error
 	Close(ctx context.Context) error
 }
+
+// Describer is implemented by brokers that can say where they send a
+// message: what instrumentation records as its destination. Decorators
+// (retry, domainevents.Publisher) pass the question on to what they wrap.
+type Describer interface {
+	Describe(m Message) Destination
+}
+
+// Destination is where a broker sends a message.
+type Destination struct {
+	// System is "rabbitmq" or "kafka" ("" for a broker that sends nowhere).
+	System string
+	// Name is the exchange (RabbitMQ) or topic (Kafka).
+	Name string
+	// RoutingKey is the routing key (RabbitMQ).
+	RoutingKey string
+}

@@ -16,6 +16,24 @@ type Delivery struct {
 	// Source says where it came from, for logs: "queue billing.orders" or
 	// "topic orders.events[2]@1234".
 	Source string
+	// Origin says the same for instrumentation, field by field.
+	Origin Origin
+}
+
+// Origin is where a delivery came from.
+type Origin struct {
+	// System is "rabbitmq" or "kafka".
+	System string
+	// Destination is the queue (RabbitMQ) or topic (Kafka) consumed.
+	Destination string
+	// Exchange and RoutingKey the message was published with (RabbitMQ).
+	Exchange, RoutingKey string
+	// Partition and Offset of the record (Kafka); Partition is -1 where
+	// there is none.
+	Partition int32
+	Offset    int64
+	// ConsumerGroup is the Kafka consumer group.
+	ConsumerGroup string
 }
 
 // Handler handles one delivery. Returning nil acknowledges it (RabbitMQ

@@ -131,6 +131,8 @@ func TestDecodeErrors(t *testing.T) {
 		{"no id", `{"name":"order.created",` + ts + `,"data":{}}`, events.ErrMalformed, "id"},
 		{"no data", `{"name":"order.created","id":"x",` + ts + `}`, events.ErrMalformed, "data"},
 		{"bad timestamp", `{"name":"order.created","id":"x","timestamp":"yesterday","data":{}}`, events.ErrMalformed, "timestamp"},
+		{"zero timestamp (Encode refuses it)", `{"name":"order.cancelled","id":"x","timestamp":"0001-01-01T00:00:00Z",` +
+			`"data":{"orderId":"o","userId":"u","oldStatus":"created","newStatus":"cancelled"}}`, events.ErrInvalid, "timestamp"},
 		{"unknown name", `{"name":"order.shipped","id":"x",` + ts + `,"data":{}}`, events.ErrUnknownEvent, "order.shipped"},
 		{"type mismatch", `{"name":"order.created","id":"x",` + ts + `,"data":{"orderId":42}}`, events.ErrMalformed, "orderId"},
 		{"data not object", `{"name":"order.created","id":"x",` + ts + `,"data":"hi"}`, events.ErrMalformed, "data"},

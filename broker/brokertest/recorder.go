@@ -2,9 +2,11 @@ package brokertest
 
 import (
 	"context"
+	"fmt"
 	"sync"
 
 	"github.com/domainevents/domainevents/broker"
+	"github.com/domainevents/domainevents/events"
 )
 
 // Recorder is an in-memory [broker.Broker] for unit tests: it keeps a copy of
@@ -63,6 +65,24 @@ func (r *Recorder) Messages() []broker.Message {
 		out[i] = m.Clone()
 	}
 	return out
+}
+
+// Events decodes the recorded messages into their typed events, in publish
+// order, with reg (nil: events.NewRegistry(), the order events): what a
+// unit test of code that publishes through a bridge.Forwarder checks.
+func (r *Recorder) Events(reg *events.Registry) ([]events.Envelope, error) {
+	if reg == nil {
+		reg = events.NewRegistry()
+	}
+	var out []events.Envelope
+	for _, m := range r.Messages() {
+		env, err := reg.Decode(m.Body)
+		if err != nil {
+			return out, fmt.Errorf("recorded message %s: %w", m.ID, err)
+		}
+		out = append(out, env)
+	}
+	return out, nil
 }
 
 // Reset forgets the recorded messages.

@@ -18,11 +18,22 @@
 //   - broker-side destinations for messages the broker is up but refuses
 //     (unroutable, nacked, too large): rabbitmq.NewDeadLetterSink (exchange
 //     "<exchange>.dlx", queue "<exchange>.dlq") and kafka.NewDeadLetterSink
-//     (topic "<topic>.dlq"). They publish [WithReason]: the message with the
-//     reason as headers ([HeaderReason], [HeaderCategory], [HeaderAttempts],
-//     [HeaderFirstFailure], [HeaderLastFailure]).
+//     (topic "<topic>.dlq"), both a broker.BrokerSink. They publish
+//     broker.DeadLetter.Annotated: the message with the reason as the
+//     broker.HeaderDeadLetter* headers.
 //
 // The broker/retry package decides what goes where.
+//
+// # One owner
+//
+// A spool directory has one owner: [OpenSpool] takes an exclusive lock on
+// it (flock on its LOCK file, which holds the owner's pid) until
+// [Spool.Close]. Another opener, in this process or another, gets an error
+// matching [ErrLocked] that names the owner. The kernel drops the lock when
+// the owner dies, kill -9 included. So a replay runs in the process that
+// owns the spool ([Spool.Replay]; domainevents.Open replays automatically
+// once the broker is back), and the replay command refuses while a service
+// holds the spool.
 //
 // # Replay semantics
 //

@@ -7,11 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
-	"hash/fnv"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -23,6 +23,35 @@ import (
 // ErrFull matches the error of a Put that would grow the spool past its
 // bound.
 var ErrFull = errors.New("dead-letter spool full")
+
+// ErrLocked matches the error of [OpenSpool] when another process (or
+// another Spool of this one) owns the directory: a [*LockedError].
+var ErrLocked = errors.New("dead-letter spool in use")
+
+// LockedError says who owns a spool directory.
+type LockedError struct {
+	// Dir is the spool directory.
+	Dir string
+	// PID is the owner's process id, 0 if unknown.
+	PID int
+}
+
+// Error reads like: deadletter: spool directory /var/spool/orders is in
+// use by process 4242: one process owns a spool (replay it from that
+// process, or stop it first).
+func (e *LockedError) Error() string {
+	who := "another process"
+	if e.PID > 0 {
+		who = "process " + strconv.Itoa(e.PID)
+	}
+	return fmt.Sprintf("deadletter: spool directory %s is in use by %s: one process owns a spool (replay it from that process, or stop it first)", e.Dir, who)
+}
+
+// Is reports whether target is [ErrLocked].
+func (e *LockedError) Is(target error) bool { return target == ErrLocked }
+
+// lockName is the file in a spool directory that its owner holds locked.
+const lockName = "LOCK"
 
 // ErrCorrupt matches the error of a spool segment damaged somewhere other
 // than its tail (a torn tail, what a crash leaves, is skipped and reported
@@ -40,9 +69,12 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // Spool is a durable local dead-letter store: append-only segment files in
 // one directory, each record length-prefixed and checksummed, fsync'd before
 // Put returns. It is what holds events while the broker cannot be reached.
-// Safe for concurrent use; one process per directory.
+// Safe for concurrent use. One process owns a directory: [OpenSpool] locks
+// it until [Spool.Close], and a second opener gets [ErrLocked].
 type Spool struct {
 	dir        string
+	unlock     func() error
+	observer   broker.Observer
 	maxBytes   int64
 	segBytes   int64
 	mu         sync.Mutex // guards the fields below and the active file
@@ -50,6 +82,7 @@ type Spool struct {
 	activeSize int64
 	nextSeq    uint64
 	total      int64  // bytes in all segments
+	entries    int64  // records in all segments (torn tails aside)
 	written    uint64 // records written so far (their sequence numbers)
 	closed     bool
 	replayMu   sync.Mutex
@@ -76,6 +109,18 @@ func WithMaxBytes(n int64) SpoolOption {
 	}
 }
 
+// WithObserver reports the spool's depth (entries) to obs after every Put
+// and replay, as broker.ObservedSpoolDepth. Default: none.
+func WithObserver(obs broker.Observer) SpoolOption {
+	return func(s *Spool) error {
+		if obs == nil {
+			return errors.New("WithObserver: observer is nil")
+		}
+		s.observer = obs
+		return nil
+	}
+}
+
 // WithSegmentBytes sets the size at which a new segment file is started.
 // Default 64 MiB.
 func WithSegmentBytes(n int64) SpoolOption {
@@ -88,9 +133,13 @@ func WithSegmentBytes(n int64) SpoolOption {
 	}
 }
 
-// OpenSpool opens (creating it if needed) the spool in dir. Existing
-// segments are kept for [Spool.Scan] and [Spool.Replay]; new entries go to a
-// new segment, never after a possibly torn tail.
+// OpenSpool opens (creating it if needed) the spool in dir and locks it
+// for this Spool until Close: while it is open, another OpenSpool of dir,
+// in this process or another, fails with an error matching [ErrLocked]
+// that names the owner's pid. The lock dies with the process (kill -9
+// included). Existing segments are kept for [Spool.Scan] and
+// [Spool.Replay]; new entries go to a new segment, never after a possibly
+// torn tail.
 func OpenSpool(dir string, opts ...SpoolOption) (*Spool, error) {
 	s := &Spool{dir: dir, maxBytes: 1 << 30, segBytes: 64 << 20}
 	for _, o := range opts {
@@ -110,12 +159,20 @@ func OpenSpool(dir string, opts ...SpoolOption) (*Spool, error) {
 	}
 	_ = probe.Close()
 	_ = os.Remove(probe.Name())
+	if s.unlock, err = lockDir(dir); err != nil {
+		if errors.Is(err, ErrLocked) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("deadletter: lock spool directory %s: %w", dir, err)
+	}
 	segs, err := s.segments()
 	if err != nil {
+		_ = s.unlock()
 		return nil, err
 	}
 	for _, seg := range segs {
 		s.total += seg.size
+		s.entries += countRecords(seg.path)
 		s.nextSeq = max(s.nextSeq, seg.seq)
 	}
 	s.nextSeq++
@@ -204,11 +261,24 @@ func (s *Spool) Put(_ context.Context, e broker.DeadLetter) error {
 	}
 	s.mu.Lock()
 	seq, err := s.appendLocked(rec)
+	entries := s.entries
 	s.mu.Unlock()
 	if err != nil {
 		return err
 	}
-	return s.syncUpTo(seq)
+	if err := s.syncUpTo(seq); err != nil {
+		return err
+	}
+	s.observeDepth(entries)
+	return nil
+}
+
+// observeDepth reports the spool's depth to the observer, if any.
+func (s *Spool) observeDepth(entries int64) {
+	if s.observer != nil {
+		s.observer.Observe(context.Background(), broker.Observation{Kind: broker.ObservedSpoolDepth,
+			Component: "spool", Destination: s.dir, Value: float64(entries)})
+	}
 }
 
 // appendLocked writes rec (not yet synced) and returns its sequence number.
@@ -236,6 +306,7 @@ func (s *Spool) appendLocked(rec []byte) (uint64, error) {
 	}
 	s.activeSize += int64(len(rec))
 	s.total += int64(len(rec))
+	s.entries++
 	s.written++
 	return s.written, nil
 }
@@ -328,260 +399,17 @@ func (s *Spool) rotateLocked() error {
 	return nil
 }
 
-// Torn describes a damaged record at the tail of a segment, skipped.
-type Torn struct {
-	File   string
-	Offset int64
-	Bytes  int64
-}
-
-// ScanReport says what a scan found.
-type ScanReport struct {
-	Segments int
-	Entries  int
-	// Torn lists records cut short at a segment's tail (what a crash during
-	// a write leaves): at most one per segment.
-	Torn []Torn
-}
-
-// readSegment decodes every record of one segment file.
-func readSegment(path string) ([]broker.DeadLetter, *Torn, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, nil, fmt.Errorf("deadletter: read %s: %w", path, err)
-	}
-	var out []broker.DeadLetter
-	off := int64(0)
-	size := int64(len(data))
-	for off < size {
-		if size-off < headerLen {
-			return out, &Torn{File: path, Offset: off, Bytes: size - off}, nil
-		}
-		n := int64(binary.BigEndian.Uint32(data[off:]))
-		sum := binary.BigEndian.Uint32(data[off+4:])
-		end := off + headerLen + n
-		if end > size {
-			return out, &Torn{File: path, Offset: off, Bytes: size - off}, nil
-		}
-		payload := data[off+headerLen : end]
-		if crc32.Checksum(payload, castagnoli) != sum {
-			if end == size {
-				return out, &Torn{File: path, Offset: off, Bytes: size - off}, nil
-			}
-			return out, nil, fmt.Errorf("%w: %s: record at offset %d fails its checksum and is not the last one", ErrCorrupt, path, off)
-		}
-		var w wireEntry
-		if err := json.Unmarshal(payload, &w); err != nil {
-			return out, nil, fmt.Errorf("%w: %s: record at offset %d: %v", ErrCorrupt, path, off, err)
-		}
-		out = append(out, broker.DeadLetter{
-			Message: broker.Message{ID: w.ID, Name: w.Name, Key: w.Key, Body: w.Body, ContentType: w.ContentType,
-				Headers: w.Headers, Time: w.Time},
-			Reason: w.Reason, Category: w.Category, Attempts: w.Attempts,
-			FirstFailure: w.FirstFailure, LastFailure: w.LastFailure,
-		})
-		off = end
-	}
-	return out, nil, nil
-}
-
-// Scan calls fn for every entry, oldest first, and reports torn tails. A
-// corrupted segment is an error matching [ErrCorrupt] naming the file and
-// offset; fn returning an error stops the scan with it. A scan that races a
-// Put may report the record being written as torn.
-func (s *Spool) Scan(fn func(broker.DeadLetter) error) (ScanReport, error) {
-	s.mu.Lock()
-	segs, err := s.segments()
-	s.mu.Unlock()
-	var rep ScanReport
-	if err != nil {
-		return rep, err
-	}
-	for _, seg := range segs {
-		entries, torn, err := readSegment(seg.path)
-		if err != nil {
-			return rep, err
-		}
-		rep.Segments++
-		if torn != nil {
-			rep.Torn = append(rep.Torn, *torn)
-		}
-		for _, e := range entries {
-			rep.Entries++
-			if err := fn(e); err != nil {
-				return rep, err
-			}
-		}
-	}
-	return rep, nil
-}
-
-// Len returns the number of bytes the spool holds.
-func (s *Spool) Len() int64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.total
-}
-
-// ReplayOptions tunes [Spool.Replay].
-type ReplayOptions struct {
-	// Workers publishing in parallel (entries of one key stay in order on
-	// one worker). Default 16.
-	Workers int
-	// Progress, if set, is called after each segment and at the end.
-	Progress func(ReplayResult)
-}
-
-// ReplayResult counts a replay's outcome.
-type ReplayResult struct {
-	// Total entries found in the segments replayed.
-	Total int
-	// Published: confirmed by the broker and removed from the spool.
-	Published int
-	// Failed: not confirmed; kept in the spool (with the new reason).
-	Failed int
-	// Torn records skipped.
-	Torn []Torn
-}
-
-// Replay re-publishes every entry through b (use the plain adapter, not a
-// retry wrapper that dead-letters into this spool) and removes the entries
-// the broker confirmed. Entries that fail again stay, with their reason and
-// attempt count updated. Entries spooled while Replay runs wait for the
-// next one.
-//
-// It is idempotent and crash-safe: a segment file is deleted only after
-// each of its entries was confirmed or re-spooled (fsync'd), so a crash
-// mid-replay loses nothing, and replaying again may publish some entries a
-// second time (consumers deduplicate on the message id). If ctx ends, the
-// segments not yet replayed are left as they are.
-func (s *Spool) Replay(ctx context.Context, b broker.Broker, opts ReplayOptions) (ReplayResult, error) {
-	s.replayMu.Lock()
-	defer s.replayMu.Unlock()
-	if opts.Workers < 1 {
-		opts.Workers = 16
-	}
-	s.mu.Lock()
-	err := s.closeActiveLocked() // seal it: what it holds is replayed now, new Puts go elsewhere
-	var segs []segment
-	if err == nil {
-		segs, err = s.segments()
-	}
-	s.mu.Unlock()
-	var res ReplayResult
-	if err != nil {
-		return res, err
-	}
-	for _, seg := range segs {
-		if err := ctx.Err(); err != nil {
-			return res, err
-		}
-		entries, torn, err := readSegment(seg.path)
-		if err != nil {
-			return res, err
-		}
-		if torn != nil {
-			res.Torn = append(res.Torn, *torn)
-		}
-		res.Total += len(entries)
-		failed := publishAll(ctx, b, entries, opts.Workers)
-		var recs [][]byte
-		for _, e := range failed {
-			rec, err := encode(e)
-			if err != nil {
-				return res, err
-			}
-			recs = append(recs, rec)
-		}
-		if err := s.respool(seg, recs); err != nil {
-			return res, err
-		}
-		res.Published += len(entries) - len(failed)
-		res.Failed += len(failed)
-		if opts.Progress != nil {
-			opts.Progress(res)
-		}
-	}
-	return res, nil
-}
-
-// respool appends the failed entries of a replayed segment, fsyncs them,
-// then deletes the segment: every entry of it is then confirmed or safe
-// again.
-func (s *Spool) respool(seg segment, recs [][]byte) error {
-	s.mu.Lock()
-	s.total -= seg.size // the failures replace the segment: count it out while appending them
-	var last uint64
-	for _, rec := range recs {
-		seq, err := s.appendLocked(rec)
-		if err != nil {
-			s.total += seg.size
-			s.mu.Unlock()
-			return fmt.Errorf("deadletter: re-spool failed entries of %s (segment kept, replay again): %w", seg.path, err)
-		}
-		last = seq
-	}
-	s.mu.Unlock()
-	if last > 0 {
-		if err := s.syncUpTo(last); err != nil {
-			s.mu.Lock()
-			s.total += seg.size
-			s.mu.Unlock()
-			return fmt.Errorf("deadletter: re-spool failed entries of %s (segment kept, replay again): %w", seg.path, err)
-		}
-	}
-	if err := os.Remove(seg.path); err != nil {
-		s.mu.Lock()
-		s.total += seg.size
-		s.mu.Unlock()
-		return fmt.Errorf("deadletter: remove replayed segment: %w", err)
-	}
-	return nil
-}
-
-// publishAll publishes entries with workers, keeping one key's entries in
-// order on one worker, and returns those that failed, updated.
-func publishAll(ctx context.Context, b broker.Broker, entries []broker.DeadLetter, workers int) []broker.DeadLetter {
-	lanes := make([][]int, workers)
-	for i, e := range entries {
-		h := fnv.New32a()
-		h.Write([]byte(e.Message.Key))
-		w := int(h.Sum32() % uint32(workers))
-		lanes[w] = append(lanes[w], i)
-	}
-	errs := make([]error, len(entries))
-	var wg sync.WaitGroup
-	for _, lane := range lanes {
-		if len(lane) == 0 {
-			continue
-		}
-		wg.Go(func() {
-			for _, i := range lane {
-				errs[i] = b.Publish(ctx, entries[i].Message)
-			}
-		})
-	}
-	wg.Wait()
-	var failed []broker.DeadLetter
-	now := time.Now()
-	for i, err := range errs {
-		if err == nil {
-			continue
-		}
-		e := entries[i]
-		e.Reason = err.Error()
-		e.Category = broker.Category(err)
-		e.Attempts++
-		e.LastFailure = now
-		failed = append(failed, e)
-	}
-	return failed
-}
-
 // Close syncs and releases the active segment. Later Puts fail.
 func (s *Spool) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
 	s.closed = true
-	return s.closeActiveLocked()
+	err := s.closeActiveLocked()
+	if uerr := s.unlock(); err == nil && uerr != nil {
+		err = fmt.Errorf("deadletter: unlock %s: %w", s.dir, uerr)
+	}
+	return err
 }

@@ -2,45 +2,49 @@ package kafka
 
 import (
 	"context"
-	"slices"
+	"fmt"
 
 	"github.com/domainevents/domainevents/broker"
 )
 
-// DeadLetterSink is the broker-side dead-letter destination for records
-// Kafka refused for good (too large, unauthorized, invalid): the topic
-// "<topic>.dlq", which must exist or be auto-created. Each record keeps its
-// key, value and headers, plus the broker.HeaderDeadLetter* headers giving the
-// reason. It implements broker.DeadLetterSink.
-type DeadLetterSink struct {
-	b     *Broker
-	topic string
-}
-
-// NewDeadLetterSink connects as cfg says, for the topic cfg.Topic+".dlq".
-// opts are connection options (logger, TLS, SASL, sarama config...);
-// WithTopicPerEvent is ignored.
-func NewDeadLetterSink(ctx context.Context, cfg broker.Config, opts ...Option) (*DeadLetterSink, error) {
-	if cfg.Topic == "" {
-		cfg.Topic = broker.DefaultDestination
+// NewDeadLetterSink connects as cfg says and returns the broker-side
+// dead-letter destination for records Kafka refused for good (too large,
+// unauthorized, invalid): a broker.BrokerSink producing to the topic
+// cfg.Topic+".dlq", which must exist or be auto-created. Each record keeps
+// its key, value and headers, plus the broker.HeaderDeadLetter* headers
+// giving the reason; Put returns once the record is acknowledged with
+// acks=all. opts are connection options only; ctx bounds connecting, as in
+// [New]. The sink's String is "kafka topic <topic>.dlq"; its Close closes
+// the producer.
+func NewDeadLetterSink(ctx context.Context, cfg broker.Config, opts ...Option) (*broker.BrokerSink, error) {
+	popts := make([]PublisherOption, len(opts))
+	for i, o := range opts {
+		popts[i] = o
 	}
-	cfg.Topic += ".dlq"
-	opts = append(slices.Clip(opts), func(o *options) error { o.topicPerEvent = false; return nil })
-	b, err := New(ctx, cfg, opts...)
+	cfg, o, _, err := publisherSetup(cfg, popts)
 	if err != nil {
 		return nil, err
 	}
-	return &DeadLetterSink{b: b, topic: cfg.Topic}, nil
+	b, err := deadLetterBroker(ctx, cfg, o.connOptions, "kafka dead-letter sink")
+	if err != nil {
+		return nil, err
+	}
+	return broker.NewBrokerSink(b, "kafka topic "+b.topic), nil
 }
 
-// Put produces the entry's message with its reason headers and waits for
-// the acks=all acknowledgement.
-func (s *DeadLetterSink) Put(ctx context.Context, e broker.DeadLetter) error {
-	return s.b.Publish(ctx, e.Annotated())
+// deadLetterBroker starts a publisher for cfg.Topic+".dlq" (cfg checked)
+// with the connection options conn and the publisher's defaults.
+func deadLetterBroker(ctx context.Context, cfg broker.Config, conn connOptions, component string) (*Broker, error) {
+	o := defaultPublisher()
+	o.connOptions = conn
+	sc, err := saramaConfig(cfg, conn)
+	if err != nil {
+		return nil, configErr(err)
+	}
+	sc.Producer.Partitioner = o.partitioner
+	if err := sc.Validate(); err != nil {
+		return nil, configErr(fmt.Errorf("sarama config: %w", err))
+	}
+	topic := cfg.Topic + ".dlq"
+	return start(ctx, o, cfg.Addrs(), topic, component, dialProducer(cfg.Addrs(), sc, topic, true))
 }
-
-// Close flushes and closes the sink's producer.
-func (s *DeadLetterSink) Close(ctx context.Context) error { return s.b.Close(ctx) }
-
-// String names the destination: "kafka topic <topic>.dlq".
-func (s *DeadLetterSink) String() string { return "kafka topic " + s.topic }

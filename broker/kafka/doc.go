@@ -28,14 +28,19 @@
 // producer (one open request per broker, so retries cannot reorder or
 // duplicate), up to 10 retries with exponential backoff and jitter inside
 // sarama (retrying outside it would break idempotence), protocol version
-// sarama.DefaultVersion (2.8). Publish returns nil only when the cluster
+// sarama.DefaultVersion. Publish returns nil only when the cluster
 // acknowledged the record with acks=all.
 //
 // Concurrent Publish calls are pipelined through one sarama AsyncProducer,
 // which batches whatever accumulates while a request is in flight; each
-// caller waits only for its own record. If ctx ends before the
-// acknowledgement, Publish returns an error matching both ctx.Err() and
-// broker.ErrUnavailable, and the record may still be written.
+// caller waits only for its own record. A ctx already done returns
+// ctx.Err() as is. A ctx that ends before the record was handed to the
+// producer (only possible while [WithLazyConnect] is connecting: once it
+// exists, sarama's producer takes every record and buffers it) returns an
+// error matching broker.ErrUnavailable and ctx.Err(): not sent. A ctx that
+// ends after the hand-over returns one that also matches
+// broker.ErrOutcomeUnknown: the producer keeps the record and may still
+// write it, so a retry may duplicate it (consumers deduplicate on the id).
 //
 // # Errors
 //
@@ -44,12 +49,62 @@
 // MESSAGE_TOO_LARGE broker.ErrTooLarge; authorization and SASL failures
 // broker.ErrUnauthorized; an unknown topic broker.ErrUnroutable (naming the
 // topic); invalid records broker.ErrInvalid; any other broker refusal
-// broker.ErrRejected. errors.Is reaches the sarama.KError.
+// broker.ErrRejected. errors.Is reaches the sarama.KError. Every error is a
+// *broker.Error whose Op is "kafka: <operation>" (connect, publish,
+// subscribe, consume, close, options, config, dead-letter); what it
+// concerned (topic, addresses, record id) is in the text.
 //
 // New checks that the topic exists (a clear error otherwise), and retries
 // reaching the cluster until its ctx ends. A caller's *sarama.Config
 // ([WithSaramaConfig]) is checked for durability, with errors that say which
 // field to change.
+//
+// # Options per role
+//
+// [New] takes [PublisherOption], [NewSubscriber] takes [SubscriberOption],
+// [NewDeadLetterSink] takes [Option]. An Option configures the connection
+// and is both; an option of one role given to the other constructor does
+// not compile.
+//
+//	option               New   NewSubscriber  NewDeadLetterSink  default
+//	WithLogger           yes   yes            yes                slog.Default()
+//	WithObserver         yes   yes            yes                none
+//	WithTLS              yes   yes            yes                off (MESSAGE_BROKER_TLS=true: on)
+//	WithSASL             yes   yes            yes                off
+//	WithSaramaConfig     yes   yes            yes                acks=all, idempotent
+//	WithConnectBackoff   yes   yes            yes                100ms, 5s
+//	WithLazyConnect      yes   yes            yes                off
+//	WithFNVPartitioner   yes   -              -                  murmur2
+//	WithTopicPerEvent    yes   -              -                  one topic
+//	WithMaxAttempts      -     yes            -                  5
+//	WithRetryBackoff     -     yes            -                  100ms, 5s
+//	WithStartAtNewest    -     yes            -                  oldest
+//
+// Every backoff is exponential with full jitter: the n-th wait (n from 0)
+// is a random draw up to min(max, first·2^n).
+//
+// # Starting while the cluster is down
+//
+// By default New and NewSubscriber wait until connected (or their ctx
+// ends), and fail at once on errors retrying cannot heal (authentication,
+// configuration, a missing topic). With [WithLazyConnect] they return as
+// soon as their configuration is checked and connect in the background with
+// [WithConnectBackoff], logging the first failure at Warn and then at most
+// every 30 seconds, and reporting broker.ObservedDisconnected and
+// broker.ObservedConnected to [WithObserver]. Meanwhile Publish waits for
+// the connection up to its ctx (then: not sent, as above), the subscriber
+// consumes nothing, and Health says why.
+//
+// # Health
+//
+// [Broker.Health] and [Subscriber.Health] (broker.HealthChecker) are what a
+// readiness probe calls: nil when connected and able to publish (or
+// consume); an error matching broker.ErrUnavailable naming the last error
+// while connecting, after a record failed because the cluster could not be
+// reached (until one succeeds), or after a failed consumer-group session
+// (until the next is set up); broker.ErrClosed after Close. Health sends
+// nothing to the cluster: it reports what the adapter last learned.
+// [Broker.Stats] and [Subscriber.Stats] count what is in flight.
 //
 // # Consuming
 //
@@ -60,10 +115,22 @@
 // tries with [WithRetryBackoff] between them, or at once for an error
 // matching broker.ErrInvalid). A partition lost during a retry leaves its
 // record unmarked, to be handled again by its next owner: at least once.
+// The Observer hears broker.ObservedRetry for each retry and
+// broker.ObservedDeadLetter for each dead letter.
 //
 // # Shutdown
 //
-// Close(ctx) stops accepting (Publish returns broker.ErrClosed), flushes
-// the producer and waits for every outstanding acknowledgement, then closes
-// the client.
+// [Broker.Close] stops accepting (Publish returns broker.ErrClosed),
+// flushes the producer and waits for every outstanding acknowledgement,
+// then closes the client. If its ctx ends first it returns ctx.Err(); the
+// callers still waiting get an error matching broker.ErrClosed,
+// broker.ErrUnavailable and broker.ErrOutcomeUnknown, and the producer
+// finishes flushing in the background.
+//
+// [Subscriber.Close] stops fetching, lets the running handlers finish,
+// commits and leaves the group. If its ctx ends first it cancels the
+// handlers' ctx and returns ctx.Err() at once, even if a handler ignores
+// its ctx: that record is not marked and the group delivers it again.
+//
+// Both are idempotent: a second Close returns nil.
 package kafka

@@ -4,12 +4,27 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"strings"
 
 	"github.com/IBM/sarama"
 
 	"github.com/domainevents/domainevents/broker"
 	"github.com/domainevents/domainevents/broker/adapter"
+)
+
+// The Op of every error this adapter returns: "kafka: <operation>". What
+// the operation concerned (topic, addresses, record id) is in the error
+// text, not in Op.
+const (
+	opConnect    = "kafka: connect"     // reaching the cluster, checking the topic, starting the producer or group
+	opPublish    = "kafka: publish"     // Publish and the records it produced
+	opSubscribe  = "kafka: subscribe"   // NewSubscriber's arguments
+	opConsume    = "kafka: consume"     // a consumer-group session
+	opClose      = "kafka: close"       // Close
+	opOptions    = "kafka: options"     // an option's value
+	opConfig     = "kafka: config"      // the sarama configuration
+	opDeadLetter = "kafka: dead-letter" // producing a failed record to <topic>.dlq
 )
 
 // kinds is the mapping table, checked in order with errors.Is (sarama wraps
@@ -66,11 +81,16 @@ func classify(err error) error {
 	return broker.ErrUnavailable // network errors, timeouts, EOF...
 }
 
-// wrap classifies err into a *broker.Error with op; context errors pass
-// through as they are.
-func wrap(op string, err error) error {
+// wrap classifies err into a *broker.Error with op (one of the op*
+// constants) and, when format is not empty, the detail it formats before
+// the cause; context errors pass through as they are.
+func wrap(op string, err error, format string, args ...any) error {
 	if err == nil {
 		return nil
 	}
-	return adapter.Wrap("kafka: "+op, classify(err), err)
+	cause := err
+	if format != "" {
+		cause = fmt.Errorf(format+": %w", append(args, err)...)
+	}
+	return adapter.Wrap(op, classify(err), cause)
 }

@@ -42,7 +42,7 @@ func TestClassify(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(fmt.Sprint(tt.err), func(t *testing.T) {
 			assert.Equal(t, tt.want, classify(tt.err))
-			w := wrap("op", tt.err)
+			w := wrap(opPublish, tt.err, "")
 			if tt.want == nil {
 				assert.Equal(t, tt.err, w)
 				return

@@ -3,11 +3,13 @@ package kafka_test
 import (
 	"context"
 	"log"
+	"net/http"
 	"time"
 
 	"github.com/domainevents/domainevents/bridge"
 	"github.com/domainevents/domainevents/broker"
 	"github.com/domainevents/domainevents/broker/kafka"
+	"github.com/domainevents/domainevents/broker/retry"
 	"github.com/domainevents/domainevents/eventbus"
 	"github.com/domainevents/domainevents/events"
 )
@@ -39,4 +41,75 @@ func ExampleNew() {
 	if err != nil {
 		log.Fatal(err) // acknowledged with acks=all when nil
 	}
+}
+
+// Consume the orders topic in group "billing": handlers get typed events
+// through the bridge; failures are retried, then dead-lettered to
+// "orders.events.dlq".
+func ExampleNewSubscriber() {
+	cfg, err := broker.ConfigFromEnv()
+	if err != nil {
+		log.Fatal(err)
+	}
+	bus := eventbus.New()
+	eventbus.Subscribe(bus, func(ctx context.Context, e events.OrderCancelled) error {
+		log.Printf("refund order %s", e.OrderID)
+		return nil // nil commits the offset; an error retries the record
+	})
+	h, err := bridge.NewHandler(bus)
+	if err != nil {
+		log.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	sub, err := kafka.NewSubscriber(ctx, cfg, "billing", h, kafka.WithMaxAttempts(3))
+	if err != nil {
+		log.Fatal(err)
+	}
+	stop, cancelStop := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancelStop()
+	defer sub.Close(stop) // handlers finish (or are abandoned at 10s), offsets committed
+}
+
+// Start while the cluster may be down: New returns at once, Publish waits
+// for the connection up to its ctx, and a readiness probe reports Health.
+func ExampleWithLazyConnect() {
+	cfg, err := broker.ConfigFromEnv()
+	if err != nil {
+		log.Fatal(err)
+	}
+	b, err := kafka.New(context.Background(), cfg, kafka.WithLazyConnect())
+	if err != nil {
+		log.Fatal(err) // only a bad configuration or option
+	}
+	defer b.Close(context.Background())
+	http.HandleFunc("/ready", func(w http.ResponseWriter, r *http.Request) {
+		if err := b.Health(r.Context()); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		}
+	})
+}
+
+// Records Kafka refuses for good go to "orders.events.dlq" through the
+// retry layer.
+func ExampleNewDeadLetterSink() {
+	cfg, err := broker.ConfigFromEnv()
+	if err != nil {
+		log.Fatal(err)
+	}
+	ctx := context.Background()
+	b, err := kafka.New(ctx, cfg)
+	if err != nil {
+		log.Fatal(err)
+	}
+	dlq, err := kafka.NewDeadLetterSink(ctx, cfg)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer dlq.Close(ctx) // after the retry layer: closes its own producer
+	r, err := retry.New(b, retry.WithRejectedDeadLetter(dlq))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer r.Close(ctx)
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/domainevents/domainevents/broker"
 	"github.com/domainevents/domainevents/broker/brokertest"
@@ -66,11 +67,11 @@ func (c *cluster) config(topic string) broker.Config {
 	return cfg
 }
 
-func (c *cluster) open(t testing.TB, topic string, opts ...kafka.Option) *kafka.Broker {
+func (c *cluster) open(t testing.TB, topic string, opts ...kafka.PublisherOption) *kafka.Broker {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	opts = append([]kafka.Option{kafka.WithLogger(testLogger(t))}, opts...)
+	opts = append([]kafka.PublisherOption{kafka.WithLogger(testLogger(t))}, opts...)
 	b, err := kafka.New(ctx, c.config(topic), opts...)
 	require.NoError(t, err)
 	t.Cleanup(func() {
@@ -83,11 +84,11 @@ func (c *cluster) open(t testing.TB, topic string, opts ...kafka.Option) *kafka.
 
 // subscribe joins group on topic (its "<topic>.dlq" must exist or be
 // auto-created) and hands records to h.
-func (c *cluster) subscribe(t testing.TB, topic, group string, h broker.Handler, opts ...kafka.Option) *kafka.Subscriber {
+func (c *cluster) subscribe(t testing.TB, topic, group string, h broker.Handler, opts ...kafka.SubscriberOption) *kafka.Subscriber {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	opts = append([]kafka.Option{kafka.WithLogger(testLogger(t))}, opts...)
+	opts = append([]kafka.SubscriberOption{kafka.WithLogger(testLogger(t))}, opts...)
 	s, err := kafka.NewSubscriber(ctx, c.config(topic), group, h, opts...)
 	require.NoError(t, err)
 	t.Cleanup(func() {
@@ -143,6 +144,28 @@ func (c *cluster) readBack(ctx context.Context, t testing.TB, want []string, top
 		})
 	}
 	return got, nil
+}
+
+// silence holds every produce request the cluster receives, unanswered and
+// unprocessed, until the returned function is called (or the test ends):
+// records handed over meanwhile wait for their acknowledgement, as behind a
+// broker that stopped answering. kfake's SleepControl keeps the other
+// requests flowing.
+func (c *cluster) silence(t testing.TB) (restore func()) {
+	wake := make(chan struct{})
+	var once sync.Once
+	restore = func() { once.Do(func() { close(wake) }) }
+	t.Cleanup(restore)
+	c.fake.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+		select {
+		case <-wake:
+			c.fake.DropControl()
+		default:
+			c.fake.SleepControl(func() { <-wake })
+		}
+		return nil, nil, false // then the cluster handles it as usual
+	})
+	return restore
 }
 
 // faultListeners wraps kfake's listeners so tests can cut a broker's

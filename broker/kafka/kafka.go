@@ -4,250 +4,248 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
+	"log/slog"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/IBM/sarama"
 
 	"github.com/domainevents/domainevents/broker"
-	"github.com/domainevents/domainevents/internal/backoff"
+	"github.com/domainevents/domainevents/internal/lifecycle"
 )
 
-// Record header keys set on every record.
+// state is where a Broker or Subscriber is in its life: connecting (only
+// with WithLazyConnect), open, closing (Close has begun), closed.
+type state int
+
 const (
-	HeaderName        = "event-name"
-	HeaderID          = "event-id"
-	HeaderContentType = "content-type"
+	stateConnecting state = iota
+	stateOpen
+	stateClosing
+	stateClosed
 )
 
 // Broker produces to Kafka through one idempotent sarama AsyncProducer. It
-// implements [broker.Broker]; see the package doc for the guarantees.
+// implements [broker.Broker] and [broker.HealthChecker]; see the package
+// doc for the guarantees.
 type Broker struct {
-	opts     options
-	topic    string
-	client   sarama.Client
-	producer sarama.AsyncProducer
+	// Locks: mu, hmu and the connector's mutex are never held together,
+	// nor while sending on a channel or calling the Observer. Close joins
+	// every goroutine, the background connect loop (connectGo) and the
+	// result loop (loopDone), unless its ctx ends first.
 
-	mu      sync.RWMutex // guards closed against Publish's check
-	closed  bool
-	sending sync.WaitGroup // Publish calls handing a record to the producer
-	closing chan struct{}
-	drained chan struct{} // the result loops ended: every record has its outcome
-	once    sync.Once
+	opts      publisherOptions
+	topic     string
+	component string
+	log       *slog.Logger
+	conn      *connector[producerLink]
 
-	stats struct{ published, acked, failed atomic.Int64 }
+	mu      sync.RWMutex // guards state and link against Publish's check
+	state   state
+	link    producerLink   // set once, when connected; then read without mu
+	sending sync.WaitGroup // Publish calls between the state check and the hand-over
+
+	closing   lifecycle.Closing
+	ready     chan struct{} // closed when link is set
+	gaveUp    chan struct{} // closed when Close's ctx ended before every outcome was known
+	connectGo chan struct{} // closed when the background connect loop ended (WithLazyConnect)
+	stopDial  context.CancelFunc
+	loopDone  chan struct{} // closed when the result loop drained the producer and closed the client
+	closeErr  error         // the client's Close error, written before loopDone closes
+
+	hmu     sync.Mutex
+	lastErr error       // the last failure that says the cluster is unreachable; nil after a success
+	down    atomic.Bool // lastErr != nil, for the result loop's fast path
+
+	stats struct{ published, acked, failed, inflight, waiting atomic.Int64 }
 }
+
+// result carries a record's outcome from the result loop to its Publish
+// call; the record's Metadata holds it, so that a record this Broker did
+// not produce is recognised and ignored.
+type result chan error
 
 // New connects to the cluster cfg describes (cfg.Addrs() as bootstrap
 // brokers, cfg.ClientID, cfg.Topic) and returns a Broker ready to produce.
-// It retries reaching the cluster until ctx ends (then the error matches
-// broker.ErrUnavailable). A bad option or sarama configuration, failed
-// authentication, or a topic that does not exist (with one topic for all
-// events) is a non-retryable error naming what to change.
-func New(ctx context.Context, cfg broker.Config, opts ...Option) (*Broker, error) {
-	cfg, o, sc, err := prepare(cfg, opts)
+// ctx bounds connecting only, not the Broker's life. New retries reaching
+// the cluster until ctx ends (then the error matches broker.ErrUnavailable
+// and ctx.Err()). A bad option or sarama configuration (broker.ErrInvalid),
+// failed authentication (broker.ErrUnauthorized), or a topic that does not
+// exist with one topic for all events (broker.ErrUnroutable) fails at once
+// with an error naming what to change. With [WithLazyConnect] New returns
+// as soon as cfg and opts are checked, and connects in the background.
+func New(ctx context.Context, cfg broker.Config, opts ...PublisherOption) (*Broker, error) {
+	cfg, o, sc, err := publisherSetup(cfg, opts)
 	if err != nil {
 		return nil, err
 	}
-	client, err := connect(ctx, cfg.Addrs(), sc, o)
-	if err != nil {
-		return nil, err
+	dial := dialProducer(cfg.Addrs(), sc, cfg.Topic, !o.topicPerEvent)
+	return start(ctx, o, cfg.Addrs(), cfg.Topic, "kafka publisher", dial)
+}
+
+// start makes a Broker over dial: connects now, or in the background with
+// WithLazyConnect. Tests give it a fake dial.
+func start(ctx context.Context, o publisherOptions, addrs []string, topic, component string, dial func() (producerLink, error)) (*Broker, error) {
+	b := &Broker{
+		opts: o, topic: topic, component: component, log: o.logger.With("component", component),
+		ready: make(chan struct{}), gaveUp: make(chan struct{}), connectGo: make(chan struct{}),
+		loopDone: make(chan struct{}),
 	}
-	if !o.topicPerEvent {
-		if err := checkTopic(client, cfg.Topic); err != nil {
-			_ = client.Close()
+	desc := topic
+	if o.topicPerEvent {
+		desc = "<event name>"
+	}
+	b.conn = newConnector(component, addrs, desc, o.connOptions, dial, func(l producerLink) { closeLink(l) })
+	if !o.lazy {
+		close(b.connectGo)
+		l, err := b.conn.run(ctx, true)
+		if err != nil {
 			return nil, err
 		}
+		b.install(l) // the Broker is not shared yet: nothing can close it
+		b.log.Info("kafka: connected", "brokers", addrs, "topic", desc, "attempts", b.conn.tried())
+		return b, nil
 	}
-	producer, err := sarama.NewAsyncProducerFromClient(client)
-	if err != nil {
-		_ = client.Close()
-		return nil, wrap("start producer", err)
-	}
-	b := &Broker{
-		opts: o, topic: cfg.Topic, client: client, producer: producer,
-		closing: make(chan struct{}), drained: make(chan struct{}),
-	}
-	var loops sync.WaitGroup
-	loops.Go(func() {
-		for m := range producer.Successes() {
-			b.stats.acked.Add(1)
-			m.Metadata.(chan error) <- nil
-		}
-	})
-	loops.Go(func() {
-		for pe := range producer.Errors() {
-			b.stats.failed.Add(1)
-			pe.Msg.Metadata.(chan error) <- b.produceErr(pe)
-		}
-	})
+	dctx, cancel := context.WithCancel(context.Background())
+	b.stopDial = cancel
 	go func() {
-		loops.Wait()
-		close(b.drained)
+		defer close(b.connectGo)
+		if l, err := b.conn.run(dctx, false); err == nil && b.install(l) {
+			b.log.Info("kafka: connected", "brokers", addrs, "topic", desc, "attempts", b.conn.tried())
+		}
 	}()
-	o.logger.Info("kafka: connected", "brokers", cfg.Addrs(), "topic", b.topicDesc(), "client_id", sc.ClientID)
+	b.log.Info("kafka: connecting in the background", "brokers", addrs, "topic", desc)
 	return b, nil
 }
 
-func (b *Broker) topicDesc() string {
-	if b.opts.topicPerEvent {
-		return "<event name>"
+// install makes l the Broker's producer and starts its result loop, unless
+// Close has begun: then l is closed and install returns false.
+func (b *Broker) install(l producerLink) bool {
+	b.mu.Lock()
+	if b.state != stateConnecting {
+		b.mu.Unlock()
+		closeLink(l)
+		return false
 	}
-	return b.topic
+	b.link, b.state = l, stateOpen
+	b.mu.Unlock()
+	close(b.ready)
+	go b.results(l)
+	return true
 }
 
-// prepare fills cfg's Kafka defaults, validates it, applies the options and
-// builds the sarama configuration: what New and NewSubscriber share.
-func prepare(cfg broker.Config, opts []Option) (broker.Config, options, *sarama.Config, error) {
-	if cfg.Type == "" {
-		cfg.Type = broker.Kafka
+// closeLink closes a producer that never got a record, then its client.
+func closeLink(l producerLink) {
+	l.producer.AsyncClose()
+	for range l.producer.Successes() {
 	}
-	if cfg.Topic == "" {
-		cfg.Topic = broker.DefaultDestination
+	for range l.producer.Errors() {
 	}
-	o := defaultOptions()
-	if err := cfg.Validate(); err != nil {
-		return cfg, o, nil, err
-	}
-	if cfg.TLS {
-		_ = WithTLS(nil)(&o)
-	}
-	for _, opt := range opts {
-		if opt == nil {
-			continue
-		}
-		if err := opt(&o); err != nil {
-			return cfg, o, nil, &broker.Error{Op: "kafka: options", Kind: broker.ErrInvalid, Err: err}
-		}
-	}
-	sc, err := saramaConfig(cfg, o)
-	if err != nil {
-		return cfg, o, nil, &broker.Error{Op: "kafka: config", Kind: broker.ErrInvalid, Err: err}
-	}
-	return cfg, o, sc, nil
+	_ = l.client.Close()
 }
 
-// saramaConfig builds the producer configuration: ours by default, or the
-// caller's checked for durability.
-func saramaConfig(cfg broker.Config, o options) (*sarama.Config, error) {
-	var c *sarama.Config
-	if o.sarama != nil {
-		cp := *o.sarama
-		c = &cp
-		if err := checkDurable(c); err != nil {
-			return nil, err
-		}
-	} else {
-		c = sarama.NewConfig()
-		c.Version = sarama.DefaultVersion
-		c.Producer.RequiredAcks = sarama.WaitForAll
-		c.Producer.Idempotent = true
-		c.Net.MaxOpenRequests = 1
-		c.Producer.Retry.Max = 10
-		c.Producer.Retry.BackoffFunc = func(retries, _ int) time.Duration {
-			return backoff.Policy{Initial: 100 * time.Millisecond, Max: 2 * time.Second}.Delay(retries)
-		}
-		c.Net.DialTimeout = 10 * time.Second
-	}
-	c.Producer.Return.Successes = true
-	c.Producer.Return.Errors = true
-	c.Producer.Partitioner = o.partitioner
-	if cfg.ClientID != "" && (o.sarama == nil || c.ClientID == sarama.NewConfig().ClientID) {
-		c.ClientID = cfg.ClientID
-	}
-	if o.tls != nil {
-		c.Net.TLS.Enable = true
-		c.Net.TLS.Config = o.tls
-	}
-	if o.sasl != "" {
-		c.Net.SASL.Enable = true
-		c.Net.SASL.Mechanism = sarama.SASLMechanism(o.sasl)
-		c.Net.SASL.User = cfg.Username
-		c.Net.SASL.Password = cfg.Password.Reveal()
-		c.Net.SASL.Handshake = true
-		switch o.sasl {
-		case SASLSCRAMSHA256:
-			c.Net.SASL.SCRAMClientGeneratorFunc = func() sarama.SCRAMClient { return scramSHA256() }
-		case SASLSCRAMSHA512:
-			c.Net.SASL.SCRAMClientGeneratorFunc = func() sarama.SCRAMClient { return scramSHA512() }
-		}
-	}
-	if err := c.Validate(); err != nil {
-		return nil, fmt.Errorf("sarama config: %w", err)
-	}
-	return c, nil
-}
-
-// checkDurable refuses a caller's configuration that would break the
-// promise that a nil Publish means an acks=all write.
-func checkDurable(c *sarama.Config) error {
-	if c.Producer.RequiredAcks != sarama.WaitForAll {
-		return fmt.Errorf("Producer.RequiredAcks is %d: set it to sarama.WaitForAll (-1); Publish promises acks=all durability", c.Producer.RequiredAcks)
-	}
-	if c.Producer.Idempotent {
-		if c.Net.MaxOpenRequests != 1 {
-			return fmt.Errorf("Net.MaxOpenRequests is %d: the idempotent producer needs 1", c.Net.MaxOpenRequests)
-		}
-		if c.Producer.Retry.Max < 1 {
-			return fmt.Errorf("Producer.Retry.Max is %d: the idempotent producer needs at least 1", c.Producer.Retry.Max)
-		}
-		if !c.Version.IsAtLeast(sarama.V0_11_0_0) {
-			return fmt.Errorf("Version is %s: the idempotent producer needs at least sarama.V0_11_0_0", c.Version)
-		}
-	}
-	return nil
-}
-
-// connect creates the client, retrying with backoff until ctx ends; a
-// non-retryable error (authentication, configuration) stops at once.
-func connect(ctx context.Context, addrs []string, sc *sarama.Config, o options) (sarama.Client, error) {
-	for attempt := 0; ; attempt++ {
-		client, err := sarama.NewClient(addrs, sc)
-		if err == nil {
-			return client, nil
-		}
-		werr := wrap(fmt.Sprintf("connect %v", addrs), err)
-		if !broker.IsRetryable(werr) {
-			return nil, werr
-		}
-		delay := backoff.Policy{Initial: o.connectMin, Max: o.connectMax}.Delay(attempt + 1)
-		o.logger.Warn("kafka: cluster not reachable, retrying", "brokers", addrs, "attempt", attempt+1, "retry_in", delay, "err", err)
-		t := time.NewTimer(delay)
+// results hands each record's outcome to its Publish call until the
+// producer has drained after AsyncClose, then closes the client.
+func (b *Broker) results(l producerLink) {
+	defer close(b.loopDone)
+	succ, errs := l.producer.Successes(), l.producer.Errors()
+	for succ != nil || errs != nil {
 		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil, &broker.Error{Op: fmt.Sprintf("kafka: connect %v", addrs), Kind: broker.ErrUnavailable,
-				Err: fmt.Errorf("%w (last error: %v)", ctx.Err(), err)}
-		case <-t.C:
+		case m, ok := <-succ:
+			if !ok {
+				succ = nil
+				continue
+			}
+			if res, ok := m.Metadata.(result); ok {
+				b.stats.acked.Add(1)
+				b.stats.inflight.Add(-1)
+				b.up()
+				deliver(res, nil)
+			}
+		case pe, ok := <-errs:
+			if !ok {
+				errs = nil
+				continue
+			}
+			if pe == nil || pe.Msg == nil {
+				continue
+			}
+			if res, ok := pe.Msg.Metadata.(result); ok {
+				b.stats.failed.Add(1)
+				b.stats.inflight.Add(-1)
+				err := produceErr(pe)
+				if broker.IsRetryable(err) {
+					b.unreachable(err)
+				}
+				deliver(res, err)
+			}
 		}
 	}
-}
-
-func checkTopic(client sarama.Client, topic string) error {
-	_, err := client.Partitions(topic)
-	if errors.Is(err, sarama.ErrUnknownTopicOrPartition) {
-		return &broker.Error{Op: "kafka: topic " + topic, Kind: broker.ErrUnroutable,
-			Err: fmt.Errorf("topic %q does not exist: create it, or enable auto.create.topics.enable on the brokers: %w", topic, err)}
+	if err := l.client.Close(); err != nil && !errors.Is(err, sarama.ErrClosedClient) {
+		b.closeErr = wrap(opClose, err, "close the client")
 	}
-	return wrap("topic "+topic, err)
 }
 
-func (b *Broker) produceErr(pe *sarama.ProducerError) error {
-	topic := pe.Msg.Topic
-	err := wrap("produce to "+topic, pe.Err)
-	if errors.Is(err, broker.ErrUnroutable) {
-		return &broker.Error{Op: "kafka: produce", Kind: broker.ErrUnroutable,
-			Err: fmt.Errorf("topic %q does not exist (or has no such partition): %w", topic, pe.Err)}
+// deliver hands a record's outcome to its Publish call. The channel holds
+// one; a second outcome for the same record (sarama never sends one) is
+// dropped rather than blocking the loop.
+func deliver(res result, err error) {
+	select {
+	case res <- err:
+	default:
 	}
-	return err
 }
 
-var errClosed = &broker.Error{Op: "kafka: publish", Kind: broker.ErrClosed}
+// produceErr maps a record's failure, naming its topic.
+func produceErr(pe *sarama.ProducerError) error {
+	if errors.Is(pe.Err, sarama.ErrUnknownTopicOrPartition) {
+		return &broker.Error{Op: opPublish, Kind: broker.ErrUnroutable,
+			Err: fmt.Errorf("topic %q does not exist (or has no such partition): %w", pe.Msg.Topic, pe.Err)}
+	}
+	return wrap(opPublish, pe.Err, "topic %q", pe.Msg.Topic)
+}
 
-// Publish produces msg and waits for the acks=all acknowledgement. See the
-// package doc for the mapping and guarantees.
+// up records a success: a cluster that was unreachable is back.
+func (b *Broker) up() {
+	if !b.down.Load() {
+		return
+	}
+	b.hmu.Lock()
+	was := b.lastErr != nil
+	b.lastErr = nil
+	b.down.Store(false)
+	b.hmu.Unlock()
+	if was {
+		b.observe(broker.Observation{Kind: broker.ObservedConnected})
+	}
+}
+
+// unreachable records a record that failed because the cluster could not
+// be reached, after sarama's own retries.
+func (b *Broker) unreachable(err error) {
+	b.hmu.Lock()
+	was := b.lastErr != nil
+	b.lastErr = err
+	b.down.Store(true)
+	b.hmu.Unlock()
+	if !was {
+		b.observe(broker.Observation{Kind: broker.ObservedDisconnected, Err: err, Category: broker.CategoryUnavailable})
+	}
+}
+
+func (b *Broker) observe(o broker.Observation) {
+	observe(context.Background(), b.opts.observer, b.component, b.topic, "", o)
+}
+
+var errClosed = &broker.Error{Op: opPublish, Kind: broker.ErrClosed}
+
+// Publish produces msg and waits for the acks=all acknowledgement. A ctx
+// already done returns ctx.Err() as is. A ctx that ends before the record
+// was handed to the producer (waiting for the connection with
+// [WithLazyConnect]) returns an error matching broker.ErrUnavailable and
+// ctx.Err(): the record was not sent. A ctx that ends after the hand-over
+// returns one that also matches broker.ErrOutcomeUnknown: the record may
+// still be written. See the package doc for the mapping and guarantees.
 func (b *Broker) Publish(ctx context.Context, msg broker.Message) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -255,102 +253,147 @@ func (b *Broker) Publish(ctx context.Context, msg broker.Message) error {
 	if err := msg.Validate(); err != nil {
 		return err
 	}
-	res := make(chan error, 1) // the result loop never blocks on it
-	pm := b.record(msg, res)
-
 	b.mu.RLock()
-	if b.closed {
+	if b.state >= stateClosing {
 		b.mu.RUnlock()
 		return errClosed
 	}
+	var p producer
+	if b.state == stateOpen {
+		p = b.link.producer
+	}
 	b.sending.Add(1)
 	b.mu.RUnlock()
-	select {
-	case b.producer.Input() <- pm:
-		b.sending.Done()
-	case <-b.closing:
-		b.sending.Done()
-		return errClosed
-	case <-ctx.Done():
-		b.sending.Done()
-		return ctx.Err()
+
+	res := make(result, 1) // the result loop never blocks on it
+	pm := b.record(msg, res)
+	b.stats.waiting.Add(1)
+	err := b.handOver(ctx, p, pm, msg.ID)
+	b.stats.waiting.Add(-1)
+	b.sending.Done()
+	if err != nil {
+		return err
 	}
-	b.stats.published.Add(1)
 	select {
 	case err := <-res:
 		return err
 	case <-ctx.Done():
-		return &broker.Error{Op: "kafka: publish", Kind: broker.ErrUnavailable,
-			Err: fmt.Errorf("no acknowledgement for %s before the context ended; the record may still be written: %w", msg.ID, ctx.Err())}
+		return &broker.Error{Op: opPublish, Kind: broker.ErrUnavailable,
+			Err: fmt.Errorf("no acknowledgement for %s before the context ended: %w: %w", msg.ID, broker.ErrOutcomeUnknown, ctx.Err())}
+	case <-b.gaveUp:
+		return &broker.Error{Op: opPublish, Kind: broker.ErrClosed,
+			Err: fmt.Errorf("Close gave up waiting for the acknowledgement of %s: %w: %w", msg.ID, broker.ErrUnavailable, broker.ErrOutcomeUnknown)}
 	}
 }
 
-func (b *Broker) record(msg broker.Message, res chan error) *sarama.ProducerMessage {
-	topic := b.topic
-	if b.opts.topicPerEvent {
-		topic = msg.Name
-	}
-	headers := make([]sarama.RecordHeader, 0, 3+len(msg.Headers))
-	headers = append(headers,
-		sarama.RecordHeader{Key: []byte(HeaderName), Value: []byte(msg.Name)},
-		sarama.RecordHeader{Key: []byte(HeaderID), Value: []byte(msg.ID)})
-	if msg.ContentType != "" {
-		headers = append(headers, sarama.RecordHeader{Key: []byte(HeaderContentType), Value: []byte(msg.ContentType)})
-	}
-	if len(msg.Headers) > 0 {
-		keys := make([]string, 0, len(msg.Headers))
-		for k := range msg.Headers {
-			keys = append(keys, k)
-		}
-		slices.Sort(keys)
-		for _, k := range keys {
-			headers = append(headers, sarama.RecordHeader{Key: []byte(k), Value: []byte(msg.Headers[k])})
+// handOver gives pm to the producer p, waiting for the connection first
+// when p is nil. Only a nil return means the producer has the record.
+func (b *Broker) handOver(ctx context.Context, p producer, pm *sarama.ProducerMessage, id string) error {
+	if p == nil {
+		select {
+		case <-b.ready:
+			p = b.link.producer
+		case <-b.closing.Done():
+			return errClosed
+		case <-ctx.Done():
+			return &broker.Error{Op: opPublish, Kind: broker.ErrUnavailable,
+				Err: fmt.Errorf("record %s not sent: %s: %w", id, b.conn.lastError(), ctx.Err())}
 		}
 	}
-	pm := &sarama.ProducerMessage{
-		Topic:     topic,
-		Value:     sarama.ByteEncoder(msg.Body),
-		Headers:   headers,
-		Timestamp: msg.Time,
-		Metadata:  res,
+	b.stats.inflight.Add(1) // before the send: the result loop may count it out at once
+	select {
+	case p.Input() <- pm:
+		b.stats.published.Add(1)
+		return nil
+	case <-b.closing.Done():
+		b.stats.inflight.Add(-1)
+		return errClosed
+	case <-ctx.Done():
+		b.stats.inflight.Add(-1)
+		return &broker.Error{Op: opPublish, Kind: broker.ErrUnavailable,
+			Err: fmt.Errorf("record %s not sent: the producer did not take it: %w", id, ctx.Err())}
 	}
-	if msg.Key != "" {
-		pm.Key = sarama.StringEncoder(msg.Key)
-	}
-	return pm
 }
 
-// Close stops accepting records (Publish returns broker.ErrClosed), lets the
-// producer flush and waits for every outstanding acknowledgement, then
-// closes the client. If ctx ends first it returns ctx.Err(); the producer
-// finishes flushing in the background (bounded by its retries) and the
-// waiting callers still get their outcome. A second Close returns nil.
+// Close stops accepting records (Publish returns broker.ErrClosed), lets
+// the producer flush and waits for every outstanding acknowledgement, then
+// closes the client; with [WithLazyConnect] it stops connecting first. If
+// ctx ends first it returns ctx.Err(), and each Publish still waiting
+// returns an error matching broker.ErrClosed, broker.ErrUnavailable and
+// broker.ErrOutcomeUnknown; the producer goes on flushing in the
+// background (bounded by sarama's retries) and closes the client when done.
+// A second Close returns nil.
 func (b *Broker) Close(ctx context.Context) error {
-	first := false
-	b.once.Do(func() { first = true })
-	if !first {
+	b.mu.Lock()
+	if !b.closing.Begin() {
+		b.mu.Unlock()
 		return nil
 	}
-	b.mu.Lock()
-	b.closed = true
+	st := b.state
+	b.state = stateClosing
 	b.mu.Unlock()
-	close(b.closing)
-	b.sending.Wait() // nobody is sending on Input any more: safe to close it
-
-	b.producer.AsyncClose() // flushes, then closes Successes and Errors
-	select {
-	case <-b.drained:
-	case <-ctx.Done():
-		go func() {
-			<-b.drained
-			_ = b.client.Close()
-		}()
+	if b.stopDial != nil {
+		b.stopDial()
+	}
+	// Every Publish left the hand-over: Input may close. A background
+	// connect that ends late sees the state and closes its connection.
+	b.sending.Wait()
+	if !wait(ctx, b.connectGo) {
+		close(b.gaveUp)
 		return ctx.Err()
 	}
-	err := b.client.Close()
-	b.opts.logger.Info("kafka: closed", "stats", b.Stats())
-	if err != nil && !errors.Is(err, sarama.ErrClosedClient) {
-		return wrap("close", err)
+	if st == stateOpen {
+		b.link.producer.AsyncClose()
+		if !wait(ctx, b.loopDone) {
+			close(b.gaveUp)
+			return ctx.Err()
+		}
+	}
+	b.mu.Lock()
+	b.state = stateClosed
+	b.mu.Unlock()
+	b.log.Info("kafka: closed", "stats", b.Stats())
+	return b.closeErr
+}
+
+// wait reports whether done is closed, waiting until it is or ctx ends;
+// when both are, done wins.
+func wait(ctx context.Context, done <-chan struct{}) bool {
+	select {
+	case <-done:
+		return true
+	default:
+	}
+	select {
+	case <-done:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// Health reports whether the Broker can publish: what a readiness probe
+// calls. It returns nil once connected, unless the last record that failed
+// did so because the cluster could not be reached (and no record succeeded
+// since); then, and while [WithLazyConnect] is still connecting, an error
+// matching broker.ErrUnavailable naming the last error; after Close, one
+// matching broker.ErrClosed. It sends nothing to the cluster and does not
+// block.
+func (b *Broker) Health(context.Context) error {
+	b.mu.RLock()
+	st := b.state
+	b.mu.RUnlock()
+	switch st {
+	case stateConnecting:
+		return b.conn.notReady()
+	case stateClosing, stateClosed:
+		return errClosed
+	}
+	b.hmu.Lock()
+	defer b.hmu.Unlock()
+	if b.lastErr != nil {
+		return &broker.Error{Op: opPublish, Kind: broker.ErrUnavailable,
+			Err: fmt.Errorf("cluster not reachable: last record failed: %v", b.lastErr)}
 	}
 	return nil
 }
@@ -363,9 +406,16 @@ type Stats struct {
 	Acked int64
 	// Failed counts records that failed after sarama's retries.
 	Failed int64
+	// InFlight counts records handed to the producer (or being handed
+	// over) whose outcome is not known yet.
+	InFlight int64
+	// Waiting counts Publish calls waiting to hand their record over: for
+	// the connection ([WithLazyConnect]) or for the producer to take it.
+	Waiting int64
 }
 
 // Stats returns the counters.
 func (b *Broker) Stats() Stats {
-	return Stats{Published: b.stats.published.Load(), Acked: b.stats.acked.Load(), Failed: b.stats.failed.Load()}
+	return Stats{Published: b.stats.published.Load(), Acked: b.stats.acked.Load(), Failed: b.stats.failed.Load(),
+		InFlight: b.stats.inflight.Load(), Waiting: b.stats.waiting.Load()}
 }

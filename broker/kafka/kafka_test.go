@@ -2,6 +2,7 @@ package kafka_test
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -19,12 +20,29 @@ import (
 )
 
 func TestConformance(t *testing.T) {
-	c := newCluster(t, nil, kfake.AllowAutoTopicCreation(), kfake.DefaultNumPartitions(partitions))
+	shared := newCluster(t, nil, kfake.AllowAutoTopicCreation(), kfake.DefaultNumPartitions(partitions))
 	brokertest.Run(t, func(t *testing.T) brokertest.Harness {
 		topic := uniqueTopic()
-		return brokertest.Harness{
-			Broker: c.open(t, topic),
-			Receive: func(ctx context.Context, ids []string) (map[string]broker.Message, error) {
+		c := shared
+		opts := []kafka.PublisherOption{}
+		var disconnect func() func()
+		// sarama's producer takes every record it is given and buffers and
+		// retries it itself, whatever the network does: once connected, a
+		// Broker cannot be made to wait before the hand-over. It waits there
+		// only while connecting, with WithLazyConnect. So the test of a ctx
+		// ending before the send gets a Broker of its own that starts while
+		// its cluster refuses every connection; Disconnect keeps it that
+		// way, and reconnect lets the cluster answer.
+		if strings.HasSuffix(t.Name(), "/ContextEndsBeforeSend") && shared.fake != nil {
+			c = newCluster(t, nil, kfake.AllowAutoTopicCreation(), kfake.DefaultNumPartitions(partitions))
+			c.ln.each(func(l *faultListener) { l.cut(true) })
+			opts = append(opts, kafka.WithLazyConnect(), kafka.WithConnectBackoff(10*time.Millisecond, 200*time.Millisecond))
+			disconnect = func() func() {
+				return func() { c.ln.each(func(l *faultListener) { l.refusing.Store(false) }) }
+			}
+		}
+		receiver := func(topic string) brokertest.Receiver {
+			return func(ctx context.Context, ids []string) (map[string]broker.Message, error) {
 				got, err := c.readBack(ctx, t, ids, topic)
 				out := map[string]broker.Message{}
 				for id, rs := range got {
@@ -33,7 +51,12 @@ func TestConformance(t *testing.T) {
 						Body: r.rec.Value, ContentType: r.headers[kafka.HeaderContentType], Headers: r.headers}
 				}
 				return out, err
-			},
+			}
+		}
+		h := brokertest.Harness{
+			Broker:      c.open(t, topic, opts...),
+			Receive:     receiver(topic),
+			DeadLetters: receiver(topic + ".dlq"),
 			Subscribe: func(h broker.Handler) (broker.Subscriber, error) {
 				return c.subscribe(t, topic, "conformance", h, kafka.WithRetryBackoff(10*time.Millisecond, 50*time.Millisecond)), nil
 			},
@@ -43,8 +66,13 @@ func TestConformance(t *testing.T) {
 				defer cancel()
 				return kafka.New(ctx, strict.config(uniqueTopic()), kafka.WithLogger(testLogger(t)))
 			},
-			Timeout: 20 * time.Second,
+			Disconnect: disconnect,
+			Timeout:    20 * time.Second,
 		}
+		if c.fake != nil {
+			h.Silence = func() func() { return c.silence(t) }
+		}
+		return h
 	})
 }
 

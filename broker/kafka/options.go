@@ -8,38 +8,90 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
+
+	"github.com/domainevents/domainevents/broker"
 )
 
-// Option configures [New] and [NewSubscriber]. Each option's doc names its
-// default.
-type Option func(*options) error
+// Option configures the connection: [New], [NewSubscriber] and
+// [NewDeadLetterSink] all take it. Each option's doc names its default.
+type Option interface {
+	PublisherOption
+	SubscriberOption
+}
 
-type options struct {
-	logger        *slog.Logger
-	sarama        *sarama.Config
-	tls           *tls.Config
-	sasl          string
+// PublisherOption configures [New]: every [Option], plus the publisher's
+// own ([WithFNVPartitioner], [WithTopicPerEvent]). Passing one of those to
+// [NewSubscriber] does not compile.
+type PublisherOption interface {
+	applyPublisher(*publisherOptions) error
+}
+
+// SubscriberOption configures [NewSubscriber]: every [Option], plus the
+// subscriber's own ([WithMaxAttempts], [WithRetryBackoff],
+// [WithStartAtNewest]). Passing one of those to [New] does not compile.
+type SubscriberOption interface {
+	applySubscriber(*subscriberOptions) error
+}
+
+// connOptions configure reaching the cluster, for both roles.
+type connOptions struct {
+	logger                 *slog.Logger
+	observer               broker.Observer
+	sarama                 *sarama.Config
+	tls                    *tls.Config
+	sasl                   string
+	connectMin, connectMax time.Duration
+	lazy                   bool
+}
+
+type publisherOptions struct {
+	connOptions
 	partitioner   sarama.PartitionerConstructor
 	topicPerEvent bool
-	connectMin    time.Duration
-	connectMax    time.Duration
+}
 
+type subscriberOptions struct {
+	connOptions
 	maxAttempts        int
 	retryMin, retryMax time.Duration
 	startNewest        bool
 }
 
-func defaultOptions() options {
-	return options{
-		logger:      slog.Default(),
-		partitioner: sarama.NewMurmur2Partitioner,
-		connectMin:  100 * time.Millisecond,
-		connectMax:  5 * time.Second,
+// The defaults of every option, in one place.
+func defaultConn() connOptions {
+	return connOptions{
+		logger:     slog.Default(),
+		connectMin: 100 * time.Millisecond,
+		connectMax: 5 * time.Second,
+	}
+}
+
+func defaultPublisher() publisherOptions {
+	return publisherOptions{connOptions: defaultConn(), partitioner: sarama.NewMurmur2Partitioner}
+}
+
+func defaultSubscriber() subscriberOptions {
+	return subscriberOptions{
+		connOptions: defaultConn(),
 		maxAttempts: 5,
 		retryMin:    100 * time.Millisecond,
 		retryMax:    5 * time.Second,
 	}
 }
+
+// connOption applies to the connOptions embedded in either role's options.
+type connOption func(*connOptions) error
+
+func (f connOption) applyPublisher(o *publisherOptions) error   { return f(&o.connOptions) }
+func (f connOption) applySubscriber(o *subscriberOptions) error { return f(&o.connOptions) }
+
+type publisherOption func(*publisherOptions) error
+
+func (f publisherOption) applyPublisher(o *publisherOptions) error { return f(o) }
+
+type subscriberOption func(*subscriberOptions) error
+
+func (f subscriberOption) applySubscriber(o *subscriberOptions) error { return f(o) }
 
 // SASL mechanisms for [WithSASL].
 const (
@@ -48,16 +100,31 @@ const (
 	SASLSCRAMSHA512 = sarama.SASLTypeSCRAMSHA512 // "SCRAM-SHA-512"
 )
 
-// WithLogger sets where connection problems are logged. Default:
-// slog.Default().
+// WithLogger sets where connection problems, retries and dead letters are
+// logged; every line carries a "component" attribute ("kafka publisher",
+// "kafka subscriber", "kafka dead-letter sink"). Default: slog.Default().
 func WithLogger(l *slog.Logger) Option {
-	return func(o *options) error {
+	return connOption(func(o *connOptions) error {
 		if l == nil {
 			return errors.New("WithLogger: logger is nil")
 		}
 		o.logger = l
 		return nil
-	}
+	})
+}
+
+// WithObserver reports connections made and lost (broker.ObservedConnected,
+// broker.ObservedDisconnected), and on the subscriber retries and dead
+// letters (broker.ObservedRetry, broker.ObservedDeadLetter), to o. Default:
+// none.
+func WithObserver(o broker.Observer) Option {
+	return connOption(func(c *connOptions) error {
+		if o == nil {
+			return errors.New("WithObserver: observer is nil")
+		}
+		c.observer = o
+		return nil
+	})
 }
 
 // WithSaramaConfig starts from the caller's sarama configuration instead of
@@ -67,110 +134,132 @@ func WithLogger(l *slog.Logger) Option {
 // Producer.Retry.Max >= 1; New says what to change otherwise.
 // Producer.Return.Successes and Errors are always switched on (the adapter
 // consumes them). The Config's client id, addresses, TLS and SASL options
-// still apply. Default: see the package doc.
+// still apply; c itself is not modified. Default: acks=all, idempotent,
+// 10 retries inside sarama, protocol sarama.DefaultVersion (see the package
+// doc).
 func WithSaramaConfig(c *sarama.Config) Option {
-	return func(o *options) error {
+	return connOption(func(o *connOptions) error {
 		if c == nil {
 			return errors.New("WithSaramaConfig: config is nil")
 		}
 		o.sarama = c
 		return nil
-	}
+	})
 }
 
-// WithTLS connects with TLS using c (nil: the system roots).
-// MESSAGE_BROKER_TLS=true does the same with a nil config. Default: no TLS.
+// WithTLS connects with TLS using c (nil: the system roots, TLS 1.2 or
+// later). MESSAGE_BROKER_TLS=true does the same with a nil config.
+// Default: no TLS.
 func WithTLS(c *tls.Config) Option {
-	return func(o *options) error {
+	return connOption(func(o *connOptions) error {
 		if c == nil {
 			c = &tls.Config{MinVersion: tls.VersionTLS12}
 		}
 		o.tls = c
 		return nil
-	}
+	})
 }
 
 // WithSASL authenticates with Config.Username and Config.Password using
 // mechanism: [SASLPlain], [SASLSCRAMSHA256] or [SASLSCRAMSHA512]. Default:
 // no SASL.
 func WithSASL(mechanism string) Option {
-	return func(o *options) error {
+	return connOption(func(o *connOptions) error {
 		switch mechanism {
 		case SASLPlain, SASLSCRAMSHA256, SASLSCRAMSHA512:
 			o.sasl = mechanism
 			return nil
 		}
 		return fmt.Errorf("WithSASL(%q): want %s, %s or %s", mechanism, SASLPlain, SASLSCRAMSHA256, SASLSCRAMSHA512)
-	}
+	})
+}
+
+// WithConnectBackoff sets the waits between attempts to reach the cluster
+// (New and NewSubscriber, the background loop of [WithLazyConnect], and the
+// subscriber's rejoin after a failed consumer-group session): exponential
+// with full jitter, each wait a random draw up to min(max, first·2^n),
+// n counting consecutive failures from 0. Default: first 100ms, max 5s.
+func WithConnectBackoff(first, max time.Duration) Option {
+	return connOption(func(o *connOptions) error {
+		if first <= 0 || max < first {
+			return fmt.Errorf("WithConnectBackoff(%v, %v): want 0 < first <= max", first, max)
+		}
+		o.connectMin, o.connectMax = first, max
+		return nil
+	})
+}
+
+// WithLazyConnect makes New, NewSubscriber and NewDeadLetterSink return at
+// once after checking their configuration, and reach the cluster in the
+// background (with [WithConnectBackoff], logging the first failure at Warn
+// and then at most every 30s, reporting to [WithObserver]). Until then
+// Publish waits for the connection, up to its ctx (an error matching
+// broker.ErrUnavailable and the ctx error, not broker.ErrOutcomeUnknown: the
+// record was not sent), Health reports broker.ErrUnavailable with the last
+// error, and errors that cannot heal by retrying (authentication, a missing
+// topic) are retried too: someone may fix them. Default: off, New waits
+// until connected or its ctx ends, and fails at once on those errors.
+func WithLazyConnect() Option {
+	return connOption(func(o *connOptions) error {
+		o.lazy = true
+		return nil
+	})
 }
 
 // WithFNVPartitioner uses sarama's FNV-1a hash partitioner instead of
 // murmur2. Only for compatibility with topics written by older sarama
 // producers: Java, kafkajs and librdkafka's "murmur2_random" producers put
 // the same key elsewhere. Default: murmur2, as Kafka's Java client.
-func WithFNVPartitioner() Option {
-	return func(o *options) error {
+func WithFNVPartitioner() PublisherOption {
+	return publisherOption(func(o *publisherOptions) error {
 		o.partitioner = sarama.NewHashPartitioner
 		return nil
-	}
+	})
 }
 
 // WithTopicPerEvent publishes each event to a topic named after it
 // ("order.created", ...) instead of Config.Topic. Events of one order then
 // live in several topics and lose their relative order. Default: one topic.
-func WithTopicPerEvent() Option {
-	return func(o *options) error {
+func WithTopicPerEvent() PublisherOption {
+	return publisherOption(func(o *publisherOptions) error {
 		o.topicPerEvent = true
 		return nil
-	}
+	})
 }
-
-// WithConnectBackoff sets the first and largest delay between New's
-// attempts to reach the cluster (exponential, full jitter). Default 100ms
-// and 5s.
-func WithConnectBackoff(min, max time.Duration) Option {
-	return func(o *options) error {
-		if min <= 0 || max < min {
-			return fmt.Errorf("WithConnectBackoff(%v, %v): want 0 < min <= max", min, max)
-		}
-		o.connectMin, o.connectMax = min, max
-		return nil
-	}
-}
-
-// Subscriber options (ignored by the publisher).
 
 // WithMaxAttempts bounds how often a record is handled before it is
 // dead-lettered to "<topic>.dlq". Default 5.
-func WithMaxAttempts(n int) Option {
-	return func(o *options) error {
+func WithMaxAttempts(n int) SubscriberOption {
+	return subscriberOption(func(o *subscriberOptions) error {
 		if n < 1 {
 			return fmt.Errorf("WithMaxAttempts(%d): must be at least 1", n)
 		}
 		o.maxAttempts = n
 		return nil
-	}
+	})
 }
 
-// WithRetryBackoff sets the first and largest wait between a handler's
-// attempts on one record (exponential, full jitter); the partition waits
-// meanwhile, keeping its order. Default 100ms and 5s.
-func WithRetryBackoff(min, max time.Duration) Option {
-	return func(o *options) error {
-		if min <= 0 || max < min {
-			return fmt.Errorf("WithRetryBackoff(%v, %v): want 0 < min <= max", min, max)
+// WithRetryBackoff sets the waits between a handler's attempts on one
+// record: exponential with full jitter, each wait a random draw up to
+// min(max, first·2^n), n counting the record's failures from 0. The
+// partition waits meanwhile, keeping its order. Default: first 100ms,
+// max 5s.
+func WithRetryBackoff(first, max time.Duration) SubscriberOption {
+	return subscriberOption(func(o *subscriberOptions) error {
+		if first <= 0 || max < first {
+			return fmt.Errorf("WithRetryBackoff(%v, %v): want 0 < first <= max", first, max)
 		}
-		o.retryMin, o.retryMax = min, max
+		o.retryMin, o.retryMax = first, max
 		return nil
-	}
+	})
 }
 
 // WithStartAtNewest makes a new consumer group start at the end of the
 // topic instead of its beginning. Default: the oldest retained record, so a
 // new service sees the history it can.
-func WithStartAtNewest() Option {
-	return func(o *options) error {
+func WithStartAtNewest() SubscriberOption {
+	return subscriberOption(func(o *subscriberOptions) error {
 		o.startNewest = true
 		return nil
-	}
+	})
 }

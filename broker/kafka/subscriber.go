@@ -4,233 +4,212 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
-	"github.com/IBM/sarama"
-
 	"github.com/domainevents/domainevents/broker"
-	"github.com/domainevents/domainevents/broker/adapter"
 	"github.com/domainevents/domainevents/internal/backoff"
+	"github.com/domainevents/domainevents/internal/lifecycle"
 )
 
 // Subscriber consumes cfg.Topic in a sarama consumer group and hands each
-// record to a broker.Handler. It implements broker.Subscriber.
+// record to a broker.Handler. It implements broker.Subscriber and
+// broker.HealthChecker.
 //
 // Records of one partition are handled one at a time, in order. A record's
 // offset is marked (and committed, every second and on Close or rebalance)
 // only after its handler succeeded or it was dead-lettered. A failing
-// handler is retried with backoff while the partition waits; after
-// WithMaxAttempts, or at once for broker.Permanent errors, the record is
-// produced to "<topic>.dlq" (which must exist) with the broker.HeaderDeadLetter*
-// reason headers, then marked. If the partition is taken away meanwhile
-// (rebalance, Close), the record is not marked and its new owner handles it
-// again: at least once.
+// handler is retried with [WithRetryBackoff] while the partition waits;
+// after [WithMaxAttempts], or at once for an error matching
+// broker.ErrInvalid, the record is produced to "<topic>.dlq" (which must
+// exist) with the broker.HeaderDeadLetter* reason headers, then marked. If
+// the partition is taken away meanwhile (rebalance, Close), the record is
+// not marked and its new owner handles it again: at least once.
 type Subscriber struct {
-	opts    options
-	topic   string
-	handler broker.Handler
-	group   sarama.ConsumerGroup
-	dlq     *Broker
+	// Locks: mu and the connector's mutex are never held together, nor
+	// while a handler runs, while sending on a channel or calling the
+	// Observer. Close joins the run loop (done) unless its ctx ends first;
+	// each handler call runs in a goroutine of its own that ends with the
+	// handler.
 
-	consume       context.Context // ended by Close: stop fetching
-	stopConsume   context.CancelFunc
-	handlerCtx    context.Context // ended when Close gives up
-	cancelHandler context.CancelFunc
-	done          chan struct{}
-	once          sync.Once
+	opts    subscriberOptions
+	topic   string
+	groupID string
+	handler broker.Handler
+	log     *slog.Logger
+	conn    *connector[groupLink]
+	dlq     *Broker
+	retry   backoff.Policy            // between a handler's attempts
+	rejoin  func(n int) time.Duration // before the n-th Consume after consecutive failures
+
+	mu      sync.Mutex
+	state   state
+	lastErr error // the last consumer-group session's failure; nil once one is set up
+	closing lifecycle.Closing
+
+	stop           context.Context // ended by Close: stop connecting and fetching
+	stopCancel     context.CancelFunc
+	handlers       context.Context // the handlers' ctx, ended when Close gives up
+	cancelHandlers context.CancelFunc
+	abandon        chan struct{} // closed when Close gives up: stop waiting for handlers
+	done           chan struct{} // closed when the run loop ended: group left, client closed
+	sessions       atomic.Int64  // consumer-group sessions set up
+
+	stats struct{ handled, retried, deadLettered, inflight atomic.Int64 }
 }
 
 // NewSubscriber joins consumer group groupID on cfg.Topic and starts
-// handing records to h. The connection options are the publisher's
-// (WithSASL, WithTLS, WithSaramaConfig...); WithMaxAttempts,
-// WithRetryBackoff and WithStartAtNewest are the subscriber's.
-func NewSubscriber(ctx context.Context, cfg broker.Config, groupID string, h broker.Handler, opts ...Option) (*Subscriber, error) {
-	if h == nil || groupID == "" {
-		return nil, &broker.Error{Op: "kafka: subscribe", Kind: broker.ErrInvalid, Err: errors.New("need a handler and a group id")}
+// handing records to h. ctx bounds connecting only (as in [New]); with
+// [WithLazyConnect] NewSubscriber returns at once and joins in the
+// background. The topic and "<topic>.dlq" must exist: otherwise the error
+// matches broker.ErrUnroutable and names the topic.
+func NewSubscriber(ctx context.Context, cfg broker.Config, groupID string, h broker.Handler, opts ...SubscriberOption) (*Subscriber, error) {
+	switch {
+	case h == nil:
+		return nil, &broker.Error{Op: opSubscribe, Kind: broker.ErrInvalid, Err: errors.New("handler is nil")}
+	case groupID == "":
+		return nil, &broker.Error{Op: opSubscribe, Kind: broker.ErrInvalid, Err: errors.New("groupID is empty")}
 	}
-	cfg, o, sc, err := prepare(cfg, opts)
+	cfg, o, sc, err := subscriberSetup(cfg, opts)
 	if err != nil {
 		return nil, err
 	}
-	sc.Consumer.Offsets.Initial = sarama.OffsetOldest
-	if o.startNewest {
-		sc.Consumer.Offsets.Initial = sarama.OffsetNewest
-	}
-	sc.Consumer.Offsets.AutoCommit.Enable = true
-	sc.Consumer.Return.Errors = true
-
-	client, err := connect(ctx, cfg.Addrs(), sc, o)
-	if err != nil {
-		return nil, err
-	}
-	if err := checkTopic(client, cfg.Topic); err != nil {
-		_ = client.Close()
-		return nil, err
-	}
-	group, err := sarama.NewConsumerGroupFromClient(groupID, client)
-	if err != nil {
-		_ = client.Close()
-		return nil, wrap("join group "+groupID, err)
-	}
-	dlqOpts := append(append([]Option{}, opts...), WithLogger(o.logger))
-	dlq, err := NewDeadLetterSink(ctx, cfg, dlqOpts...)
-	if err != nil {
-		_ = group.Close()
-		_ = client.Close()
-		return nil, err
-	}
-	s := &Subscriber{opts: o, topic: cfg.Topic, handler: h, group: group, dlq: dlq.b, done: make(chan struct{})}
-	s.consume, s.stopConsume = context.WithCancel(context.Background())
-	s.handlerCtx, s.cancelHandler = context.WithCancel(context.Background())
-	go s.run(client)
-	go func() {
-		for err := range group.Errors() {
-			o.logger.Warn("kafka: consumer group error", "group", groupID, "err", err)
+	s := newSubscriber(o, cfg.Topic, groupID, h, cfg.Addrs(), dialGroup(cfg.Addrs(), sc, cfg.Topic, groupID))
+	var link *groupLink
+	if !o.lazy {
+		l, err := s.conn.run(ctx, true)
+		if err != nil {
+			return nil, err
 		}
-	}()
-	o.logger.Info("kafka: consuming", "topic", cfg.Topic, "group", groupID)
+		link = &l
+	}
+	dlq, err := deadLetterBroker(ctx, cfg, o.connOptions, "kafka subscriber dead letters")
+	if err != nil {
+		if link != nil {
+			closeGroup(*link)
+		}
+		return nil, err
+	}
+	s.dlq = dlq
+	s.begin(link)
 	return s, nil
 }
 
-// run consumes until Close; Consume returns at every rebalance.
-func (s *Subscriber) run(client sarama.Client) {
-	defer close(s.done)
-	defer client.Close()
-	defer s.group.Close() // commits what was marked
-	for s.consume.Err() == nil {
-		if err := s.group.Consume(s.consume, []string{s.topic}, groupHandler{s}); err != nil {
-			if errors.Is(err, sarama.ErrClosedConsumerGroup) {
-				return
-			}
-			s.opts.logger.Warn("kafka: consume failed, retrying", "topic", s.topic, "err", err)
-			select {
-			case <-s.consume.Done():
-			case <-time.After(backoff.Policy{Initial: s.opts.retryMin, Max: s.opts.retryMax}.Delay(1)):
-			}
-		}
+// newSubscriber makes a Subscriber over dial; begin starts it once its dlq
+// is set. Tests give it a fake dial and dead-letter producer.
+func newSubscriber(o subscriberOptions, topic, groupID string, h broker.Handler, addrs []string, dial func() (groupLink, error)) *Subscriber {
+	s := &Subscriber{
+		opts: o, topic: topic, groupID: groupID, handler: h,
+		log:     o.logger.With("component", "kafka subscriber"),
+		retry:   backoff.Policy{Initial: o.retryMin, Max: o.retryMax},
+		rejoin:  backoff.Policy{Initial: o.connectMin, Max: o.connectMax}.Delay,
+		abandon: make(chan struct{}), done: make(chan struct{}),
 	}
+	s.conn = newConnector("kafka subscriber", addrs, topic, o.connOptions, dial, closeGroup)
+	s.stop, s.stopCancel = context.WithCancel(context.Background())
+	s.handlers, s.cancelHandlers = context.WithCancel(context.Background())
+	return s
 }
 
-type groupHandler struct{ s *Subscriber }
-
-func (groupHandler) Setup(sarama.ConsumerGroupSession) error   { return nil }
-func (groupHandler) Cleanup(sarama.ConsumerGroupSession) error { return nil }
-
-func (g groupHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) error {
-	for {
-		select {
-		case m, ok := <-claim.Messages():
-			if !ok {
-				return nil
-			}
-			if !g.s.handle(sess.Context(), m) {
-				return nil // partition lost or closing: not marked, handled again by its next owner
-			}
-			sess.MarkMessage(m, "")
-		case <-sess.Context().Done():
-			return nil
-		}
+// begin starts the run loop on link, or connects first when link is nil.
+func (s *Subscriber) begin(link *groupLink) {
+	if link != nil {
+		s.state = stateOpen
+		s.log.Info("kafka: consuming", "topic", s.topic, "group", s.groupID, "attempts", s.conn.tried())
+	} else {
+		s.log.Info("kafka: joining in the background", "topic", s.topic, "group", s.groupID)
 	}
+	go s.run(link)
 }
 
-// handle runs the handler with retries, dead-lettering when they run out.
-// It reports whether the record may be marked.
-func (s *Subscriber) handle(session context.Context, m *sarama.ConsumerMessage) bool {
-	d := toDelivery(m)
-	var first time.Time
-	for attempt := 1; ; attempt++ {
-		d.Attempt = attempt
-		err := adapter.CallHandler(s.handlerCtx, s.handler, d)
-		if err == nil {
-			return true
-		}
-		now := time.Now()
-		if first.IsZero() {
-			first = now
-		}
-		if broker.Permanent(err) || attempt >= s.opts.maxAttempts {
-			return s.deadLetter(session, d, err, attempt, first, now)
-		}
-		wait := backoff.Policy{Initial: s.opts.retryMin, Max: s.opts.retryMax}.Delay(attempt)
-		s.opts.logger.Warn("kafka: handler failed, retrying", "source", d.Source, "id", d.ID, "attempt", attempt, "retry_in", wait, "err", err)
-		select {
-		case <-session.Done():
-			return false
-		case <-time.After(wait):
-		}
-	}
-}
-
-func (s *Subscriber) deadLetter(session context.Context, d broker.Delivery, err error, attempts int, first, last time.Time) bool {
-	cat := "handler_failed"
-	if broker.Permanent(err) {
-		cat = "invalid"
-	}
-	dl := broker.DeadLetter{Message: d.Message, Reason: err.Error(), Category: cat, Attempts: attempts, FirstFailure: first, LastFailure: last}
-	for try := 0; ; try++ {
-		ctx, cancel := context.WithTimeout(session, 30*time.Second)
-		perr := s.dlq.Publish(ctx, dl.Annotated())
-		cancel()
-		if perr == nil {
-			s.opts.logger.Warn("kafka: record dead-lettered", "source", d.Source, "id", d.ID, "attempts", attempts, "to", s.topic+".dlq", "err", err)
-			return true
-		}
-		s.opts.logger.Error("kafka: cannot dead-letter a record, retrying", "source", d.Source, "id", d.ID, "err", perr)
-		select {
-		case <-session.Done():
-			return false
-		case <-time.After(backoff.Policy{Initial: s.opts.retryMin, Max: s.opts.retryMax}.Delay(try + 1)):
-		}
-	}
-}
-
-func toDelivery(m *sarama.ConsumerMessage) broker.Delivery {
-	msg := broker.Message{Key: string(m.Key), Body: m.Value, Time: m.Timestamp}
-	for _, h := range m.Headers {
-		if h == nil {
-			continue
-		}
-		switch k := string(h.Key); k {
-		case HeaderName:
-			msg.Name = string(h.Value)
-		case HeaderID:
-			msg.ID = string(h.Value)
-		case HeaderContentType:
-			msg.ContentType = string(h.Value)
-		default:
-			if msg.Headers == nil {
-				msg.Headers = map[string]string{}
-			}
-			msg.Headers[k] = string(h.Value)
-		}
-	}
-	return broker.Delivery{Message: msg, Attempt: 1, Source: fmt.Sprintf("topic %s[%d]@%d", m.Topic, m.Partition, m.Offset)}
+func closeGroup(l groupLink) {
+	_ = l.group.Close()
+	_ = l.client.Close()
 }
 
 // Close stops fetching, lets the running handler of each partition finish,
-// commits the marked offsets and leaves the group. If ctx ends first, the
-// handlers' ctx is cancelled and Close returns ctx.Err(); unmarked records
-// are handled again by the group. A second Close returns nil.
+// commits the marked offsets, leaves the group and closes the dead-letter
+// producer. If ctx ends first, Close cancels the handlers' ctx, stops
+// waiting for them and returns ctx.Err() at once, even if a handler ignores
+// its ctx: that handler's record is not marked, so the group delivers it
+// again (here or to another member); the group is left in the background,
+// and no goroutine of the Subscriber outlives that handler. A second Close
+// returns nil.
 func (s *Subscriber) Close(ctx context.Context) error {
-	first := false
-	s.once.Do(func() { first = true })
-	if !first {
+	s.mu.Lock()
+	if !s.closing.Begin() {
+		s.mu.Unlock()
 		return nil
 	}
-	s.stopConsume()
+	s.state = stateClosing
+	s.mu.Unlock()
+	s.stopCancel()
 	var err error
-	select {
-	case <-s.done:
-	case <-ctx.Done():
+	if !wait(ctx, s.done) {
 		err = ctx.Err()
-		s.cancelHandler()
-		<-s.done
+		s.cancelHandlers()
+		close(s.abandon)
 	}
-	s.cancelHandler()
-	if cerr := s.dlq.Close(ctx); err == nil && cerr != nil && !errors.Is(cerr, context.DeadlineExceeded) {
-		err = cerr
+	s.cancelHandlers()
+	if s.dlq != nil {
+		if derr := s.dlq.Close(ctx); err == nil && derr != nil {
+			err = derr
+		}
 	}
-	s.opts.logger.Info("kafka: subscriber closed", "topic", s.topic)
+	if err == nil {
+		s.mu.Lock()
+		s.state = stateClosed
+		s.mu.Unlock()
+	}
+	s.log.Info("kafka: subscriber closed", "topic", s.topic, "group", s.groupID, "stats", s.Stats(), "err", err)
 	return err
+}
+
+// Health reports whether the Subscriber can consume: what a readiness
+// probe calls. It returns nil once connected (the cluster reached, the
+// topic found) while no consumer-group session has failed since the last
+// one was set up, and the dead-letter producer is healthy. Otherwise it
+// returns an error matching broker.ErrUnavailable that names the last
+// error: while connecting ([WithLazyConnect]), after a failed session until
+// the next one is set up, or when the dead-letter producer is not healthy;
+// after Close, one matching broker.ErrClosed. It sends nothing to the
+// cluster and does not block.
+func (s *Subscriber) Health(ctx context.Context) error {
+	s.mu.Lock()
+	st, last := s.state, s.lastErr
+	s.mu.Unlock()
+	switch {
+	case st == stateConnecting:
+		return s.conn.notReady()
+	case st >= stateClosing:
+		return &broker.Error{Op: opConsume, Kind: broker.ErrClosed}
+	case last != nil:
+		return &broker.Error{Op: opConsume, Kind: broker.ErrUnavailable,
+			Err: fmt.Errorf("consumer group %q on topic %q: last session failed: %v", s.groupID, s.topic, last)}
+	}
+	if err := s.dlq.Health(ctx); err != nil {
+		return &broker.Error{Op: opDeadLetter, Kind: broker.ErrUnavailable,
+			Err: fmt.Errorf("topic %q: %v", s.dlq.topic, err)}
+	}
+	return nil
+}
+
+// SubscriberStats counts what a Subscriber did since NewSubscriber.
+type SubscriberStats struct {
+	// Handled counts records whose handler succeeded.
+	Handled int64
+	// Retried counts handler failures followed by another attempt.
+	Retried int64
+	// DeadLettered counts records produced to "<topic>.dlq".
+	DeadLettered int64
+	// InFlight counts handler calls running now.
+	InFlight int64
+}
+
+// Stats returns the counters.
+func (s *Subscriber) Stats() SubscriberStats {
+	return SubscriberStats{Handled: s.stats.handled.Load(), Retried: s.stats.retried.Load(),
+		DeadLettered: s.stats.deadLettered.Load(), InFlight: s.stats.inflight.Load()}
 }

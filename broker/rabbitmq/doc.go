@@ -8,15 +8,29 @@
 //	defer b.Close(ctx)
 //	err = b.Publish(ctx, msg)
 //
+// # Options
+//
+// Options have a role, so that a misplaced one does not compile:
+//
+//	Option (both)        WithLogger, WithObserver, WithTLS, WithHeartbeat, WithConnectionName,
+//	                     WithURLs, WithPassive, WithAMQPConfig, WithDialTimeout,
+//	                     WithReconnectBackoff, WithLazyConnect
+//	PublisherOption      WithQueue, WithAlternateExchange, WithWindow, WithMaxMessageSize
+//	SubscriberOption     WithPrefetch, WithConcurrency, WithMaxAttempts, WithRetryDelay
+//
+// The ctx given to [New] and [NewSubscriber] bounds connecting only; it is
+// not kept.
+//
 // # Topology
 //
 // New declares a durable topic exchange (Config.Exchange, default
-// "orders.events"), or only checks it with [WithPassive]. Messages are
-// published with the mandatory flag: if no queue is bound for the routing
-// key, RabbitMQ returns the message and Publish fails with
-// broker.ErrUnroutable rather than reporting a success for a message that
-// went nowhere. [WithQueue] declares and binds queues; [WithAlternateExchange]
-// sends unroutable messages to a catch-all queue instead.
+// "orders.events"), or only checks it with [WithPassive], on every
+// (re)connect. Messages are published with the mandatory flag: if no queue
+// is bound for the routing key, RabbitMQ returns the message and Publish
+// fails with broker.ErrUnroutable rather than reporting a success for a
+// message that went nowhere. [WithQueue] declares and binds queues;
+// [WithAlternateExchange] sends unroutable messages to a catch-all queue
+// instead.
 //
 // # Wire mapping
 //
@@ -30,48 +44,79 @@
 // Publisher confirms are always on. Publish returns nil only once the broker
 // acked a routed message; a nack is broker.ErrRejected, a returned message
 // broker.ErrUnroutable. Concurrent Publish calls share one channel and are
-// pipelined: up to [WithWindow] messages (default 1024) await their confirm
-// at once, each caller waiting only for its own, bounded by its ctx.
+// pipelined: up to [WithWindow] messages (default 1024) are in flight at
+// once, each caller waiting only for its own, bounded by its ctx.
 //
-// When the connection or channel is lost (a close notification, or three
-// missed heartbeats on a silent network), the adapter reconnects by itself
-// with exponential backoff and full jitter, trying the configured addresses
-// in turn, re-declares its topology, then re-publishes every message whose
-// confirm it had not received, in order, with the same message_id. Confirms
-// are matched per connection, never across. Delivery is therefore at least
-// once: a message stored just before the connection dropped is stored again,
-// and consumers deduplicate on message_id (the event id).
+// When the connection is lost (a close notification, or three missed
+// heartbeats on a silent network), the adapter reconnects by itself, trying
+// the configured addresses in turn with backoff (each wait a random draw up
+// to [WithReconnectBackoff]'s max, 1s by default, so a broker that comes
+// back is found within about a second), re-declares its topology, then
+// re-publishes every message whose confirm it had not received, in order,
+// with the same message_id. Confirms are matched per channel, never across.
+// Delivery is therefore at least once: a message stored just before the
+// connection dropped is stored again, and consumers deduplicate on
+// message_id (the event id).
 //
-// Publish calls made while disconnected wait for the reconnect. If ctx ends
-// first, Publish returns an error matching both ctx.Err() and
-// broker.ErrUnavailable (retryable). A message no connection ever carried is
+// When the broker closes the channel because of a message it was given (a
+// body over its max_message_size, a deleted exchange, no write
+// permission), that message fails alone and the others continue on a new
+// channel of the same connection: a size refusal fails the too-large
+// messages at once with broker.ErrTooLarge and the server's limit applies
+// from then on, before sending ([WithMaxMessageSize]); otherwise the
+// unconfirmed messages are written again one at a time until the one that
+// closes the channel is known, and it fails with the category of the
+// broker's reply.
+//
+// Publish calls made while disconnected wait for the connection. If ctx
+// ends first, Publish returns an error matching both ctx.Err() and
+// broker.ErrUnavailable (retryable). A message no connection carried is
 // withdrawn then ("not sent" in the error), so a retry or dead letter does
-// not duplicate it; one that was sent but not confirmed stays in flight and
-// is re-published after a reconnect (the error says it may still be
-// delivered).
+// not duplicate it; one that was written but not confirmed also matches
+// broker.ErrOutcomeUnknown: it stays in flight and is re-published after a
+// reconnect, so it may still be delivered.
 //
 // A broker that stops reading the socket (RabbitMQ blocks publishers on a
-// memory or disk alarm; logged at Warn) cannot hold callers past their ctx:
-// Publish waits for the connection with its ctx, and a socket write is
-// bounded by the caller's ctx deadline; a write cut short breaks the
-// connection, which is replaced, and the message is re-published.
+// memory or disk alarm; logged at Warn, and reported by [Broker.Health])
+// cannot hold callers past their ctx: one writer goroutine does the socket
+// writes, and callers only ever wait on their ctx.
+//
+// # Starting while the broker is down
+//
+// By default New waits for a first connection and fails if no address
+// answers. With [WithLazyConnect] it returns at once and connects in the
+// background; publishes wait for the connection (up to their ctx), and
+// [Broker.Health] says why it is not ready. [NewSubscriber] does the same.
+//
+// # Health
+//
+// [Broker.Health] and [Subscriber.Health] implement broker.HealthChecker:
+// nil when connected, otherwise an error matching broker.ErrUnavailable
+// with the last connection error (or broker.ErrClosed). A readiness probe
+// calls them; they do not touch the network. [Broker.Stats] counts
+// publishes, confirms, re-publishes and reconnects, and what is in flight.
 //
 // # Errors
 //
-// One table (classify) maps amqp091 and network errors: bad credentials and
-// access refused are broker.ErrUnauthorized; a missing vhost, an exchange
-// that exists with another type or arguments, or a missing exchange in
-// passive mode are broker.ErrInvalid; connection failures are
-// broker.ErrUnavailable. errors.As reaches the *amqp091.Error. Errors and
-// logs name addresses, never URLs with passwords.
+// One table (replyCodes) maps the broker's AMQP reply codes to categories:
+// access refused is broker.ErrUnauthorized; a missing exchange or queue,
+// and no route, broker.ErrUnroutable; an exchange that exists with another
+// type or arguments, or a missing vhost, broker.ErrInvalid; a message over
+// max_message_size broker.ErrTooLarge; anything else, and network failures,
+// broker.ErrUnavailable. Bad credentials are broker.ErrUnauthorized.
+// Errors read "rabbitmq: <operation>: <category>: <what and where>";
+// errors.As reaches the *amqp091.Error. Errors and logs name addresses,
+// never URLs with passwords.
 //
 // # Shutdown
 //
 // Close(ctx) stops accepting (Publish returns broker.ErrClosed), waits until
 // every message in flight is confirmed or failed, re-publishing across
 // reconnects meanwhile, then closes the connection. If ctx ends first, the
-// callers still waiting get an error matching broker.ErrClosed and
-// broker.ErrUnavailable that says the message may or may not be stored.
+// callers still waiting get an error matching broker.ErrClosed (and, for a
+// message already written, broker.ErrUnavailable and
+// broker.ErrOutcomeUnknown: it may or may not be stored). Every goroutine
+// of the Broker has ended when Close returns.
 //
 // # Consuming
 //
@@ -81,13 +126,17 @@
 // to "<queue>.retry", whose TTL ([WithRetryDelay], default 1s) dead-letters
 // it back to the queue with its attempt number in the "x-attempt" header;
 // after [WithMaxAttempts] (default 5), or at once for an error matching
-// broker.ErrInvalid, it goes to "<queue>.dlq" with the deadletter reason
-// headers. The subscriber reconnects like the publisher; unacknowledged
-// deliveries are redelivered (at least once).
+// broker.ErrInvalid, it goes to "<queue>.dlq" with the
+// broker.HeaderDeadLetter* reason headers. The subscriber reconnects like
+// the publisher; unacknowledged deliveries are redelivered (at least once).
 //
 // # Logging
 //
 // Connects, losses and reconnect attempts are logged through the caller's
 // *slog.Logger ([WithLogger]) at Info and Warn (Error when reconnecting
-// fails for a reason that needs a human, such as changed credentials).
+// fails for a reason that needs a human, such as changed credentials); a
+// loop that keeps failing logs its first failure and then at most every
+// 30s. Every line carries "component" (rabbitmq publisher, rabbitmq
+// subscriber, rabbitmq dead-letter sink) so that the connections of one
+// process can be told apart.
 package rabbitmq

@@ -28,6 +28,9 @@ func TestClassify(t *testing.T) {
 		{&amqp.Error{Code: amqp.PreconditionFailed}, broker.ErrInvalid},
 		{&amqp.Error{Code: amqp.NotFound}, broker.ErrUnroutable},
 		{&amqp.Error{Code: amqp.ContentTooLarge}, broker.ErrTooLarge},
+		{&amqp.Error{Code: amqp.NoRoute}, broker.ErrUnroutable},
+		{&amqp.Error{Code: amqp.ResourceLocked}, broker.ErrInvalid},
+		{&amqp.Error{Code: amqp.PreconditionFailed, Reason: "PRECONDITION_FAILED - message size 2097152 is larger than configured max size 1048576"}, broker.ErrTooLarge},
 		{amqp.ErrFrameTooLarge, broker.ErrTooLarge},
 		{&amqp.Error{Code: amqp.ConnectionForced}, broker.ErrUnavailable},
 		{&amqp.Error{Code: amqp.InternalError}, broker.ErrUnavailable},
@@ -43,13 +46,40 @@ func TestClassify(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(fmt.Sprint(tt.err), func(t *testing.T) {
 			assert.Equal(t, tt.want, classify(tt.err))
-			w := wrap("op", tt.err)
+			w := wrap(opPublish, "message m-1", tt.err)
 			if tt.want == nil {
 				assert.Equal(t, tt.err, w, "context errors pass through")
 				return
 			}
 			assert.ErrorIs(t, w, tt.want)
 			assert.ErrorIs(t, w, tt.err, "the cause stays reachable")
+			assert.Contains(t, w.Error(), "rabbitmq: publish: ")
+			assert.Contains(t, w.Error(), "message m-1")
 		})
 	}
+}
+
+// TestDeclareErrorsUseTheTable: a failed declaration gets the category of
+// the one table, plus its hint.
+func TestDeclareErrorsUseTheTable(t *testing.T) {
+	err := declareErr("exchange x", &amqp.Error{Code: amqp.NotFound, Reason: "NOT_FOUND - no exchange 'x'"})
+	assert.ErrorIs(t, err, broker.ErrUnroutable)
+	assert.Contains(t, err.Error(), "rabbitmq: declare: message unroutable: exchange x: it does not exist")
+	err = declareErr("queue q", &amqp.Error{Code: amqp.PreconditionFailed, Reason: "inequivalent arg"})
+	assert.ErrorIs(t, err, broker.ErrInvalid)
+	assert.Contains(t, err.Error(), "different type or arguments")
+}
+
+func TestServerMaxSize(t *testing.T) {
+	for reason, want := range map[string]int{
+		"PRECONDITION_FAILED - message size 2097152 is larger than configured max size 1048576": 1048576,
+		"PRECONDITION_FAILED - inequivalent arg 'durable'":                                      0,
+		"PRECONDITION_FAILED - message size 5 is larger than configured max size x":             0,
+	} {
+		n, ok := serverMaxSize(&amqp.Error{Code: amqp.PreconditionFailed, Reason: reason})
+		assert.Equal(t, want, n, reason)
+		assert.Equal(t, want > 0, ok, reason)
+	}
+	_, ok := serverMaxSize(&amqp.Error{Code: amqp.NotFound, Reason: "larger than configured max size 10"})
+	assert.False(t, ok, "only a precondition failure carries the size")
 }

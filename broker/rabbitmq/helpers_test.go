@@ -84,11 +84,11 @@ func (f *fixture) config(addr string) broker.Config {
 }
 
 // open connects a Broker through addr with the fixture's queue bound.
-func (f *fixture) open(t testing.TB, addr string, opts ...rabbitmq.Option) *rabbitmq.Broker {
+func (f *fixture) open(t testing.TB, addr string, opts ...rabbitmq.PublisherOption) *rabbitmq.Broker {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	opts = append([]rabbitmq.Option{rabbitmq.WithQueue(rabbitmq.Queue{Name: f.queue}), rabbitmq.WithLogger(testLogger(t))}, opts...)
+	opts = append([]rabbitmq.PublisherOption{rabbitmq.WithQueue(rabbitmq.Queue{Name: f.queue}), rabbitmq.WithLogger(testLogger(t))}, opts...)
 	b, err := rabbitmq.New(ctx, f.config(addr), opts...)
 	require.NoError(t, err)
 	t.Cleanup(func() {
@@ -104,11 +104,11 @@ func (f *fixture) sub() string { return f.queue + ".sub" }
 
 // subscribe consumes the fixture's exchange through addr into h, on the
 // queue f.sub() bound with "#".
-func (f *fixture) subscribe(t testing.TB, addr string, h broker.Handler, opts ...rabbitmq.Option) *rabbitmq.Subscriber {
+func (f *fixture) subscribe(t testing.TB, addr string, h broker.Handler, opts ...rabbitmq.SubscriberOption) *rabbitmq.Subscriber {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	opts = append([]rabbitmq.Option{rabbitmq.WithLogger(testLogger(t))}, opts...)
+	opts = append([]rabbitmq.SubscriberOption{rabbitmq.WithLogger(testLogger(t))}, opts...)
 	s, err := rabbitmq.NewSubscriber(ctx, f.config(addr), rabbitmq.Queue{Name: f.sub()}, h, opts...)
 	require.NoError(t, err)
 	t.Cleanup(func() {
@@ -194,6 +194,46 @@ func (f *fixture) receiver(t testing.TB) brokertest.Receiver {
 			out[id] = m
 		}
 		return out, err
+	}
+}
+
+// dlqReceiver reads the subscriber's dead-letter queue (f.sub()+".dlq").
+func (f *fixture) dlqReceiver(t testing.TB) brokertest.Receiver {
+	return func(ctx context.Context, ids []string) (map[string]broker.Message, error) {
+		ch, err := f.admin.Channel()
+		if err != nil {
+			return nil, err
+		}
+		defer ch.Close()
+		out := map[string]broker.Message{}
+		for {
+			missing := false
+			for _, id := range ids {
+				if _, ok := out[id]; !ok {
+					missing = true
+				}
+			}
+			if !missing {
+				return out, nil
+			}
+			d, ok, err := ch.Get(f.sub()+".dlq", true)
+			if err != nil {
+				return out, err
+			}
+			if !ok {
+				select {
+				case <-ctx.Done():
+					return out, ctx.Err()
+				case <-time.After(10 * time.Millisecond):
+				}
+				continue
+			}
+			m := broker.Message{ID: d.MessageId, Name: d.Type, Body: d.Body, Headers: map[string]string{}}
+			for k, v := range d.Headers {
+				m.Headers[k] = fmt.Sprint(v)
+			}
+			out[m.ID] = m
+		}
 	}
 }
 

@@ -9,48 +9,260 @@ import (
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/domainevents/domainevents/broker"
 )
 
-// Option configures [New] and [NewSubscriber]. Each option's doc names its
-// default.
-type Option func(*options) error
+// Option configures the connection. It is both a [PublisherOption] and a
+// [SubscriberOption]: [New], [NewSubscriber] and [NewDeadLetterSink] all
+// take it. Each option's doc names its default.
+type Option interface {
+	PublisherOption
+	SubscriberOption
+}
 
-type options struct {
+// PublisherOption configures [New] (and [NewDeadLetterSink]). Options that
+// only make sense when publishing are of this type, so that giving one to
+// [NewSubscriber] does not compile.
+type PublisherOption interface {
+	applyPublisher(*publisherOptions) error
+}
+
+// SubscriberOption configures [NewSubscriber]. Options that only make sense
+// when consuming are of this type, so that giving one to [New] does not
+// compile.
+type SubscriberOption interface {
+	applySubscriber(*subscriberOptions) error
+}
+
+// connOptions is what publisher and subscriber share: how to connect.
+type connOptions struct {
 	logger         *slog.Logger
+	observer       broker.Observer
 	tls            *tls.Config
 	heartbeat      time.Duration
 	connName       string
 	urls           []string
 	passive        bool
+	amqpConfig     *amqp.Config
+	dialTimeout    time.Duration
+	backoffInitial time.Duration
+	backoffMax     time.Duration
+	lazy           bool
+
+	dial dialFunc // a test seam: nil dials amqp091
+}
+
+type publisherOptions struct {
+	conn           connOptions
 	queues         []Queue
 	alternate      string
 	window         int
-	backoffMin     time.Duration
-	backoffMax     time.Duration
 	maxMessageSize int
-	amqpConfig     *amqp.Config
-	dialTimeout    time.Duration
+}
 
-	prefetch    int
+type subscriberOptions struct {
+	conn        connOptions
+	prefetch    int // 0: 4 × concurrency
 	concurrency int
 	maxAttempts int
 	retryDelay  time.Duration
 }
 
-func defaultOptions() options {
-	return options{
+// The defaults, in one place.
+func defaultConnOptions() connOptions {
+	return connOptions{
 		logger:         slog.Default(),
 		heartbeat:      10 * time.Second,
-		window:         1024,
-		backoffMin:     100 * time.Millisecond,
-		backoffMax:     10 * time.Second,
-		maxMessageSize: 16 << 20,
 		dialTimeout:    10 * time.Second,
-		concurrency:    1,
-		maxAttempts:    5,
-		retryDelay:     time.Second,
+		backoffInitial: 50 * time.Millisecond,
+		backoffMax:     time.Second,
 	}
 }
+
+func defaultPublisherOptions() publisherOptions {
+	return publisherOptions{conn: defaultConnOptions(), window: 1024, maxMessageSize: 16 << 20}
+}
+
+func defaultSubscriberOptions() subscriberOptions {
+	return subscriberOptions{conn: defaultConnOptions(), concurrency: 1, maxAttempts: 5, retryDelay: time.Second}
+}
+
+type connOption func(*connOptions) error
+
+func (f connOption) applyPublisher(o *publisherOptions) error   { return f(&o.conn) }
+func (f connOption) applySubscriber(o *subscriberOptions) error { return f(&o.conn) }
+
+type publisherOption func(*publisherOptions) error
+
+func (f publisherOption) applyPublisher(o *publisherOptions) error { return f(o) }
+
+type subscriberOption func(*subscriberOptions) error
+
+func (f subscriberOption) applySubscriber(o *subscriberOptions) error { return f(o) }
+
+// Connection options.
+
+// WithLogger sets where connection state changes, reconnects and failures
+// are logged (never a password). Every line carries "component" (rabbitmq
+// publisher, rabbitmq subscriber, rabbitmq dead-letter sink) so that two
+// connections of one process can be told apart. Default: slog.Default().
+func WithLogger(l *slog.Logger) Option {
+	return connOption(func(o *connOptions) error {
+		if l == nil {
+			return errors.New("WithLogger: logger is nil")
+		}
+		o.logger = l
+		return nil
+	})
+}
+
+// WithObserver reports connections made and lost (and, for subscribers,
+// retries and dead letters) to obs. Default: none.
+func WithObserver(obs broker.Observer) Option {
+	return connOption(func(o *connOptions) error {
+		if obs == nil {
+			return errors.New("WithObserver: observer is nil")
+		}
+		o.observer = obs
+		return nil
+	})
+}
+
+// WithTLS connects with amqps using c (nil: the system roots).
+// MESSAGE_BROKER_TLS=true does the same with a nil config. Default: plain
+// amqp.
+func WithTLS(c *tls.Config) Option {
+	return connOption(func(o *connOptions) error {
+		if c == nil {
+			c = &tls.Config{MinVersion: tls.VersionTLS12}
+		}
+		o.tls = c
+		return nil
+	})
+}
+
+// WithHeartbeat sets the AMQP heartbeat interval: a silent (black-holed)
+// connection is detected after three missed intervals. Default 10s.
+func WithHeartbeat(d time.Duration) Option {
+	return connOption(func(o *connOptions) error {
+		if d <= 0 {
+			return fmt.Errorf("WithHeartbeat(%v): must be positive", d)
+		}
+		o.heartbeat = d
+		return nil
+	})
+}
+
+// WithConnectionName sets the name shown in the RabbitMQ management UI.
+// Default: Config.ClientID.
+func WithConnectionName(name string) Option {
+	return connOption(func(o *connOptions) error {
+		o.connName = name
+		return nil
+	})
+}
+
+// WithURLs connects to these AMQP URLs (amqp:// or amqps://, user and
+// password included), tried in turn, instead of the addresses and
+// credentials in the Config. Default: built from the Config.
+func WithURLs(urls ...string) Option {
+	return connOption(func(o *connOptions) error {
+		if len(urls) == 0 {
+			return errors.New("WithURLs: no URL given")
+		}
+		for i, u := range urls {
+			if _, err := amqp.ParseURI(u); err != nil {
+				// The URL may hold a password: name it by position only.
+				return fmt.Errorf("WithURLs: URL #%d is not an AMQP URL: %v", i+1, redactURLError(err))
+			}
+		}
+		o.urls = append([]string(nil), urls...)
+		return nil
+	})
+}
+
+func redactURLError(err error) string {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err.Error()
+	}
+	return "malformed"
+}
+
+// WithPassive checks that the exchange exists instead of declaring it, for
+// brokers where the application may not declare topology. Queues are still
+// declared. Default: declare a durable topic exchange.
+func WithPassive() Option {
+	return connOption(func(o *connOptions) error {
+		o.passive = true
+		return nil
+	})
+}
+
+// WithAMQPConfig starts from a native amqp091 Config (properties, locale,
+// channel max, a custom Dial...). Heartbeat, TLS and connection name options
+// still apply on top; its Recovery must be nil (the adapter reconnects by
+// itself). Default: amqp091's defaults.
+func WithAMQPConfig(c amqp.Config) Option {
+	return connOption(func(o *connOptions) error {
+		if c.Recovery != nil {
+			return errors.New("WithAMQPConfig: Recovery must be nil: the adapter reconnects and re-publishes by itself")
+		}
+		o.amqpConfig = &c
+		return nil
+	})
+}
+
+// WithDialTimeout bounds each TCP connect and AMQP handshake. Default 10s.
+func WithDialTimeout(d time.Duration) Option {
+	return connOption(func(o *connOptions) error {
+		if d <= 0 {
+			return fmt.Errorf("WithDialTimeout(%v): must be positive", d)
+		}
+		o.dialTimeout = d
+		return nil
+	})
+}
+
+// WithReconnectBackoff sets the backoff between connection attempts: the
+// wait before attempt n+1 is a random draw in [0, min(max,
+// initial·2^(n-1))], so max is the longest wait there can be, and a broker
+// that comes back is found within about max. Each attempt tries the next
+// address. Default 50ms and 1s.
+func WithReconnectBackoff(initial, max time.Duration) Option {
+	return connOption(func(o *connOptions) error {
+		if initial <= 0 || max < initial {
+			return fmt.Errorf("WithReconnectBackoff(%v, %v): want 0 < initial <= max", initial, max)
+		}
+		o.backoffInitial, o.backoffMax = initial, max
+		return nil
+	})
+}
+
+// WithLazyConnect makes New and NewSubscriber return at once, without a
+// connection: the adapter connects in the background, with the reconnect
+// backoff, logging failures (the first at Warn, then at most every 30s).
+// Meanwhile publishes wait (up to their ctx) and [Broker.Health] reports
+// the last error. Use it so that a service can start while the broker is
+// down. Default: New waits for the first connection and fails if no address
+// answers, or at once on bad credentials or topology.
+func WithLazyConnect() Option {
+	return connOption(func(o *connOptions) error {
+		o.lazy = true
+		return nil
+	})
+}
+
+// withDialer replaces amqp091's dial: the tests' fake connections.
+func withDialer(d dialFunc) Option {
+	return connOption(func(o *connOptions) error {
+		o.dial = d
+		return nil
+	})
+}
+
+// Publisher options.
 
 // Queue is a durable queue the adapter declares and binds to its exchange
 // on every (re)connect, so that published events have somewhere to go.
@@ -65,104 +277,29 @@ type Queue struct {
 	Args amqp.Table
 }
 
-// WithLogger sets where connection state changes and reconnects are logged
-// (Info/Warn; never a password). Default: slog.Default().
-func WithLogger(l *slog.Logger) Option {
-	return func(o *options) error {
-		if l == nil {
-			return errors.New("WithLogger: logger is nil")
-		}
-		o.logger = l
-		return nil
+func (q Queue) withDefaults() (Queue, error) {
+	if q.Name == "" {
+		return q, errors.New("queue Name is empty")
 	}
-}
-
-// WithTLS connects with amqps using c (nil: the system roots). Setting
-// MESSAGE_BROKER_TLS=true does the same with a nil config. Default: plain
-// amqp.
-func WithTLS(c *tls.Config) Option {
-	return func(o *options) error {
-		if c == nil {
-			c = &tls.Config{MinVersion: tls.VersionTLS12}
-		}
-		o.tls = c
-		return nil
+	if len(q.Keys) == 0 {
+		q.Keys = []string{"#"}
 	}
-}
-
-// WithHeartbeat sets the AMQP heartbeat interval: a silent (black-holed)
-// connection is detected after three missed intervals. Default 10s.
-func WithHeartbeat(d time.Duration) Option {
-	return func(o *options) error {
-		if d <= 0 {
-			return fmt.Errorf("WithHeartbeat(%v): must be positive", d)
-		}
-		o.heartbeat = d
-		return nil
-	}
-}
-
-// WithConnectionName sets the name shown in the RabbitMQ management UI.
-// Default: Config.ClientID.
-func WithConnectionName(name string) Option {
-	return func(o *options) error {
-		o.connName = name
-		return nil
-	}
-}
-
-// WithURLs connects to these AMQP URLs (amqp:// or amqps://, user and
-// password included), tried in turn, instead of the addresses and
-// credentials in the Config. Default: built from the Config.
-func WithURLs(urls ...string) Option {
-	return func(o *options) error {
-		if len(urls) == 0 {
-			return errors.New("WithURLs: no URL given")
-		}
-		for i, u := range urls {
-			if _, err := amqp.ParseURI(u); err != nil {
-				// The URL may hold a password: name it by position only.
-				return fmt.Errorf("WithURLs: URL #%d is not an AMQP URL: %v", i+1, redactURLError(err))
-			}
-		}
-		o.urls = append([]string(nil), urls...)
-		return nil
-	}
-}
-
-func redactURLError(err error) string {
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		return ue.Err.Error()
-	}
-	return "malformed"
-}
-
-// WithPassive checks that the exchange exists instead of declaring it, for
-// brokers where the application may not declare topology. Queues from
-// WithQueue are still declared. Default: declare a durable topic exchange.
-func WithPassive() Option {
-	return func(o *options) error {
-		o.passive = true
-		return nil
-	}
+	return q, nil
 }
 
 // WithQueue declares a durable queue bound to the exchange with the given
 // routing-key patterns (default "#"). Without a bound queue (or an alternate
 // exchange) RabbitMQ has nowhere to put an event and Publish returns
 // broker.ErrUnroutable. May be given several times. Default: none.
-func WithQueue(q Queue) Option {
-	return func(o *options) error {
-		if q.Name == "" {
-			return errors.New("WithQueue: Name is empty")
-		}
-		if len(q.Keys) == 0 {
-			q.Keys = []string{"#"}
+func WithQueue(q Queue) PublisherOption {
+	return publisherOption(func(o *publisherOptions) error {
+		q, err := q.withDefaults()
+		if err != nil {
+			return fmt.Errorf("WithQueue: %w", err)
 		}
 		o.queues = append(o.queues, q)
 		return nil
-	}
+	})
 }
 
 // WithAlternateExchange sets the exchange's alternate-exchange argument to
@@ -170,120 +307,115 @@ func WithQueue(q Queue) Option {
 // of the same name bound to it: events no queue is bound for land there
 // instead of failing with broker.ErrUnroutable. The main exchange's
 // arguments must match if it already exists. Default: none.
-func WithAlternateExchange(name string) Option {
-	return func(o *options) error {
+func WithAlternateExchange(name string) PublisherOption {
+	return publisherOption(func(o *publisherOptions) error {
 		if name == "" {
 			return errors.New("WithAlternateExchange: name is empty")
 		}
 		o.alternate = name
 		return nil
-	}
+	})
 }
 
-// WithWindow bounds how many messages may await a confirm at once; further
-// publishes wait (up to their ctx) for a free slot. Default 1024.
-func WithWindow(n int) Option {
-	return func(o *options) error {
+// WithWindow bounds how many messages may be in flight (accepted by Publish
+// and awaiting their confirm) at once; further publishes wait, up to their
+// ctx, for a free slot. Default 1024.
+func WithWindow(n int) PublisherOption {
+	return publisherOption(func(o *publisherOptions) error {
 		if n < 1 {
 			return fmt.Errorf("WithWindow(%d): must be at least 1", n)
 		}
 		o.window = n
 		return nil
-	}
-}
-
-// WithReconnectBackoff sets the first and the largest delay between
-// reconnect attempts (exponential with full jitter). Default 100ms and 10s.
-func WithReconnectBackoff(min, max time.Duration) Option {
-	return func(o *options) error {
-		if min <= 0 || max < min {
-			return fmt.Errorf("WithReconnectBackoff(%v, %v): want 0 < min <= max", min, max)
-		}
-		o.backoffMin, o.backoffMax = min, max
-		return nil
-	}
+	})
 }
 
 // WithMaxMessageSize refuses bodies larger than n bytes with
-// broker.ErrTooLarge before sending them (a too-large message would make
-// RabbitMQ close the channel). Default 16 MiB, RabbitMQ 4's max_message_size.
-func WithMaxMessageSize(n int) Option {
-	return func(o *options) error {
+// broker.ErrTooLarge before sending them. Set it to the server's
+// max_message_size (RabbitMQ 3.x: 128 MiB by default, RabbitMQ 4: 16 MiB).
+// A larger message still sent makes RabbitMQ close the channel; the adapter
+// then fails that message alone with broker.ErrTooLarge, learns the
+// server's limit from the close reason and applies it from then on; the
+// other messages are re-sent. Default 16 MiB.
+func WithMaxMessageSize(n int) PublisherOption {
+	return publisherOption(func(o *publisherOptions) error {
 		if n < 1 {
 			return fmt.Errorf("WithMaxMessageSize(%d): must be positive", n)
 		}
 		o.maxMessageSize = n
 		return nil
-	}
+	})
 }
 
-// WithAMQPConfig starts from a native amqp091 Config (properties, locale,
-// channel max, a custom Dial...). Heartbeat, TLS and connection name options
-// still apply on top. Default: amqp091's defaults.
-func WithAMQPConfig(c amqp.Config) Option {
-	return func(o *options) error {
-		o.amqpConfig = &c
-		return nil
-	}
-}
-
-// WithDialTimeout bounds each TCP connect and AMQP handshake. Default 10s.
-func WithDialTimeout(d time.Duration) Option {
-	return func(o *options) error {
-		if d <= 0 {
-			return fmt.Errorf("WithDialTimeout(%v): must be positive", d)
-		}
-		o.dialTimeout = d
-		return nil
-	}
-}
-
-// Subscriber options (ignored by the publisher).
+// Subscriber options.
 
 // WithPrefetch sets how many unacknowledged deliveries the broker may push
 // to the subscriber at once (basic.qos). Default 4 × concurrency.
-func WithPrefetch(n int) Option {
-	return func(o *options) error {
+func WithPrefetch(n int) SubscriberOption {
+	return subscriberOption(func(o *subscriberOptions) error {
 		if n < 1 {
 			return fmt.Errorf("WithPrefetch(%d): must be at least 1", n)
 		}
 		o.prefetch = n
 		return nil
-	}
+	})
 }
 
 // WithConcurrency sets how many handlers run at once. Messages of one
 // routing key may then be handled out of order. Default 1.
-func WithConcurrency(n int) Option {
-	return func(o *options) error {
+func WithConcurrency(n int) SubscriberOption {
+	return subscriberOption(func(o *subscriberOptions) error {
 		if n < 1 {
 			return fmt.Errorf("WithConcurrency(%d): must be at least 1", n)
 		}
 		o.concurrency = n
 		return nil
-	}
+	})
 }
 
 // WithMaxAttempts bounds how often a delivery is handled before it is
 // dead-lettered. Default 5.
-func WithMaxAttempts(n int) Option {
-	return func(o *options) error {
+func WithMaxAttempts(n int) SubscriberOption {
+	return subscriberOption(func(o *subscriberOptions) error {
 		if n < 1 {
 			return fmt.Errorf("WithMaxAttempts(%d): must be at least 1", n)
 		}
 		o.maxAttempts = n
 		return nil
-	}
+	})
 }
 
-// WithRetryDelay sets how long a failed delivery waits in the retry queue
-// before it is handled again. Default 1s.
-func WithRetryDelay(d time.Duration) Option {
-	return func(o *options) error {
+// WithRetryDelay sets how long a failed delivery waits before it is handled
+// again. Default 1s.
+func WithRetryDelay(d time.Duration) SubscriberOption {
+	return subscriberOption(func(o *subscriberOptions) error {
 		if d < time.Millisecond {
 			return fmt.Errorf("WithRetryDelay(%v): must be at least 1ms", d)
 		}
 		o.retryDelay = d
 		return nil
+	})
+}
+
+// prepare fills cfg's RabbitMQ defaults, validates it and applies the
+// connection defaults derived from it: what every constructor shares.
+func prepare(cfg broker.Config, o *connOptions) (broker.Config, error) {
+	if cfg.Type == "" {
+		cfg.Type = broker.RabbitMQ
 	}
+	if err := cfg.Validate(); err != nil {
+		return cfg, err
+	}
+	if o.connName == "" {
+		o.connName = cfg.ClientID
+	}
+	if cfg.TLS && o.tls == nil {
+		o.tls = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	return cfg, nil
+}
+
+// optionsError is a bad option: it matches broker.ErrInvalid.
+func optionsError(err error) error {
+	return &broker.Error{Op: opOptions, Kind: broker.ErrInvalid, Err: err}
 }

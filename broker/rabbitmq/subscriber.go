@@ -4,115 +4,159 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/domainevents/domainevents/broker"
 	"github.com/domainevents/domainevents/broker/adapter"
+	"github.com/domainevents/domainevents/internal/lifecycle"
 )
 
-// HeaderAttempt carries the attempt number of a retried delivery.
-const HeaderAttempt = "x-attempt"
+// Headers the subscriber sets on the copies it parks for a retry.
+const (
+	// HeaderAttempt carries the attempt number of a retried delivery.
+	HeaderAttempt = "x-attempt"
+	// HeaderFirstFailure carries when the delivery first failed (RFC 3339),
+	// so that its dead letter can say so.
+	HeaderFirstFailure = "x-first-failure"
+	// HeaderOriginalRoutingKey carries, on a dead letter, the routing key
+	// the message was first published with.
+	HeaderOriginalRoutingKey = "x-original-routing-key"
+)
 
 // Subscriber consumes a durable queue bound to the exchange and hands each
-// delivery to a broker.Handler. It implements broker.Subscriber.
+// delivery to a broker.Handler. It implements broker.Subscriber and
+// broker.HealthChecker.
 //
 // Topology, declared on every (re)connect: the exchange (as the publisher
 // declares it), the queue with its binding keys, "<queue>.retry" (messages
 // wait there WithRetryDelay, then RabbitMQ dead-letters them back to the
 // queue) and "<queue>.dlq" (what failed WithMaxAttempts times, or at once
-// for broker.Permanent errors, with the broker.HeaderDeadLetter* reason headers).
-// A failed delivery is re-published to the retry queue with its attempt
-// number in the "x-attempt" header, then acked; nothing is requeued in a hot
-// loop.
+// for broker.Permanent errors, with the broker.HeaderDeadLetter* reason
+// headers). A failed delivery is re-published (confirmed, on the
+// subscriber's second connection) to the retry queue with its attempt
+// number in the "x-attempt" header, then acked; nothing is requeued in a
+// hot loop.
 type Subscriber struct {
-	*dialer
 	exchange string
 	queue    Queue
 	handler  broker.Handler
-	stop     context.CancelFunc // cancels dialer.life
+	opts     subscriberOptions
+	conn     *connector
+	pub      *Broker // retries and dead letters, through the default exchange
 
-	handlerCtx    context.Context // cancelled when Close gives up
+	closing       lifecycle.Closing
+	abort         chan struct{} // closed when Close gives up waiting for handlers
+	handlerCtx    context.Context
 	cancelHandler context.CancelFunc
-	closing       chan struct{}
-	once          sync.Once
-	sessions      sync.WaitGroup // the supervisor and the workers
+	busy          sync.WaitGroup // handlers running; no Add once closing began
+	wg            sync.WaitGroup // the supervisor, the workers, a consumer cancel
 
-	mu   sync.Mutex
-	conn *amqp.Connection
-	ch   *amqp.Channel
-	tag  string
+	mu      sync.Mutex // guards the fields below and busy.Add against Close
+	link    connection
+	ch      channel
+	tag     string
+	lastErr error
+
+	handled, retried, deadLettered atomic.Int64
 }
 
 // NewSubscriber connects as cfg says, declares the topology for queue q
-// (q.Keys default to "#") and starts consuming it into h. Connection
-// options are the publisher's (WithLogger, WithTLS, WithHeartbeat,
-// WithURLs...); WithPrefetch, WithConcurrency, WithMaxAttempts and
-// WithRetryDelay are the subscriber's. It reconnects by itself like the
+// (q.Keys default to "#") and starts consuming it into h. ctx bounds
+// connecting only. Connection options are the publisher's ([Option]);
+// the [SubscriberOption]s are its own. It reconnects by itself like the
 // publisher; unacknowledged deliveries are then redelivered.
-func NewSubscriber(ctx context.Context, cfg broker.Config, q Queue, h broker.Handler, opts ...Option) (*Subscriber, error) {
+func NewSubscriber(ctx context.Context, cfg broker.Config, q Queue, h broker.Handler, opts ...SubscriberOption) (*Subscriber, error) {
 	if h == nil {
-		return nil, &broker.Error{Op: "rabbitmq: subscribe", Kind: broker.ErrInvalid, Err: errors.New("handler is nil")}
+		return nil, &broker.Error{Op: opSubscribe, Kind: broker.ErrInvalid, Err: errors.New("handler is nil")}
 	}
-	cfg, o, err := prepare(cfg, append(slices.Clip(opts), WithQueue(q))) // WithQueue validates q and defaults its keys
+	q, err := q.withDefaults()
+	if err != nil {
+		return nil, &broker.Error{Op: opSubscribe, Kind: broker.ErrInvalid, Err: err}
+	}
+	o := defaultSubscriberOptions()
+	for _, opt := range opts {
+		if opt == nil {
+			continue
+		}
+		if err := opt.applySubscriber(&o); err != nil {
+			return nil, optionsError(err)
+		}
+	}
+	cfg, err = prepare(cfg, &o.conn)
 	if err != nil {
 		return nil, err
 	}
-	q = o.queues[len(o.queues)-1]
 	if o.prefetch == 0 {
 		o.prefetch = 4 * o.concurrency
 	}
-	life, stop := context.WithCancel(context.Background())
-	hctx, hcancel := context.WithCancel(context.Background())
-	s := &Subscriber{
-		dialer:   &dialer{opts: o, targets: targets(cfg, o), life: life},
-		exchange: cfg.Exchange, queue: q, handler: h, stop: stop,
-		handlerCtx: hctx, cancelHandler: hcancel, closing: make(chan struct{}),
-	}
-	err = s.tryEach(ctx, func(ctx context.Context) error {
-		deliveries, err := s.consume(ctx)
-		if err == nil {
-			s.sessions.Add(1)
-			go s.supervise(deliveries)
-		}
-		return err
-	})
-	if err != nil {
-		stop()
-		hcancel()
+	s := &Subscriber{exchange: cfg.Exchange, queue: q, handler: h, opts: o, abort: make(chan struct{})}
+	s.conn = newConnector("rabbitmq subscriber", cfg, &s.opts.conn)
+	s.handlerCtx, s.cancelHandler = context.WithCancel(context.Background())
+	po := defaultPublisherOptions()
+	po.conn = s.opts.conn
+	po.window = 4 * o.concurrency
+	po.maxMessageSize = 1 << 30 // the copy of a message the broker delivered
+	if s.pub, err = start(ctx, "rabbitmq subscriber "+q.Name+" (retries)", cfg, "", po); err != nil {
+		s.conn.stop()
 		return nil, err
 	}
+	var first <-chan amqp.Delivery
+	if !o.conn.lazy {
+		err = s.conn.eachOnce(ctx, func(ctx context.Context) error {
+			d, err := s.consume(ctx)
+			first = d
+			return err
+		})
+		if err != nil {
+			s.conn.stop()
+			_ = s.pub.Close(context.Background())
+			return nil, err
+		}
+	}
+	s.wg.Add(1)
+	go s.supervise(first)
 	return s, nil
 }
 
 // consume connects, declares the topology and starts consuming.
 func (s *Subscriber) consume(ctx context.Context) (<-chan amqp.Delivery, error) {
-	conn, addr, _, err := s.connect(ctx)
+	conn, addr, err := s.conn.connect(ctx)
 	if err != nil {
+		s.setErr(err)
 		return nil, err
 	}
 	deliveries, ch, tag, err := s.setup(conn, addr)
 	if err != nil {
-		_ = conn.Close()
+		_ = conn.CloseDeadline(time.Now().Add(time.Second))
+		s.setErr(err)
 		return nil, err
 	}
 	s.mu.Lock()
-	s.conn, s.ch, s.tag = conn, ch, tag
+	s.link, s.ch, s.tag, s.lastErr = conn, ch, tag, nil
 	s.mu.Unlock()
-	s.opts.logger.Info("rabbitmq: consuming", "addr", addr, "queue", s.queue.Name, "keys", s.queue.Keys)
+	s.opts.conn.logger.Info("rabbitmq subscriber: consuming", "component", s.conn.component, "addr", addr,
+		"queue", s.queue.Name, "keys", s.queue.Keys)
+	s.conn.observe(broker.Observation{Kind: broker.ObservedConnected, Address: addr, Destination: s.queue.Name})
 	return deliveries, nil
 }
 
-func (s *Subscriber) setup(conn *amqp.Connection, addr string) (<-chan amqp.Delivery, *amqp.Channel, string, error) {
+func (s *Subscriber) setErr(err error) {
+	s.mu.Lock()
+	s.lastErr = err
+	s.mu.Unlock()
+}
+
+func (s *Subscriber) setup(conn connection, addr string) (<-chan amqp.Delivery, channel, string, error) {
 	ch, err := conn.Channel()
 	if err != nil {
-		return nil, nil, "", wrap("open channel on "+addr, err)
+		return nil, nil, "", wrap(opSubscribe, "open channel on "+addr, err)
 	}
-	if err := declareExchange(ch, s.exchange, s.opts); err != nil {
+	if err := declareExchange(ch, s.exchange, "", s.opts.conn.passive); err != nil {
 		return nil, nil, "", err
 	}
 	q := s.queue.Name
@@ -131,15 +175,12 @@ func (s *Subscriber) setup(conn *amqp.Connection, addr string) (<-chan amqp.Deli
 		return nil, nil, "", err
 	}
 	if err := ch.Qos(s.opts.prefetch, 0, false); err != nil {
-		return nil, nil, "", wrap("set prefetch", err)
+		return nil, nil, "", wrap(opSubscribe, "set prefetch", err)
 	}
-	if err := ch.Confirm(false); err != nil { // retries and dead letters are confirmed
-		return nil, nil, "", wrap("enable confirms", err)
-	}
-	tag := fmt.Sprintf("%s-%d", s.opts.connName, time.Now().UnixNano())
+	tag := fmt.Sprintf("%s-%d", s.opts.conn.connName, time.Now().UnixNano())
 	deliveries, err := ch.Consume(q, tag, false, false, false, false, nil)
 	if err != nil {
-		return nil, nil, "", wrap("consume "+q, err)
+		return nil, nil, "", wrap(opSubscribe, "consume "+q, err)
 	}
 	return deliveries, ch, tag, nil
 }
@@ -147,37 +188,40 @@ func (s *Subscriber) setup(conn *amqp.Connection, addr string) (<-chan amqp.Deli
 // supervise runs workers on each session's deliveries and reconnects when
 // the session ends, until Close.
 func (s *Subscriber) supervise(deliveries <-chan amqp.Delivery) {
-	defer s.sessions.Done()
+	defer s.wg.Done()
 	for {
-		var workers sync.WaitGroup
-		for range s.opts.concurrency {
-			workers.Go(func() {
-				for d := range deliveries {
-					s.process(d)
-				}
-			})
+		if deliveries != nil {
+			var workers sync.WaitGroup
+			for range s.opts.concurrency {
+				workers.Go(func() {
+					for d := range deliveries {
+						s.process(d)
+					}
+				})
+			}
+			workers.Wait()
+			s.mu.Lock()
+			link := s.link
+			s.mu.Unlock()
+			_ = link.CloseDeadline(time.Now().Add(time.Second))
+			select {
+			case <-s.closing.Done():
+				return
+			default:
+			}
+			s.opts.conn.logger.Warn("rabbitmq subscriber: connection lost, reconnecting", "component", s.conn.component, "queue", s.queue.Name)
+			s.conn.observe(broker.Observation{Kind: broker.ObservedDisconnected, Destination: s.queue.Name})
 		}
-		workers.Wait()
-		s.mu.Lock()
-		conn := s.conn
-		s.mu.Unlock()
-		_ = conn.Close()
-		select {
-		case <-s.closing:
-			return
-		default:
-		}
-		s.opts.logger.Warn("rabbitmq: consumer lost its connection, reconnecting", "queue", s.queue.Name)
-		reconnected := s.retryUntil(s.closing, "consumer reconnect", func() error {
+		reconnected := s.conn.retry(s.closing.Done(), "connect", func(int) error {
 			var err error
-			deliveries, err = s.consume(s.life)
+			deliveries, err = s.consume(s.conn.life)
 			return err
 		})
 		if !reconnected {
 			return
 		}
 		select {
-		case <-s.closing: // Close started while we reconnected: its Cancel missed this channel
+		case <-s.closing.Done(): // Close started while we reconnected: its cancel missed this channel
 			s.mu.Lock()
 			ch, tag := s.ch, s.tag
 			s.mu.Unlock()
@@ -187,132 +231,111 @@ func (s *Subscriber) supervise(deliveries <-chan amqp.Delivery) {
 	}
 }
 
+// process handles one delivery: the handler runs in a goroutine of its
+// own, so that Close can stop waiting for a handler that ignores its ctx.
 func (s *Subscriber) process(d amqp.Delivery) {
-	select {
-	case <-s.closing:
+	s.mu.Lock()
+	if s.closing.Begun() {
+		s.mu.Unlock()
 		_ = d.Nack(false, true) // not started: back to the queue for the next consumer
 		return
-	default:
 	}
-	del := toDelivery(d, s.queue.Name)
-	err := adapter.CallHandler(s.handlerCtx, s.handler, del)
+	s.busy.Add(1)
+	s.mu.Unlock()
+	defer s.busy.Done()
+
+	del, first := toDelivery(d, s.queue.Name)
+	done := make(chan error, 1)
+	go func() { done <- adapter.CallHandler(s.handlerCtx, s.handler, del) }()
+	var err error
+	select {
+	case err = <-done:
+	case <-s.abort:
+		return // Close gave up: the delivery is redelivered once the connection closes
+	}
 	if err == nil {
+		s.handled.Add(1)
 		_ = d.Ack(false) // if the channel died, the broker redelivers: at least once
 		return
 	}
-	target, kind := s.queue.Name+".retry", "retry"
-	if broker.Permanent(err) || del.Attempt >= s.opts.maxAttempts {
-		target, kind = s.queue.Name+".dlq", "dead-letter"
+	now := time.Now()
+	if first.IsZero() {
+		first = now
 	}
-	pub := amqp.Publishing{
-		Headers: amqp.Table{}, ContentType: d.ContentType, DeliveryMode: amqp.Persistent,
-		MessageId: d.MessageId, Type: d.Type, Timestamp: d.Timestamp, Body: d.Body,
-	}
-	for k, v := range d.Headers {
-		pub.Headers[k] = v
-	}
-	if kind == "retry" {
-		pub.Headers[HeaderAttempt] = int32(del.Attempt + 1)
+	target, kind := s.queue.Name+".retry", broker.ObservedRetry
+	m := del.Message
+	m.Headers = copyHeaders(m.Headers)
+	if adapter.Outcome(err, del.Attempt, s.opts.maxAttempts) {
+		target, kind = s.queue.Name+".dlq", broker.ObservedDeadLetter
+		m = adapter.DeadLetterOf(del, err, del.Attempt, first, now).Annotated()
+		m.Headers[HeaderOriginalRoutingKey] = d.RoutingKey
 	} else {
-		dl := adapter.DeadLetterOf(del, err, del.Attempt, time.Time{}, time.Now()).Annotated()
-		for k, v := range dl.Headers {
-			pub.Headers[k] = v
-		}
-		pub.Headers["x-original-routing-key"] = d.RoutingKey
+		m.Headers[HeaderAttempt] = strconv.Itoa(del.Attempt + 1)
+		m.Headers[HeaderFirstFailure] = first.UTC().Format(time.RFC3339Nano)
 	}
-	if perr := s.republish(target, pub); perr != nil {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	stop := context.AfterFunc(s.handlerCtx, cancel) // Close giving up stops the wait
+	perr := s.pub.publish(ctx, target, m)
+	stop()
+	cancel()
+	if perr != nil {
 		// Could not park it: leave it to the broker to redeliver, after the
 		// retry delay so that a broken retry path is not a hot loop.
-		s.opts.logger.Warn("rabbitmq: could not move a failed delivery, requeueing", "to", target, "id", d.MessageId, "err", perr)
+		s.opts.conn.logger.Warn("rabbitmq subscriber: could not move a failed delivery, requeueing it",
+			"component", s.conn.component, "to", target, "id", d.MessageId, "err", perr)
 		t := time.NewTimer(s.opts.retryDelay)
 		select {
 		case <-t.C:
-		case <-s.closing:
+		case <-s.closing.Done():
 			t.Stop()
 		}
 		_ = d.Nack(false, true)
 		return
 	}
-	s.opts.logger.Warn("rabbitmq: handler failed", "queue", s.queue.Name, "id", d.MessageId, "attempt", del.Attempt, "moved_to", target, "err", err)
+	if kind == broker.ObservedRetry {
+		s.retried.Add(1)
+	} else {
+		s.deadLettered.Add(1)
+	}
+	s.opts.conn.logger.Warn("rabbitmq subscriber: handler failed", "component", s.conn.component, "queue", s.queue.Name,
+		"id", d.MessageId, "attempt", del.Attempt, "moved_to", target, "err", err)
+	s.conn.observe(broker.Observation{Kind: kind, Destination: target, MessageID: d.MessageId, MessageName: del.Name,
+		Attempt: del.Attempt, Category: broker.Category(err), Err: err})
 	_ = d.Ack(false)
 }
 
-// republish sends pub to queue (default exchange) and waits for the confirm.
-func (s *Subscriber) republish(queue string, pub amqp.Publishing) error {
-	s.mu.Lock()
-	ch := s.ch
-	s.mu.Unlock()
-	ctx, cancel := context.WithTimeout(s.life, 10*time.Second)
-	defer cancel()
-	dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, "", queue, true, false, pub)
-	if err != nil {
-		return err
+func copyHeaders(h map[string]string) map[string]string {
+	out := make(map[string]string, len(h)+2)
+	for k, v := range h {
+		out[k] = v
 	}
-	ok, err := dc.WaitContext(ctx)
-	if err == nil && !ok {
-		err = errors.New("nacked")
-	}
-	return err
+	return out
 }
 
-func toDelivery(d amqp.Delivery, queue string) broker.Delivery {
+// toDelivery maps an AMQP delivery to a broker.Delivery, reading (and
+// removing) the retry headers: the attempt number and the first failure.
+func toDelivery(d amqp.Delivery, queue string) (broker.Delivery, time.Time) {
 	m := broker.Message{ID: d.MessageId, Name: d.Type, Body: d.Body, ContentType: d.ContentType, Time: d.Timestamp}
 	if m.Name == "" {
 		m.Name = d.RoutingKey
 	}
 	attempt := 1
+	var first time.Time
 	if len(d.Headers) > 0 {
 		m.Headers = make(map[string]string, len(d.Headers))
 		for k, v := range d.Headers {
-			if k == HeaderAttempt {
+			switch k {
+			case HeaderAttempt:
 				if n, err := strconv.Atoi(fmt.Sprint(v)); err == nil && n > 0 {
 					attempt = n
 				}
-				continue
+			case HeaderFirstFailure:
+				first, _ = time.Parse(time.RFC3339Nano, fmt.Sprint(v))
+			default:
+				m.Headers[k] = fmt.Sprint(v)
 			}
-			m.Headers[k] = fmt.Sprint(v)
 		}
 	}
-	return broker.Delivery{Message: m, Attempt: attempt, Source: "queue " + queue}
-}
-
-// Close stops consuming (deliveries not started go back to the queue), waits
-// for the running handlers to finish and be acknowledged, then disconnects.
-// If ctx ends first, the handlers' ctx is cancelled and Close returns
-// ctx.Err(); what they did not finish is redelivered later. A second Close
-// returns nil.
-func (s *Subscriber) Close(ctx context.Context) error {
-	first := false
-	s.once.Do(func() { first = true })
-	if !first {
-		return nil
-	}
-	close(s.closing)
-	s.mu.Lock()
-	ch, tag := s.ch, s.tag
-	s.mu.Unlock()
-	_ = ch.Cancel(tag, false) // the broker stops delivering; the deliveries channel closes
-
-	done := make(chan struct{})
-	go func() {
-		s.sessions.Wait()
-		close(done)
-	}()
-	var err error
-	select {
-	case <-done:
-	case <-ctx.Done():
-		err = ctx.Err()
-		s.cancelHandler()
-		s.stop()
-		s.mu.Lock()
-		conn := s.conn
-		s.mu.Unlock()
-		_ = conn.Close() // unacknowledged deliveries return to the queue
-		<-done
-	}
-	s.stop()
-	s.cancelHandler()
-	s.opts.logger.Info("rabbitmq: subscriber closed", "queue", s.queue.Name)
-	return err
+	return broker.Delivery{Message: m, Attempt: attempt, Source: "queue " + queue, Origin: broker.Origin{System: "rabbitmq",
+		Destination: queue, Exchange: d.Exchange, RoutingKey: d.RoutingKey, Partition: -1}}, first
 }

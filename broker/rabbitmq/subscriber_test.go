@@ -231,3 +231,48 @@ func TestNewSubscriberErrors(t *testing.T) {
 	_, err = rabbitmq.NewSubscriber(ctx, cfg, rabbitmq.Queue{Name: f.sub()}, func(context.Context, broker.Delivery) error { return nil })
 	assert.ErrorIs(t, err, broker.ErrUnauthorized)
 }
+
+// Close returns when its ctx ends even if a handler ignores its own ctx;
+// the message that handler held is delivered again (to the next
+// subscriber).
+func TestSubscriberCloseHonoursContextWhateverTheHandler(t *testing.T) {
+	f := newFixture(t)
+	b := f.open(t, rabbitAddr())
+	started := make(chan struct{})
+	stuck := make(chan struct{})
+	defer close(stuck)
+	var once sync.Once
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := rabbitmq.NewSubscriber(ctx, f.config(rabbitAddr()), rabbitmq.Queue{Name: f.sub()}, func(context.Context, broker.Delivery) error {
+		once.Do(func() { close(started) })
+		<-stuck // ignores its ctx
+		return nil
+	}, rabbitmq.WithLogger(testLogger(t)))
+	require.NoError(t, err)
+	m := brokertest.NewMessage("order.created")
+	require.NoError(t, b.Publish(ctx, m))
+	<-started
+	cctx, ccancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer ccancel()
+	start := time.Now()
+	assert.ErrorIs(t, s.Close(cctx), context.DeadlineExceeded)
+	took := time.Since(start)
+	t.Logf("Close(300ms) with a stuck handler returned after %v", took)
+	assert.Less(t, took, 2*time.Second, "Close honours its ctx")
+
+	redelivered := make(chan broker.Delivery, 1)
+	f.subscribe(t, rabbitAddr(), func(_ context.Context, d broker.Delivery) error {
+		select {
+		case redelivered <- d:
+		default:
+		}
+		return nil
+	})
+	select {
+	case d := <-redelivered:
+		assert.Equal(t, m.ID, d.ID, "the abandoned delivery is delivered again")
+	case <-time.After(10 * time.Second):
+		t.Fatal("the message the stuck handler held was never delivered again")
+	}
+}

@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"sync"
 	"time"
 
 	"github.com/domainevents/domainevents/broker"
 	"github.com/domainevents/domainevents/internal/backoff"
+	"github.com/domainevents/domainevents/internal/lifecycle"
 )
 
 // Broker wraps a broker.Broker with retries and dead-lettering. It is itself
@@ -19,14 +21,25 @@ type Broker struct {
 	maxAttempts    int
 	maxElapsed     time.Duration
 	attemptTimeout time.Duration
+	sinkTimeout    time.Duration
 	backoff        backoff.Policy
 	retryable      func(error) bool
 	onAttempt      func(Attempt)
 	deadLetter     broker.DeadLetterSink
 	rejected       broker.DeadLetterSink
 	logger         *slog.Logger
+	observer       broker.Observer
 
-	// Test seams: the clock and the wait between attempts.
+	closing   lifecycle.Closing
+	wake      context.Context    // ended when Close begins: no publish waits for a retry any more
+	wakeAll   context.CancelFunc //
+	cut       context.Context    // ended when Close runs out of time: attempts in flight are cancelled
+	cutAll    context.CancelFunc //
+	mu        sync.RWMutex       // guards closed against Publish's check
+	closed    bool
+	publishes sync.WaitGroup // Publish calls in progress
+
+	// Test seams: the clock, the wait between attempts, the jitter.
 	now   func() time.Time
 	sleep func(ctx context.Context, d time.Duration) error
 	jit   func(d time.Duration) time.Duration
@@ -44,121 +57,16 @@ type Attempt struct {
 	Delay time.Duration
 }
 
-// Option configures [New]. Each option's doc names its default.
-type Option func(*Broker) error
-
-// WithMaxAttempts bounds the attempts per message, the first included.
-// Default 5.
-func WithMaxAttempts(n int) Option {
-	return func(b *Broker) error {
-		if n < 1 {
-			return fmt.Errorf("WithMaxAttempts(%d): must be at least 1", n)
-		}
-		b.maxAttempts = n
-		return nil
-	}
-}
-
-// WithMaxElapsed bounds the time from the first attempt to the last retry's
-// start. Default 30s.
-func WithMaxElapsed(d time.Duration) Option {
-	return func(b *Broker) error {
-		if d <= 0 {
-			return fmt.Errorf("WithMaxElapsed(%v): must be positive", d)
-		}
-		b.maxElapsed = d
-		return nil
-	}
-}
-
-// WithAttemptTimeout bounds each attempt (within the caller's ctx), so that
-// an outage turns into retries and finally a dead letter instead of one long
-// wait. Default 10s.
-func WithAttemptTimeout(d time.Duration) Option {
-	return func(b *Broker) error {
-		if d <= 0 {
-			return fmt.Errorf("WithAttemptTimeout(%v): must be positive", d)
-		}
-		b.attemptTimeout = d
-		return nil
-	}
-}
-
-// WithBackoff sets the exponential backoff: the n-th retry waits a random
-// time in [0, min(max, initial*2^(n-1))] (full jitter). Default 100ms and 5s.
-func WithBackoff(initial, max time.Duration) Option {
-	return func(b *Broker) error {
-		if initial <= 0 || max < initial {
-			return fmt.Errorf("WithBackoff(%v, %v): want 0 < initial <= max", initial, max)
-		}
-		b.backoff = backoff.Policy{Initial: initial, Max: max}
-		return nil
-	}
-}
-
-// WithClassifier decides which errors are retried. Context errors of the
-// caller and broker.ErrClosed are never retried, whatever it says. Default:
-// broker.IsRetryable.
-func WithClassifier(retryable func(error) bool) Option {
-	return func(b *Broker) error {
-		if retryable == nil {
-			return errors.New("WithClassifier: nil classifier")
-		}
-		b.retryable = retryable
-		return nil
-	}
-}
-
-// WithOnAttempt calls fn after each failed attempt (from the publishing
-// goroutine; keep it fast). Default: none.
-func WithOnAttempt(fn func(Attempt)) Option {
-	return func(b *Broker) error {
-		b.onAttempt = fn
-		return nil
-	}
-}
-
-// WithDeadLetter stores every message that finally failed in sink (usually a
-// deadletter.Spool: the broker may be unreachable). Default: none, the error
-// is returned and the message is the caller's to keep.
-func WithDeadLetter(sink broker.DeadLetterSink) Option {
-	return func(b *Broker) error {
-		b.deadLetter = sink
-		return nil
-	}
-}
-
-// WithRejectedDeadLetter stores messages the broker refused for good
-// (non-retryable: unroutable, rejected, too large...) in sink, usually the
-// broker's own dead-letter queue or topic. If that fails too, the
-// WithDeadLetter sink takes them. Default: the WithDeadLetter sink.
-func WithRejectedDeadLetter(sink broker.DeadLetterSink) Option {
-	return func(b *Broker) error {
-		b.rejected = sink
-		return nil
-	}
-}
-
-// WithLogger logs each dead-lettered message at Warn. Default slog.Default().
-func WithLogger(l *slog.Logger) Option {
-	return func(b *Broker) error {
-		if l == nil {
-			return errors.New("WithLogger: nil logger")
-		}
-		b.logger = l
-		return nil
-	}
-}
-
 // New wraps next. A nil next or a bad option is an error matching
 // broker.ErrInvalid.
 func New(next broker.Broker, opts ...Option) (*Broker, error) {
 	if next == nil {
-		return nil, &broker.Error{Op: "retry: new", Kind: broker.ErrInvalid, Err: errors.New("broker is nil")}
+		return nil, &broker.Error{Op: "retry: options", Kind: broker.ErrInvalid, Err: errors.New("broker is nil")}
 	}
 	b := &Broker{
 		next: next, maxAttempts: 5, maxElapsed: 30 * time.Second, attemptTimeout: 10 * time.Second,
-		backoff: backoff.Policy{Initial: 100 * time.Millisecond, Max: 5 * time.Second}, retryable: broker.IsRetryable,
+		sinkTimeout: 5 * time.Second,
+		backoff:     backoff.Policy{Initial: 100 * time.Millisecond, Max: 5 * time.Second}, retryable: broker.IsRetryable,
 		logger: slog.Default(), now: time.Now, sleep: sleepCtx,
 		jit: func(d time.Duration) time.Duration { return rand.N(d + 1) },
 	}
@@ -170,6 +78,8 @@ func New(next broker.Broker, opts ...Option) (*Broker, error) {
 			return nil, &broker.Error{Op: "retry: options", Kind: broker.ErrInvalid, Err: err}
 		}
 	}
+	b.wake, b.wakeAll = context.WithCancel(context.Background())
+	b.cut, b.cutAll = context.WithCancel(context.Background())
 	return b, nil
 }
 
@@ -191,19 +101,40 @@ func (b *Broker) delay(n int) time.Duration {
 }
 
 // Publish publishes msg through the wrapped broker, retrying errors the
-// classifier calls retryable with backoff, within the attempt and elapsed
-// bounds and the caller's ctx. It returns nil once an attempt succeeded.
+// classifier calls retryable with backoff, within the attempt bound, the
+// time bound ([WithMaxElapsed]: every attempt, its timeout and the waits
+// between them count) and the caller's ctx. It returns nil once an attempt
+// succeeded.
 //
-// When it gives up, the message goes to the dead-letter sink (if any), even
-// when ctx has ended, and the error says so: it matches broker.ErrDeadLettered
-// (the message is safe and must not be retried) and the last attempt's
-// error. Without a sink, or if the sink fails, the error is a *GiveUpError
-// with the last error, and the message is the caller's to keep.
+// When it gives up (or Close stops it), the message goes to the
+// dead-letter sink (if any), even when ctx has ended, and the error says
+// so: it matches broker.ErrDeadLettered (the message is safe and must not
+// be retried) and the last attempt's error. Without a sink, or if the sink
+// fails, the error is a *GiveUpError with the last error, and the message
+// is the caller's to keep. A ctx already done returns ctx.Err(); after
+// Close, broker.ErrClosed.
 func (b *Broker) Publish(ctx context.Context, msg broker.Message) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	b.mu.RLock()
+	if b.closed {
+		b.mu.RUnlock()
+		return &broker.Error{Op: "retry: publish", Kind: broker.ErrClosed}
+	}
+	b.publishes.Add(1)
+	b.mu.RUnlock()
+	defer b.publishes.Done()
+
+	start := b.now()
+	deadline := start.Add(b.maxElapsed)
 	var first time.Time
 	for n := 1; ; n++ {
-		actx, cancel := context.WithTimeout(ctx, b.attemptTimeout)
+		timeout := min(b.attemptTimeout, deadline.Sub(b.now()))
+		actx, cancel := context.WithTimeout(ctx, max(timeout, time.Millisecond))
+		stop := context.AfterFunc(b.cut, cancel) // Close out of time: stop waiting for this attempt
 		err := b.next.Publish(actx, msg)
+		stop()
 		cancel()
 		if err == nil {
 			return nil
@@ -212,11 +143,12 @@ func (b *Broker) Publish(ctx context.Context, msg broker.Message) error {
 		if first.IsZero() {
 			first = now
 		}
-		retry := ctx.Err() == nil && !errors.Is(err, broker.ErrClosed) && b.retryable(err) && n < b.maxAttempts
+		retry := ctx.Err() == nil && !b.closing.Begun() && !errors.Is(err, broker.ErrClosed) &&
+			b.retryable(err) && n < b.maxAttempts
 		var d time.Duration
 		if retry {
 			d = b.delay(n)
-			retry = now.Add(d).Sub(first) <= b.maxElapsed
+			retry = now.Add(d).Before(deadline)
 		}
 		if !retry {
 			d = 0
@@ -224,8 +156,17 @@ func (b *Broker) Publish(ctx context.Context, msg broker.Message) error {
 		if b.onAttempt != nil {
 			b.onAttempt(Attempt{ID: msg.ID, Name: msg.Name, N: n, Err: err, Delay: d})
 		}
-		if retry && b.sleep(ctx, d) == nil {
-			continue
+		if retry {
+			b.observe(broker.Observation{Kind: broker.ObservedRetry, MessageID: msg.ID, MessageName: msg.Name, Attempt: n,
+				Category: broker.Category(err), Delay: d, Value: d.Seconds(), Err: err})
+			sctx, scancel := context.WithCancel(ctx)
+			wake := context.AfterFunc(b.wake, scancel) // Close: no more retries
+			serr := b.sleep(sctx, d)
+			wake()
+			scancel()
+			if serr == nil && !b.closing.Begun() {
+				continue
+			}
 		}
 		return b.giveUp(ctx, msg, err, n, first, now)
 	}
@@ -275,21 +216,28 @@ func (b *Broker) giveUp(ctx context.Context, msg broker.Message, err error, atte
 	ge := &GiveUpError{ID: msg.ID, Name: msg.Name, Attempts: attempts, Err: err}
 	entry := broker.DeadLetter{Message: msg.Clone(), Reason: err.Error(), Category: broker.Category(err),
 		Attempts: attempts, FirstFailure: first, LastFailure: last}
-	// Store it even if the caller gave up: that is the point of a dead letter.
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-	defer cancel()
 	var sinkErrs []error
 	for _, sink := range b.sinksFor(err) {
-		if perr := sink.Put(sctx, entry); perr != nil {
+		// Store it even if the caller gave up: that is the point of a dead letter.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), b.sinkTimeout)
+		perr := sink.Put(sctx, entry)
+		cancel()
+		if perr != nil {
 			sinkErrs = append(sinkErrs, fmt.Errorf("%v: %w", sink, perr))
 			continue
 		}
 		ge.DeadLetter = fmt.Sprint(sink)
-		b.logger.Warn("retry: message dead-lettered", "id", msg.ID, "name", msg.Name, "attempts", attempts,
-			"category", entry.Category, "to", ge.DeadLetter, "err", err)
+		b.logger.Warn("retry: message dead-lettered", "component", "retry", "id", msg.ID, "name", msg.Name,
+			"attempts", attempts, "category", entry.Category, "to", ge.DeadLetter, "err", err)
+		b.observe(broker.Observation{Kind: broker.ObservedDeadLetter, Destination: ge.DeadLetter, MessageID: msg.ID,
+			MessageName: msg.Name, Attempt: attempts, Category: entry.Category, Err: err})
 		return ge
 	}
 	ge.SinkErr = errors.Join(sinkErrs...)
+	if ge.SinkErr != nil {
+		b.logger.Error("retry: message not published and not dead-lettered", "component", "retry", "id", msg.ID,
+			"name", msg.Name, "attempts", attempts, "err", err, "sink_err", ge.SinkErr)
+	}
 	return ge
 }
 
@@ -306,5 +254,62 @@ func (b *Broker) sinksFor(err error) []broker.DeadLetterSink {
 	return sinks
 }
 
-// Close closes the wrapped broker.
-func (b *Broker) Close(ctx context.Context) error { return b.next.Close(ctx) }
+func (b *Broker) observe(o broker.Observation) {
+	if b.observer != nil {
+		o.Component = "retry"
+		b.observer.Observe(context.Background(), o)
+	}
+}
+
+// Close stops the retrying at once: Publish calls waiting for their next
+// attempt give up now and dead-letter their message (the callers get an
+// error matching broker.ErrDeadLettered), and new ones return
+// broker.ErrClosed. Attempts in flight may finish until ctx is close to
+// its end; then they are cancelled and dead-lettered too, so that the
+// dead-letter writes fit in ctx. Then Close closes the wrapped broker with
+// what is left of ctx. It returns ctx.Err() if ctx ended before every
+// Publish call returned; only a message whose dead-letter write failed is
+// returned to its caller undelivered and unstored. A second Close returns
+// nil.
+func (b *Broker) Close(ctx context.Context) error {
+	if !b.closing.Begin() {
+		return nil
+	}
+	b.wakeAll()
+	b.mu.Lock()
+	b.closed = true
+	b.mu.Unlock()
+
+	done := make(chan struct{})
+	go func() {
+		b.publishes.Wait()
+		close(done)
+	}()
+	cutoff, stop := lifecycle.Cutoff(ctx)
+	defer stop()
+	var err error
+	select {
+	case <-done:
+	case <-cutoff:
+		b.cutAll() // the attempts in flight end now; their messages are dead-lettered
+		select {
+		case <-done:
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+	}
+	b.cutAll()
+	if cerr := b.next.Close(ctx); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// Describe passes the question on to the wrapped broker (a zero
+// Destination if it cannot say). It implements broker.Describer.
+func (b *Broker) Describe(m broker.Message) broker.Destination {
+	if d, ok := b.next.(broker.Describer); ok {
+		return d.Describe(m)
+	}
+	return broker.Destination{}
+}

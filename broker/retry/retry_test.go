@@ -203,15 +203,23 @@ func TestDeadLetterRouting(t *testing.T) {
 		assert.ErrorContains(t, err, "disk full")
 		assert.ErrorIs(t, err, broker.ErrUnavailable)
 	})
-	t.Run("caller gave up: still spooled", func(t *testing.T) {
+	t.Run("caller gave up while retrying: still spooled", func(t *testing.T) {
 		spool := &memSink{name: "spool"}
-		rec, _ := failN(100, down)
-		r, _ := newRetry(t, rec, retry.WithDeadLetter(spool))
 		ctx, cancel := context.WithCancel(context.Background())
-		cancel()
+		rec := &brokertest.Recorder{Fail: func(broker.Message) error { cancel(); return down }}
+		r, _ := newRetry(t, rec, retry.WithDeadLetter(spool))
 		err := r.Publish(ctx, brokertest.NewMessage("order.created"))
 		assert.ErrorIs(t, err, broker.ErrDeadLettered)
 		assert.Len(t, spool.entries, 1)
+	})
+	t.Run("caller gave up before: not accepted", func(t *testing.T) {
+		spool := &memSink{name: "spool"}
+		r, _ := newRetry(t, &brokertest.Recorder{}, retry.WithDeadLetter(spool))
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		err := r.Publish(ctx, brokertest.NewMessage("order.created"))
+		assert.Equal(t, context.Canceled, err, "a ctx already done is returned as it is")
+		assert.Empty(t, spool.entries)
 	})
 }
 
@@ -228,7 +236,8 @@ func TestBadOptions(t *testing.T) {
 	_, err := retry.New(nil)
 	assert.ErrorIs(t, err, broker.ErrInvalid)
 	for _, o := range []retry.Option{retry.WithMaxAttempts(0), retry.WithBackoff(0, 1), retry.WithBackoff(2, 1),
-		retry.WithMaxElapsed(0), retry.WithClassifier(nil), retry.WithAttemptTimeout(-1)} {
+		retry.WithMaxElapsed(0), retry.WithClassifier(nil), retry.WithAttemptTimeout(-1), retry.WithSinkTimeout(0),
+		retry.WithObserver(nil), retry.WithLogger(nil)} {
 		_, err := retry.New(&brokertest.Recorder{}, o)
 		assert.ErrorIs(t, err, broker.ErrInvalid)
 	}

@@ -12,10 +12,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/domainevents/domainevents"
 	"github.com/domainevents/domainevents/bridge"
 	"github.com/domainevents/domainevents/broker"
-	"github.com/domainevents/domainevents/broker/kafka"
-	"github.com/domainevents/domainevents/broker/rabbitmq"
 	"github.com/domainevents/domainevents/eventbus"
 	"github.com/domainevents/domainevents/events"
 )
@@ -30,13 +29,6 @@ func main() {
 		log.Error("consumer failed", "err", err)
 		os.Exit(1)
 	}
-}
-
-func exampleQueue() string {
-	if q := os.Getenv("EXAMPLE_QUEUE"); q != "" {
-		return q
-	}
-	return "orders.events.all"
 }
 
 func run(ctx context.Context, log *slog.Logger, out io.Writer, limit int) error {
@@ -83,16 +75,13 @@ func run(ctx context.Context, log *slog.Logger, out io.Writer, limit int) error 
 		return err
 	}
 
-	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	defer cancel()
-	var sub broker.Subscriber
-	switch cfg.Type {
-	case broker.RabbitMQ:
-		sub, err = rabbitmq.NewSubscriber(cctx, cfg, rabbitmq.Queue{Name: exampleQueue(), Keys: []string{"order.#"}}, handler,
-			rabbitmq.WithLogger(log))
-	case broker.Kafka:
-		sub, err = kafka.NewSubscriber(cctx, cfg, "orders-consumer-example", handler, kafka.WithLogger(log))
+	if cfg.Queue == "" {
+		cfg.Queue = "orders.events.all" // the queue examples/orders declares on RabbitMQ
 	}
+	if cfg.ClientID == broker.DefaultConfig().ClientID {
+		cfg.ClientID = "orders-consumer-example" // the Kafka consumer group
+	}
+	sub, err := domainevents.OpenSubscriber(ctx, cfg, handler, domainevents.WithLogger(log))
 	if err != nil {
 		return err
 	}

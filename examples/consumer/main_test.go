@@ -65,8 +65,8 @@ func TestConsumesWhatOrdersPublishesRabbitMQ(t *testing.T) {
 	t.Setenv("MESSAGE_BROKER_ENABLED", "true")
 	t.Setenv("MESSAGE_BROKER_TYPE", "rabbitmq")
 	t.Setenv("MESSAGE_BROKER_EXCHANGE", exchange)
-	t.Setenv("EXAMPLE_QUEUE", queue)
-	t.Setenv("DEADLETTER_DIR", t.TempDir())
+	t.Setenv("MESSAGE_BROKER_QUEUE", queue)
+	t.Setenv("MESSAGE_BROKER_SPOOL_DIR", t.TempDir())
 	runOrders(t)
 
 	var out bytes.Buffer
@@ -86,7 +86,7 @@ func TestConsumesWhatOrdersPublishesKafka(t *testing.T) {
 	t.Setenv("MESSAGE_BROKER_TYPE", "kafka")
 	t.Setenv("MESSAGE_BROKER_HOST", host)
 	t.Setenv("MESSAGE_BROKER_PORT", port)
-	t.Setenv("DEADLETTER_DIR", t.TempDir())
+	t.Setenv("MESSAGE_BROKER_SPOOL_DIR", t.TempDir())
 	runOrders(t)
 
 	var out bytes.Buffer

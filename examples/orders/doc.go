@@ -1,10 +1,10 @@
 // Command orders is the wiring a service does: configuration from the
-// MESSAGE_BROKER_* environment, a broker, the forwarder, the event bus. It
-// then creates an order, moves it to in_progress and cancels it: three events.
+// MESSAGE_BROKER_* environment, one domainevents.Open, an event bus. It then
+// creates an order, moves it to in_progress and cancels it: three events.
 //
-// Each message body the broker accepted is printed on stdout as one JSON line;
-// logs go to stderr. With MESSAGE_BROKER_ENABLED unset (the default) it uses
-// the noop broker, so it runs anywhere:
+// With MESSAGE_BROKER_ENABLED unset (the default) it prints each event's
+// wire body on stdout as one JSON line, so it runs anywhere; logs go to
+// stderr:
 //
 //	go run ./examples/orders
 //
@@ -13,11 +13,13 @@
 //	MESSAGE_BROKER_ENABLED=true MESSAGE_BROKER_TYPE=rabbitmq go run ./examples/orders
 //	MESSAGE_BROKER_ENABLED=true MESSAGE_BROKER_TYPE=kafka MESSAGE_BROKER_PORT=9092 go run ./examples/orders
 //
-// On RabbitMQ it declares the queue orders.events.all (bound with order.#)
-// so the events have somewhere to go; on Kafka the topic orders.events must
-// exist (or be auto-created by the cluster). Publishes are retried; what
-// still fails is kept in the spool at DEADLETTER_DIR (see
-// examples/deadletters).
+// On RabbitMQ it declares the queue MESSAGE_BROKER_QUEUE (default here
+// orders.events.all), bound to every routing key, so the events have
+// somewhere to go; on Kafka the topic orders.events must exist (or be
+// auto-created by the cluster). It starts even if the broker is down: the
+// events are retried, then kept in the spool (MESSAGE_BROKER_SPOOL_DIR) and
+// replayed when the broker is back; the cmd/deadletters command lists the
+// spool.
 //
-// It exits non-zero if any publish fails.
+// It exits non-zero if an event is neither published nor spooled.
 package main

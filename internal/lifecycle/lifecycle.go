@@ -2,7 +2,11 @@
 // module shares.
 package lifecycle
 
-import "sync"
+import (
+	"context"
+	"sync"
+	"time"
+)
 
 // Closing marks the start of a Close. The first call of Begin returns true
 // and closes the channel Done returns; later calls return false (a second
@@ -46,4 +50,28 @@ func (c *Closing) Done() <-chan struct{} {
 		c.ch = make(chan struct{})
 	}
 	return c.ch
+}
+
+// Cutoff returns a channel closed when a Close with ctx should stop
+// waiting for the work in flight and keep the rest of its time to store
+// what is left: a quarter of ctx's remaining time before its deadline, at
+// most a second; at once when ctx ends; never when ctx has no deadline and
+// does not end. Call stop to release the timer.
+func Cutoff(ctx context.Context) (cut <-chan struct{}, stop func()) {
+	c := make(chan struct{})
+	var once sync.Once
+	fire := func() { once.Do(func() { close(c) }) }
+	after := context.AfterFunc(ctx, fire)
+	var t *time.Timer
+	if dl, ok := ctx.Deadline(); ok {
+		left := time.Until(dl)
+		reserve := min(left/4, time.Second)
+		t = time.AfterFunc(left-reserve, fire)
+	}
+	return c, func() {
+		after()
+		if t != nil {
+			t.Stop()
+		}
+	}
 }

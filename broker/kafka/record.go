@@ -1,0 +1,90 @@
+package kafka
+
+import (
+	"fmt"
+	"slices"
+
+	"github.com/IBM/sarama"
+
+	"github.com/domainevents/domainevents/broker"
+)
+
+// Record header keys set on every record.
+const (
+	HeaderName        = "event-name"
+	HeaderID          = "event-id"
+	HeaderContentType = "content-type"
+)
+
+// record maps msg onto a Kafka record (see the package doc), its outcome
+// to be sent on res.
+func (b *Broker) record(msg broker.Message, res result) *sarama.ProducerMessage {
+	topic := b.topic
+	if b.opts.topicPerEvent {
+		topic = msg.Name
+	}
+	headers := make([]sarama.RecordHeader, 0, 3+len(msg.Headers))
+	headers = append(headers,
+		sarama.RecordHeader{Key: []byte(HeaderName), Value: []byte(msg.Name)},
+		sarama.RecordHeader{Key: []byte(HeaderID), Value: []byte(msg.ID)})
+	if msg.ContentType != "" {
+		headers = append(headers, sarama.RecordHeader{Key: []byte(HeaderContentType), Value: []byte(msg.ContentType)})
+	}
+	if len(msg.Headers) > 0 {
+		keys := make([]string, 0, len(msg.Headers))
+		for k := range msg.Headers {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		for _, k := range keys {
+			headers = append(headers, sarama.RecordHeader{Key: []byte(k), Value: []byte(msg.Headers[k])})
+		}
+	}
+	pm := &sarama.ProducerMessage{
+		Topic:     topic,
+		Value:     sarama.ByteEncoder(msg.Body),
+		Headers:   headers,
+		Timestamp: msg.Time,
+		Metadata:  res,
+	}
+	if msg.Key != "" {
+		pm.Key = sarama.StringEncoder(msg.Key)
+	}
+	return pm
+}
+
+// toDelivery maps a consumed record back onto a message: the inverse of
+// record.
+func toDelivery(m *sarama.ConsumerMessage, group string) broker.Delivery {
+	msg := broker.Message{Key: string(m.Key), Body: m.Value, Time: m.Timestamp}
+	for _, h := range m.Headers {
+		if h == nil {
+			continue
+		}
+		switch k := string(h.Key); k {
+		case HeaderName:
+			msg.Name = string(h.Value)
+		case HeaderID:
+			msg.ID = string(h.Value)
+		case HeaderContentType:
+			msg.ContentType = string(h.Value)
+		default:
+			if msg.Headers == nil {
+				msg.Headers = map[string]string{}
+			}
+			msg.Headers[k] = string(h.Value)
+		}
+	}
+	return broker.Delivery{Message: msg, Attempt: 1, Source: fmt.Sprintf("topic %s[%d]@%d", m.Topic, m.Partition, m.Offset),
+		Origin: broker.Origin{System: "kafka", Destination: m.Topic, Partition: m.Partition, Offset: m.Offset, ConsumerGroup: group}}
+}
+
+// Describe says where Publish sends m: the topic (the event name with
+// WithTopicPerEvent). It implements broker.Describer.
+func (b *Broker) Describe(m broker.Message) broker.Destination {
+	topic := b.topic
+	if b.opts.topicPerEvent {
+		topic = m.Name
+	}
+	return broker.Destination{System: "kafka", Name: topic}
+}

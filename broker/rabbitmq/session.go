@@ -1,0 +1,381 @@
+package rabbitmq
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/domainevents/domainevents/broker"
+)
+
+// record is one message from Publish until its outcome.
+//
+// Its life: queued (in Broker.queue) → written to a session (in that
+// session's tags, sent=true) → resolved (done closed). A lost session puts
+// its unconfirmed records back at the front of the queue, in publish order,
+// to be written again (same message id) on the next session. A record is
+// in exactly one place at a time, so it is resolved exactly once.
+type record struct {
+	key  string // routing key
+	pub  amqp.Publishing
+	done chan struct{} // closed once err is the outcome
+	err  error
+
+	// Guarded by Broker.mu.
+	sent    bool // written (or being written) to a session once: the broker may have it
+	isolate bool // a suspect of a channel closed by a publish: write it alone
+
+	// Guarded by the session.mu of the session it is on.
+	returned *amqp.Return
+}
+
+// session is one confirm-mode channel of the publisher, on a connection.
+// Delivery tags are per channel: a confirm is matched only against its own
+// session's tags, so late confirms of a dead session are ignored.
+type session struct {
+	id       uint64
+	addr     string
+	conn     connection
+	ch       channel
+	confirms <-chan amqp.Confirmation
+	returns  <-chan amqp.Return
+	closed   chan *amqp.Error // the channel's close reason (buffered)
+	blocked  <-chan amqp.Blocking
+
+	mu    sync.Mutex         // guards the fields below; taken after Broker.mu
+	tags  map[uint64]*record // written, awaiting confirm; nil once dead
+	dead  bool
+	probe *record // an isolated suspect, in flight alone
+}
+
+// openSession opens a confirm-mode channel on conn and declares the
+// topology on it. blocked is the connection's blocked notifications,
+// registered once per connection.
+func (b *Broker) openSession(conn connection, addr string, blocked <-chan amqp.Blocking) (*session, error) {
+	ch, err := conn.Channel()
+	if err != nil {
+		return nil, wrap(opConnect, "open channel on "+addr, err)
+	}
+	if err := declareExchange(ch, b.exchange, b.opts.alternate, b.opts.conn.passive); err != nil {
+		_ = ch.Close()
+		return nil, err
+	}
+	for _, q := range b.opts.queues {
+		if err := declareQueue(ch, q, b.exchange); err != nil {
+			_ = ch.Close()
+			return nil, err
+		}
+	}
+	if err := ch.Confirm(false); err != nil {
+		_ = ch.Close()
+		return nil, wrap(opConnect, "enable publisher confirms on "+addr, err)
+	}
+	b.sessions++
+	s := &session{id: b.sessions, addr: addr, conn: conn, ch: ch, tags: map[uint64]*record{}, blocked: blocked}
+	s.confirms = ch.NotifyPublish(make(chan amqp.Confirmation, b.opts.window+1))
+	// Unbuffered: amqp091 hands a return over before it reads the ack of
+	// the same message, so the watcher marks it before it sees that ack.
+	s.returns = ch.NotifyReturn(make(chan amqp.Return))
+	s.closed = make(chan *amqp.Error, 1)
+	ch.NotifyClose(s.closed)
+	return s, nil
+}
+
+// connectSession dials the next address and opens a session on it.
+func (b *Broker) connectSession(ctx context.Context) (*session, error) {
+	conn, addr, err := b.conn.connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	blocked := conn.NotifyBlocked(make(chan amqp.Blocking, 4))
+	s, err := b.openSession(conn, addr, blocked)
+	if err != nil {
+		_ = conn.CloseDeadline(time.Now().Add(time.Second))
+		return nil, err
+	}
+	return s, nil
+}
+
+// watch resolves s's confirms and returns until its channel closes, then
+// retires it (lose).
+func (b *Broker) watch(s *session) {
+	defer b.wg.Done()
+	returns := s.returns
+	blocked := s.blocked
+	for {
+		select {
+		case c, ok := <-s.confirms:
+			if !ok {
+				b.lose(s)
+				return
+			}
+			b.confirm(s, c)
+		case r, ok := <-returns:
+			if !ok {
+				returns = nil
+				continue
+			}
+			b.markReturned(s, r)
+		case bl, ok := <-blocked:
+			if !ok {
+				blocked = nil
+				continue
+			}
+			b.setBlocked(s, bl)
+		}
+	}
+}
+
+// markReturned notes that the earliest unconfirmed message with the
+// returned id came back unroutable; its ack follows and fails it.
+func (b *Broker) markReturned(s *session, ret amqp.Return) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var best uint64
+	for tag, r := range s.tags {
+		if r.returned == nil && r.pub.MessageId == ret.MessageId && (best == 0 || tag < best) {
+			best = tag
+		}
+	}
+	if best != 0 {
+		s.tags[best].returned = &ret
+	}
+}
+
+// confirm resolves the record a confirm is for, if it is still s's.
+func (b *Broker) confirm(s *session, c amqp.Confirmation) {
+	s.mu.Lock()
+	r := s.tags[c.DeliveryTag]
+	delete(s.tags, c.DeliveryTag)
+	var ret *amqp.Return
+	wake := false
+	if r != nil {
+		ret = r.returned
+		if s.probe == r {
+			s.probe = nil
+			wake = true
+		}
+		wake = wake || len(s.tags) == 0
+	}
+	s.mu.Unlock()
+	if r == nil {
+		return // not ours: a tag of a message already handed back
+	}
+	if wake {
+		b.kickWriter() // an isolated suspect may go now
+	}
+	switch {
+	case !c.Ack:
+		b.stats.nacked.Add(1)
+		b.resolve(r, &broker.Error{Op: opPublish, Kind: broker.ErrRejected,
+			Err: fmt.Errorf("exchange %s refused message %s (%s): nack", b.exchange, r.pub.MessageId, r.key)})
+	case ret != nil:
+		b.stats.returned.Add(1)
+		b.resolve(r, &broker.Error{Op: opPublish, Kind: broker.ErrUnroutable,
+			Err: fmt.Errorf("exchange %s has no queue bound for routing key %q (message %s): %d %s; bind a queue or use WithQueue / WithAlternateExchange",
+				b.exchange, r.key, r.pub.MessageId, ret.ReplyCode, ret.ReplyText)})
+	default:
+		b.stats.confirmed.Add(1)
+		b.resolve(r, nil)
+	}
+}
+
+// lose retires a dead session: its unconfirmed messages go back to the
+// front of the queue, in publish order. If the broker closed the channel
+// because of a message it was given, the suspects are dealt with first: a
+// size over the server's limit fails the too-large ones at once (and the
+// limit applies from now on); otherwise a suspect written alone that closes
+// the channel again is the culprit, failed alone; the others are written
+// one at a time until the culprit is known. Then the supervisor reconnects.
+func (b *Broker) lose(s *session) {
+	var reason *amqp.Error
+	select {
+	case reason = <-s.closed:
+	default:
+	}
+	s.mu.Lock()
+	s.dead = true
+	tags := make([]uint64, 0, len(s.tags))
+	for t := range s.tags {
+		tags = append(tags, t)
+	}
+	slices.Sort(tags)
+	suspects := make([]*record, 0, len(tags))
+	for _, t := range tags {
+		r := s.tags[t]
+		r.returned = nil
+		suspects = append(suspects, r)
+	}
+	probe := s.probe
+	s.tags, s.probe = nil, nil
+	s.mu.Unlock()
+
+	var failed []*record
+	var cause error = amqp.ErrClosed
+	if reason != nil {
+		cause = reason
+	}
+	b.mu.Lock()
+	if publishFault(reason) && len(suspects) > 0 {
+		if limit, ok := serverMaxSize(reason); ok {
+			b.limitSize(limit)
+			suspects = slices.DeleteFunc(suspects, func(r *record) bool {
+				if len(r.pub.Body) > limit {
+					failed = append(failed, r)
+					return true
+				}
+				return false
+			})
+		} else if probe != nil && len(suspects) == 1 && suspects[0] == probe {
+			failed, suspects = suspects, nil // sent alone, it closed the channel: the culprit
+		} else {
+			for _, r := range suspects {
+				r.isolate = true
+			}
+		}
+	}
+	b.queue = append(suspects, b.queue...)
+	if b.sess == s {
+		b.sess = nil
+	}
+	b.lastErr = wrap(opPublish, "channel to "+s.addr+" closed", cause)
+	b.last = s
+	closing := b.state != stateOpen
+	b.mu.Unlock()
+	b.stats.republished.Add(int64(len(suspects)))
+
+	for _, r := range failed {
+		b.resolve(r, wrap(opPublish, fmt.Sprintf("message %s (%s, %d bytes) refused, the broker closed the channel", r.pub.MessageId, r.key, len(r.pub.Body)), reason))
+	}
+	if len(failed) > 0 {
+		b.log.Warn("rabbitmq publisher: message refused, the broker closed the channel; the others are re-sent",
+			"component", b.conn.component, "addr", s.addr, "failed", len(failed), "resent", len(suspects), "err", reason)
+	} else if !closing || reason != nil {
+		b.log.Warn("rabbitmq publisher: connection lost, reconnecting", "component", b.conn.component,
+			"addr", s.addr, "unconfirmed", len(suspects), "err", cause)
+	}
+	b.conn.observe(broker.Observation{Kind: broker.ObservedDisconnected, Address: s.addr, Destination: b.exchange, Err: cause})
+	select {
+	case b.lost <- struct{}{}:
+	default:
+	}
+}
+
+// writeLoop writes queued records to the current session, in order, until
+// Close stops it. It is the only goroutine that publishes on a session's
+// channel, so a delivery tag is always the one its publish gets.
+func (b *Broker) writeLoop() {
+	defer b.wg.Done()
+	for {
+		select {
+		case <-b.kick:
+		case <-b.stopped:
+			return
+		}
+		for b.writeNext() {
+		}
+	}
+}
+
+// writeNext writes the head of the queue to the current session, unless
+// there is none, the session is dead, or an isolated suspect must wait for
+// the channel to be idle (or is in flight). It reports whether it wrote.
+func (b *Broker) writeNext() bool {
+	b.mu.Lock()
+	s := b.sess
+	if s == nil || len(b.queue) == 0 {
+		b.mu.Unlock()
+		return false
+	}
+	r := b.queue[0]
+	s.mu.Lock()
+	ok := !s.dead && s.probe == nil && !(r.isolate && len(s.tags) > 0)
+	var tag uint64
+	if ok {
+		tag = s.ch.GetNextPublishSeqNo()
+		s.tags[tag] = r
+		if r.isolate {
+			s.probe = r
+		}
+	}
+	s.mu.Unlock()
+	if !ok {
+		b.mu.Unlock()
+		return false
+	}
+	b.queue[0] = nil
+	b.queue = b.queue[1:]
+	b.mu.Unlock()
+
+	err := s.ch.PublishWithContext(context.Background(), b.exchange, r.key, true, false, r.pub)
+	if err != nil && errors.Is(err, amqp.ErrClosed) {
+		b.writeFailed(s, tag, r, err) // refused before writing a byte
+		return true
+	}
+	b.mu.Lock()
+	r.sent = true // a failed write may have reached the broker in part: count it as sent
+	b.mu.Unlock()
+	if err != nil {
+		b.writeFailed(s, tag, r, err)
+	}
+	return true
+}
+
+// writeFailed handles a publish amqp091 could not write: the record goes
+// back to the front of the queue (unless the session's loss already took
+// it), and a connection that failed a write is closed so that it is
+// replaced.
+func (b *Broker) writeFailed(s *session, tag uint64, r *record, err error) {
+	// Both locks at once: between taking r back from s and putting it at
+	// the front of the queue, s's loss must not hand back the records
+	// written before r, or r would overtake them.
+	b.mu.Lock()
+	s.mu.Lock()
+	if s.tags[tag] == r {
+		delete(s.tags, tag)
+		if s.probe == r {
+			s.probe = nil
+		}
+		b.queue = append([]*record{r}, b.queue...)
+	}
+	s.mu.Unlock()
+	b.mu.Unlock()
+	if errors.Is(err, amqp.ErrClosed) {
+		return // the channel is closing: its watcher retires it
+	}
+	b.log.Warn("rabbitmq publisher: write failed, reconnecting", "component", b.conn.component, "addr", s.addr, "err", err)
+	b.kill(s.conn)
+}
+
+// kill closes conn in the background, bounding the close handshake (and a
+// write blocked on a broker that stopped reading).
+func (b *Broker) kill(conn connection) {
+	b.wg.Go(func() { _ = conn.CloseDeadline(time.Now().Add(time.Second)) })
+}
+
+func (b *Broker) kickWriter() {
+	select {
+	case b.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (b *Broker) setBlocked(s *session, bl amqp.Blocking) {
+	b.mu.Lock()
+	if bl.Active {
+		b.blocked = bl.Reason
+	} else {
+		b.blocked = ""
+	}
+	b.mu.Unlock()
+	if bl.Active {
+		b.log.Warn("rabbitmq publisher: the broker blocks publishing (resource alarm)", "component", b.conn.component, "addr", s.addr, "reason", bl.Reason)
+	} else {
+		b.log.Info("rabbitmq publisher: the broker unblocked publishing", "component", b.conn.component, "addr", s.addr)
+	}
+}

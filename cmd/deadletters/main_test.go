@@ -1,0 +1,97 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/domainevents/domainevents/broker"
+	"github.com/domainevents/domainevents/broker/brokertest"
+	"github.com/domainevents/domainevents/broker/deadletter"
+)
+
+// TestListAndReplay: list works while a service owns the spool, replay
+// refuses then (naming the owner), and replays everything to RabbitMQ once
+// the spool is free.
+func TestListAndReplay(t *testing.T) {
+	admin, err := amqp.Dial("amqp://guest:guest@127.0.0.1:5672/")
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("RabbitMQ is not reachable on 127.0.0.1:5672: %v", err)
+		}
+		t.Skipf("RabbitMQ is not reachable (%v); start it with `rabbitmq-server -detached`", err)
+	}
+	defer admin.Close()
+	exchange := "det.deadletters." + strconv.FormatInt(time.Now().UnixNano(), 36)
+	queue := exchange + ".q"
+	t.Cleanup(func() {
+		ch, err := admin.Channel()
+		if err != nil {
+			return
+		}
+		defer ch.Close()
+		_, _ = ch.QueueDelete(queue, false, false, false)
+		_, _ = ch.QueueDelete(exchange+".dlq", false, false, false)
+		_ = ch.ExchangeDelete(exchange, false, false)
+		_ = ch.ExchangeDelete(exchange+".dlx", false, false)
+	})
+	dir := t.TempDir()
+	t.Setenv("MESSAGE_BROKER_SPOOL_DIR", dir)
+	t.Setenv("MESSAGE_BROKER_ENABLED", "true")
+	t.Setenv("MESSAGE_BROKER_EXCHANGE", exchange)
+	t.Setenv("MESSAGE_BROKER_QUEUE", queue)
+
+	service, err := deadletter.OpenSpool(dir) // what a running service holds
+	require.NoError(t, err)
+	var ids []string
+	for range 3 {
+		m := brokertest.NewMessage("order.created")
+		ids = append(ids, m.ID)
+		require.NoError(t, service.Put(context.Background(), broker.DeadLetter{Message: m, Reason: "connection refused", Category: "unavailable", Attempts: 5}))
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+
+	var out bytes.Buffer
+	require.NoError(t, run(context.Background(), log, &out, []string{"list"}), "list works while the service runs")
+	for _, id := range ids {
+		assert.Contains(t, out.String(), id)
+	}
+	assert.Contains(t, out.String(), "connection refused")
+	assert.Contains(t, out.String(), "3 event(s)")
+
+	err = run(context.Background(), log, &out, []string{"replay"})
+	require.ErrorIs(t, err, deadletter.ErrLocked, "replay refuses while the service owns the spool")
+	assert.Contains(t, err.Error(), "process "+strconv.Itoa(os.Getpid()))
+	require.NoError(t, service.Close())
+
+	out.Reset()
+	require.NoError(t, run(context.Background(), log, &out, []string{"replay"}))
+	assert.Contains(t, out.String(), "replayed 3/3")
+	ch, err := admin.Channel()
+	require.NoError(t, err)
+	defer ch.Close()
+	got := map[string]bool{}
+	for range 3 {
+		d, ok, err := ch.Get(queue, true)
+		require.NoError(t, err)
+		require.True(t, ok, "replayed events in %s", queue)
+		got[d.MessageId] = true
+	}
+	for _, id := range ids {
+		assert.True(t, got[id], "event %s replayed", id)
+	}
+	out.Reset()
+	require.NoError(t, run(context.Background(), log, &out, []string{"list"}))
+	assert.Contains(t, out.String(), "0 event(s)")
+
+	assert.Error(t, run(context.Background(), log, &out, []string{"explode"}))
+}

@@ -1,0 +1,226 @@
+package domainevents
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/domainevents/domainevents/broker"
+	"github.com/domainevents/domainevents/broker/kafka"
+	"github.com/domainevents/domainevents/broker/rabbitmq"
+	"github.com/domainevents/domainevents/broker/retry"
+)
+
+// Option configures both [Open] and [OpenSubscriber]. Each option's doc
+// names its default.
+type Option interface {
+	PublisherOption
+	SubscriberOption
+}
+
+// PublisherOption configures [Open]; giving one to [OpenSubscriber] does
+// not compile.
+type PublisherOption interface {
+	applyPublisher(*publisherConfig) error
+}
+
+// SubscriberOption configures [OpenSubscriber]; giving one to [Open] does
+// not compile.
+type SubscriberOption interface {
+	applySubscriber(*subscriberConfig) error
+}
+
+type common struct {
+	logger   *slog.Logger
+	observer broker.Observer
+	wait     bool
+}
+
+type publisherConfig struct {
+	common
+	rabbit         []rabbitmq.PublisherOption
+	kafka          []kafka.PublisherOption
+	retry          []retry.Option
+	asyncWorkers   int
+	asyncQueue     int
+	async          bool
+	replayInterval time.Duration
+	spoolDir       string
+	noop           broker.Broker
+	middleware     []func(broker.Broker) broker.Broker
+}
+
+type subscriberConfig struct {
+	common
+	rabbit []rabbitmq.SubscriberOption
+	kafka  []kafka.SubscriberOption
+}
+
+type commonOption func(*common) error
+
+func (f commonOption) applyPublisher(c *publisherConfig) error   { return f(&c.common) }
+func (f commonOption) applySubscriber(c *subscriberConfig) error { return f(&c.common) }
+
+type publisherOption func(*publisherConfig) error
+
+func (f publisherOption) applyPublisher(c *publisherConfig) error { return f(c) }
+
+type subscriberOption func(*subscriberConfig) error
+
+func (f subscriberOption) applySubscriber(c *subscriberConfig) error { return f(c) }
+
+// WithLogger sets where every part logs (each line names its component:
+// rabbitmq publisher, kafka subscriber, retry, spool replay...). Default
+// slog.Default().
+func WithLogger(l *slog.Logger) Option {
+	return commonOption(func(c *common) error {
+		if l == nil {
+			return errors.New("WithLogger: logger is nil")
+		}
+		c.logger = l
+		return nil
+	})
+}
+
+// WithObserver gives every part the one instrumentation hook: retries,
+// dead letters, connections, spool depth. Default: none.
+func WithObserver(o broker.Observer) Option {
+	return commonOption(func(c *common) error {
+		if o == nil {
+			return errors.New("WithObserver: observer is nil")
+		}
+		c.observer = o
+		return nil
+	})
+}
+
+// WithWaitForConnection makes Open and OpenSubscriber wait for the first
+// connection (bounded by their ctx) and fail if the broker cannot be
+// reached. Default: they return at once and connect in the background, so
+// that a service starts while the broker is down; its events wait, retry,
+// and are spooled meanwhile.
+func WithWaitForConnection() Option {
+	return commonOption(func(c *common) error {
+		c.wait = true
+		return nil
+	})
+}
+
+// WithRabbitMQ passes options to rabbitmq.New (and the dead-letter sink),
+// after Open's own. Default: none.
+func WithRabbitMQ(opts ...rabbitmq.PublisherOption) PublisherOption {
+	return publisherOption(func(c *publisherConfig) error {
+		c.rabbit = append(c.rabbit, opts...)
+		return nil
+	})
+}
+
+// WithKafka passes options to kafka.New (and the dead-letter sink), after
+// Open's own. Default: none.
+func WithKafka(opts ...kafka.PublisherOption) PublisherOption {
+	return publisherOption(func(c *publisherConfig) error {
+		c.kafka = append(c.kafka, opts...)
+		return nil
+	})
+}
+
+// WithRetry passes options to the retry layer, e.g. retry.ForRequests()
+// for a Publish that takes at most 2s before its event is spooled.
+// Default: retry's defaults (at most 30s, 5 attempts).
+func WithRetry(opts ...retry.Option) PublisherOption {
+	return publisherOption(func(c *publisherConfig) error {
+		c.retry = append(c.retry, opts...)
+		return nil
+	})
+}
+
+// WithAsync makes Forward and the bus return once the event is queued (see
+// bridge.WithAsync: per-key lanes keep one aggregate's order; failures are
+// spooled). Default: synchronous, the broker's answer is the caller's.
+func WithAsync(workers, queue int) PublisherOption {
+	return publisherOption(func(c *publisherConfig) error {
+		if workers < 0 || queue < 0 {
+			return fmt.Errorf("WithAsync(%d, %d): must not be negative", workers, queue)
+		}
+		c.async, c.asyncWorkers, c.asyncQueue = true, workers, queue
+		return nil
+	})
+}
+
+// WithReplayInterval sets how often the spool is checked for events to
+// replay once the broker is reachable; 0 turns automatic replay off (call
+// [Publisher.Replay] yourself). Default 5s.
+func WithReplayInterval(d time.Duration) PublisherOption {
+	return publisherOption(func(c *publisherConfig) error {
+		if d < 0 {
+			return fmt.Errorf("WithReplayInterval(%v): must not be negative", d)
+		}
+		c.replayInterval = d
+		return nil
+	})
+}
+
+// WithSpoolDir sets the dead-letter spool's directory, over
+// MESSAGE_BROKER_SPOOL_DIR. Default: Config.SpoolDir, or a directory named
+// after Config.ClientID in the system's temporary directory.
+func WithSpoolDir(dir string) PublisherOption {
+	return publisherOption(func(c *publisherConfig) error {
+		if dir == "" {
+			return errors.New("WithSpoolDir: directory is empty")
+		}
+		c.spoolDir = dir
+		return nil
+	})
+}
+
+// WithDisabledBroker sets the broker used when the configuration disables
+// the real one (MESSAGE_BROKER_ENABLED=false), e.g. one that prints or
+// records what it gets. Default: broker/noop.
+func WithDisabledBroker(b broker.Broker) PublisherOption {
+	return publisherOption(func(c *publisherConfig) error {
+		if b == nil {
+			return errors.New("WithDisabledBroker: broker is nil")
+		}
+		c.noop = b
+		return nil
+	})
+}
+
+// WithPublishMiddleware wraps the adapter with mw: every attempt of every
+// publish (and every replay of the spool) goes through it, inside the
+// retry layer. Instrumentation uses it (the OpenTelemetry module's
+// WrapBroker makes a send span per attempt and carries the trace context
+// in the message headers). Given several times, the first wraps
+// innermost. Default: none.
+func WithPublishMiddleware(mw func(next broker.Broker) broker.Broker) PublisherOption {
+	return publisherOption(func(c *publisherConfig) error {
+		if mw == nil {
+			return errors.New("WithPublishMiddleware: middleware is nil")
+		}
+		c.middleware = append(c.middleware, mw)
+		return nil
+	})
+}
+
+// WithRabbitMQSubscriber passes options to rabbitmq.NewSubscriber, after
+// OpenSubscriber's own. Default: none.
+func WithRabbitMQSubscriber(opts ...rabbitmq.SubscriberOption) SubscriberOption {
+	return subscriberOption(func(c *subscriberConfig) error {
+		c.rabbit = append(c.rabbit, opts...)
+		return nil
+	})
+}
+
+// WithKafkaSubscriber passes options to kafka.NewSubscriber, after
+// OpenSubscriber's own. Default: none.
+func WithKafkaSubscriber(opts ...kafka.SubscriberOption) SubscriberOption {
+	return subscriberOption(func(c *subscriberConfig) error {
+		c.kafka = append(c.kafka, opts...)
+		return nil
+	})
+}
+
+func invalid(err error) error {
+	return &broker.Error{Op: "domainevents: options", Kind: broker.ErrInvalid, Err: err}
+}
