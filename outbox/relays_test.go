@@ -172,7 +172,12 @@ func runTwoRelays(t *testing.T, db *dbtest.DB) {
 			outbox.WithPollInterval(50 * time.Millisecond), outbox.WithBackoff(10*time.Millisecond, 100*time.Millisecond),
 			outbox.WithLogger(brokertest.Logger(t))}, extra...)
 	}
+	// explained counts what may publish a row twice: a publish that failed
+	// (its outcome unknown: timed out, connection lost) and was retried, a
+	// lost lease, an adapter's own re-send after a reconnect.
+	var explained int64
 	phase := func(name string, relays int, freeze bool) (time.Duration, counts, int64, []outbox.RelayStats) {
+		explained = 0
 		s, err := outbox.New(db.DB, dialectOf(db), outbox.WithTables(outbox.Tables{
 			Outbox: db.Table(name + "_outbox"), Keys: db.Table(name + "_keys"), Inbox: db.Table(name + "_inbox")}))
 		require.NoError(t, err)
@@ -184,8 +189,11 @@ func runTwoRelays(t *testing.T, db *dbtest.DB) {
 		start := time.Now()
 		var rs []*outbox.Relay
 		var fr *freezer
+		var adapters []*rabbitmq.Broker
 		for i := range relays {
-			var b broker.Broker = dest.open(t)
+			rb := dest.open(t)
+			adapters = append(adapters, rb)
+			var b broker.Broker = rb
 			if freeze && i == 0 {
 				fr = &freezer{Broker: b, thaw: make(chan struct{})}
 				b = fr
@@ -209,6 +217,10 @@ func runTwoRelays(t *testing.T, db *dbtest.DB) {
 			require.NoError(t, r.Close(ctx))
 			cancel()
 			stats = append(stats, r.Stats())
+			explained += r.Stats().Retried + r.Stats().LostLeases
+		}
+		for _, a := range adapters {
+			explained += int64(a.Stats().Republished)
 		}
 		c := orderCounts(t, db, db.Table(name+"_outbox"), readRabbit(t, dest.ch, dest.queue))
 		var held int64
@@ -219,7 +231,9 @@ func runTwoRelays(t *testing.T, db *dbtest.DB) {
 	}
 
 	t1, c1, _, _ := phase("one", 1, false)
+	e1 := explained
 	t2, c2, _, s2 := phase("two", 2, false)
+	e2 := explained
 	t3, c3, held, s3 := phase("takeover", 2, true)
 	for _, c := range []counts{c1, c2, c3} {
 		assert.Zero(t, c.lost, "lost")
@@ -227,15 +241,19 @@ func runTwoRelays(t *testing.T, db *dbtest.DB) {
 		assert.Zero(t, c.outOfOrder, "keys out of order")
 		assert.Equal(t, n, c.unique)
 	}
-	assert.Zero(t, c1.dups+c2.dups, "no duplicates without a lost lease")
+	// Without a frozen relay, a duplicate needs a failed publish (outcome
+	// unknown), a lost lease or an adapter's re-send: none happen on a
+	// quiet machine; on a loaded one a publish can time out.
+	assert.LessOrEqual(t, int64(c1.dups), e1, "one relay: duplicates <= failed publishes + lost leases + adapter re-sends")
+	assert.LessOrEqual(t, int64(c2.dups), e2, "two relays: duplicates <= failed publishes + lost leases + adapter re-sends")
 	assert.LessOrEqual(t, int64(c3.dups), held, "duplicates <= rows in flight when the lease ran out")
 	assert.Equal(t, s3[0].LostLeases, held, "the frozen relay marked none of its held rows")
 	assert.Positive(t, s2[0].Published)
 	assert.Positive(t, s2[1].Published, "both relays worked")
-	t.Logf("%s: %d events over %d keys, per-key order 100%% in all phases. one relay: %v (%.0f/s); two relays: %v (%.0f/s, %.2fx, split %d/%d); "+
+	t.Logf("%s: %d events over %d keys, per-key order 100%% in all phases. one relay: %v (%.0f/s, %d duplicates); two relays: %v (%.0f/s, %.2fx, split %d/%d, %d duplicates); "+
 		"takeover: %v, %d rows held by the frozen relay, %d duplicates, %d lost leases",
-		db.Kind, n, keys, t1.Round(time.Millisecond), float64(n)/t1.Seconds(), t2.Round(time.Millisecond), float64(n)/t2.Seconds(),
-		t1.Seconds()/t2.Seconds(), s2[0].Published, s2[1].Published, t3.Round(time.Millisecond), held, c3.dups, s3[0].LostLeases)
+		db.Kind, n, keys, t1.Round(time.Millisecond), float64(n)/t1.Seconds(), c1.dups, t2.Round(time.Millisecond), float64(n)/t2.Seconds(),
+		t1.Seconds()/t2.Seconds(), s2[0].Published, s2[1].Published, c2.dups, t3.Round(time.Millisecond), held, c3.dups, s3[0].LostLeases)
 }
 
 // gatedSink holds the dead letters of one key until open is closed.
