@@ -53,7 +53,7 @@ func TestRunPostgresRabbitMQ(t *testing.T) {
 		}
 		t.Skipf("RabbitMQ is not reachable on 127.0.0.1:5672 (%v); start it with `rabbitmq-server -detached`", err)
 	}
-	defer conn.Close()
+	t.Cleanup(func() { _ = conn.Close() }) // after the deletions below (cleanups run last-in first-out)
 	ch, err := conn.Channel()
 	require.NoError(t, err)
 	exchange := "det.example." + db.Prefix

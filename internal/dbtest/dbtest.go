@@ -156,8 +156,12 @@ func (d *DB) dropTables(t testing.TB) {
 	}
 	_ = rows.Close()
 	for _, n := range names {
-		if _, err := d.ExecContext(ctx, "DROP TABLE IF EXISTS "+n); err != nil {
-			t.Logf("dbtest: drop %s: %v", n, err)
+		// Each drop gets its own time: one waiting on a lock must not
+		// starve the others.
+		dctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		if _, err := d.ExecContext(dctx, "DROP TABLE IF EXISTS "+n); err != nil {
+			t.Logf("dbtest: drop %s: %v (drop it by hand)", n, err)
 		}
+		cancel()
 	}
 }
