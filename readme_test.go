@@ -32,7 +32,7 @@ var readmeImports = map[string]string{
 }
 
 // readmePrelude declares what snippets take as given: a ctx, a
-// configuration, a bus, a logger, ids, and the event types README defines.
+// configuration, a bus, a logger, ids, a database, a broker.
 const readmePrelude = `
 	ctx := context.Background()
 	cfg := broker.DefaultConfig()
@@ -40,8 +40,9 @@ const readmePrelude = `
 	logger := slog.Default()
 	orderID, userID := "o-1", "u-1"
 	var db *sql.DB
+	var b broker.Broker
 	var refunds interface{ Start(context.Context, string) error }
-	_, _, _, _, _, _, _, _ = ctx, cfg, bus, logger, orderID, userID, db, refunds
+	_, _, _, _, _, _, _, _, _ = ctx, cfg, bus, logger, orderID, userID, db, b, refunds
 `
 
 var fence = regexp.MustCompile("(?s)```go\n(.*?)```")
