@@ -184,4 +184,4 @@ var errNilBroker = &broker.Error{Op: "domaineventsotel: options", Kind: broker.E
 	Err: errors.New("WrapBroker: next broker is nil")}
 
 func (nilBroker) Publish(context.Context, broker.Message) error { return errNilBroker }
-func (nilBroker) Close(context.Context) error                  { return errNilBroker }
+func (nilBroker) Close(context.Context) error                   { return errNilBroker }
