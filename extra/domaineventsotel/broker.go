@@ -3,7 +3,6 @@ package domaineventsotel
 import (
 	"context"
 	"errors"
-	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -65,14 +64,15 @@ type tracedBroker struct {
 	tracer    trace.Tracer
 	prop      propagation.TextMapPropagator
 	metrics   *clientMetrics
-	dests     sync.Map // broker.Destination -> *sendDest
+	dests     cache[broker.Destination, *sendDest]
 }
 
-// sendDest is what a destination's spans share, built once.
+// sendDest is what a destination's spans share, built once: the name and
+// the attributes a sampler may look at, given when the span starts.
 type sendDest struct {
 	name  string // messaging.destination.name
 	span  string // span name
-	attrs []attribute.KeyValue
+	start []trace.SpanStartOption
 }
 
 func (b *tracedBroker) destination(m broker.Message) (broker.Destination, *sendDest) {
@@ -80,21 +80,22 @@ func (b *tracedBroker) destination(m broker.Message) (broker.Destination, *sendD
 	if b.describer != nil {
 		d = b.describer.Describe(m)
 	}
-	if v, ok := b.dests.Load(d); ok {
-		return d, v.(*sendDest)
-	}
+	return d, b.dests.get(d, func() *sendDest { return newSendDest(d) })
+}
+
+func newSendDest(d broker.Destination) *sendDest {
 	sd := &sendDest{name: sendDestination(d)}
 	sd.span = spanName(opSend, sd.name)
-	sd.attrs = system(d.System, sd.attrs)
-	sd.attrs = append(sd.attrs, semconv.MessagingOperationNameKey.String(opSend), semconv.MessagingOperationTypeSend)
+	attrs := system(d.System, nil)
+	attrs = append(attrs, semconv.MessagingOperationNameKey.String(opSend), semconv.MessagingOperationTypeSend)
 	if sd.name != "" {
-		sd.attrs = append(sd.attrs, semconv.MessagingDestinationName(sd.name))
+		attrs = append(attrs, semconv.MessagingDestinationName(sd.name))
 	}
 	if d.System == "rabbitmq" && d.RoutingKey != "" {
-		sd.attrs = append(sd.attrs, semconv.MessagingRabbitMQDestinationRoutingKey(d.RoutingKey))
+		attrs = append(attrs, semconv.MessagingRabbitMQDestinationRoutingKey(d.RoutingKey))
 	}
-	b.dests.Store(d, sd)
-	return d, sd
+	sd.start = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(attrs...)}
+	return sd
 }
 
 // Publish publishes msg through next inside a send span (see [WrapBroker]).
@@ -116,16 +117,24 @@ func (b *tracedBroker) Publish(ctx context.Context, msg broker.Message) error {
 		}
 	}
 
-	attrs := make([]attribute.KeyValue, 0, len(sd.attrs)+2)
-	attrs = append(attrs, sd.attrs...)
-	if msg.ID != "" {
-		attrs = append(attrs, semconv.MessagingMessageID(msg.ID))
+	start := sd.start
+	if links != nil {
+		start = append(start[:len(start):len(start)], trace.WithLinks(links...))
 	}
-	if d.System == "kafka" && msg.Key != "" {
-		attrs = append(attrs, semconv.MessagingKafkaMessageKey(msg.Key))
+	sctx, span := b.tracer.Start(parent, sd.span, start...)
+	if span.IsRecording() {
+		// Attributes of this message alone: not for samplers, and not
+		// worth an allocation when nothing records them.
+		var kv [2]attribute.KeyValue
+		n := 0
+		if msg.ID != "" {
+			kv[n], n = semconv.MessagingMessageID(msg.ID), n+1
+		}
+		if d.System == "kafka" && msg.Key != "" {
+			kv[n], n = semconv.MessagingKafkaMessageKey(msg.Key), n+1
+		}
+		span.SetAttributes(kv[:n]...)
 	}
-	sctx, span := b.tracer.Start(parent, sd.span, trace.WithSpanKind(trace.SpanKindProducer),
-		trace.WithAttributes(attrs...), trace.WithLinks(links...))
 
 	if span.SpanContext().IsValid() || baggage.FromContext(sctx).Len() > 0 {
 		h := make(map[string]string, len(msg.Headers)+2)
@@ -136,9 +145,13 @@ func (b *tracedBroker) Publish(ctx context.Context, msg broker.Message) error {
 		msg.Headers = h
 	}
 
-	start := time.Now()
+	m := b.metrics
+	measure := m.opDuration.Enabled(ctx) || m.sent.Enabled(ctx)
+	var began time.Time
+	if measure {
+		began = time.Now()
+	}
 	err := b.next.Publish(sctx, msg)
-	elapsed := time.Since(start).Seconds()
 
 	et := ""
 	if err != nil {
@@ -148,11 +161,9 @@ func (b *tracedBroker) Publish(ctx context.Context, msg broker.Message) error {
 	}
 	span.End()
 
-	m := b.metrics
-	if m.opDuration.Enabled(ctx) {
-		m.opDuration.RecordSet(ctx, elapsed, m.set(setKey{metric: setSendDuration, system: d.System, dest: sd.name, errType: et, partition: -1}))
-	}
-	if m.sent.Enabled(ctx) {
+	if measure {
+		m.opDuration.RecordSet(ctx, time.Since(began).Seconds(),
+			m.set(setKey{metric: setSendDuration, system: d.System, dest: sd.name, errType: et, partition: -1}))
 		m.sent.AddSet(ctx, 1, m.set(setKey{metric: setSent, system: d.System, dest: sd.name, errType: et, partition: -1}))
 	}
 	return err

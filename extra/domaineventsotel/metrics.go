@@ -1,8 +1,6 @@
 package domaineventsotel
 
 import (
-	"sync"
-
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
@@ -16,7 +14,7 @@ type clientMetrics struct {
 	sent       messagingconv.ClientSentMessages
 	consumed   messagingconv.ClientConsumedMessages
 	process    messagingconv.ProcessDuration
-	sets       sync.Map // setKey -> attribute.Set
+	sets       cache[setKey, attribute.Set]
 }
 
 // newClientMetrics makes the instruments. An error (a provider refusing
@@ -64,9 +62,10 @@ type setKey struct {
 
 // set returns the attribute set of k, built on first use.
 func (c *clientMetrics) set(k setKey) attribute.Set {
-	if s, ok := c.sets.Load(k); ok {
-		return s.(attribute.Set)
-	}
+	return c.sets.get(k, func() attribute.Set { return newSet(k) })
+}
+
+func newSet(k setKey) attribute.Set {
 	kv := make([]attribute.KeyValue, 0, 8)
 	kv = system(k.system, kv)
 	switch k.metric {
@@ -90,7 +89,5 @@ func (c *clientMetrics) set(k setKey) attribute.Set {
 	if k.errType != "" {
 		kv = append(kv, semconv.ErrorTypeKey.String(k.errType))
 	}
-	s := attribute.NewSet(kv...)
-	c.sets.Store(k, s)
-	return s
+	return attribute.NewSet(kv...)
 }

@@ -2,7 +2,6 @@ package domaineventsotel
 
 import (
 	"context"
-	"sync"
 
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
@@ -84,7 +83,7 @@ type observer struct {
 	retries, deadLetters, connects, disconnects metric.Int64Counter
 	spoolDepth, backlog                         metric.Int64Gauge
 	lag                                         metric.Float64Gauge
-	sets                                        sync.Map // obsKey -> attribute.Set
+	sets                                        cache[obsKey, metric.MeasurementOption]
 }
 
 type obsKey struct {
@@ -92,9 +91,10 @@ type obsKey struct {
 }
 
 func (o *observer) set(k obsKey) metric.MeasurementOption {
-	if s, ok := o.sets.Load(k); ok {
-		return s.(metric.MeasurementOption)
-	}
+	return o.sets.get(k, func() metric.MeasurementOption { return newObsSet(k) })
+}
+
+func newObsSet(k obsKey) metric.MeasurementOption {
 	kv := make([]attribute.KeyValue, 0, 4)
 	if k.component != "" {
 		kv = append(kv, attrComponent.String(k.component))
@@ -106,9 +106,7 @@ func (o *observer) set(k obsKey) metric.MeasurementOption {
 	if k.errType != "" {
 		kv = append(kv, semconv.ErrorTypeKey.String(k.errType))
 	}
-	s := metric.WithAttributeSet(attribute.NewSet(kv...))
-	o.sets.Store(k, s)
-	return s
+	return metric.WithAttributeSet(attribute.NewSet(kv...))
 }
 
 // Observe records o (see [NewObserver]). Kinds it does not know are
