@@ -8,6 +8,7 @@
 //	cd bench && go run . -rounds 3 -duration 3s     # tables on stdout, results.json, chart.svg
 //	cd bench && go run . -suites bus -rounds 1      # one suite
 //	cd bench && go run . -memcheck                  # the outage memory check
+//	cd bench && go run . -suites outbox-rabbitmq,outbox-kafka   # commit-to-confirmed from PostgreSQL (DATABASE_URL)
 package main
 
 import (
@@ -60,11 +61,15 @@ func suites() map[string][]contender {
 		"rabbitmq": rabbitContenders(),
 		"kafka":    kafkaContenders(),
 		"bus":      busContenders(),
+		// Not in the default -suites: they need PostgreSQL (DATABASE_URL).
+		"outbox-rabbitmq": outboxContenders("rabbitmq"),
+		"outbox-kafka":    outboxContenders("kafka"),
 	}
 }
 
 // baseline is the contender the ratios divide by.
-var baseline = map[string]string{"rabbitmq": "raw-amqp091-pipelined", "kafka": "raw-sarama-async", "bus": "direct-call"}
+var baseline = map[string]string{"rabbitmq": "raw-amqp091-pipelined", "kafka": "raw-sarama-async", "bus": "direct-call",
+	"outbox-rabbitmq": "direct", "outbox-kafka": "direct"}
 
 func main() {
 	var (
@@ -132,7 +137,7 @@ func orchestrate(names []string, pubs []int, rounds int, d time.Duration, jsonOu
 			return fmt.Errorf("unknown suite %q", suite)
 		}
 		var env []string
-		if suite == "kafka" {
+		if strings.HasSuffix(suite, "kafka") {
 			addrs, stop, err := startKfake(self)
 			if err != nil {
 				return err

@@ -1,0 +1,161 @@
+// Package outbox makes a service's events exist if and only if its
+// database transaction commits, across crashes: the transactional outbox
+// on the publishing side and the inbox on the consuming side, on
+// PostgreSQL, MariaDB/MySQL and SQLite through database/sql.
+//
+// # Writing
+//
+// A [Store] is a broker.Broker that writes each message into the
+// transaction its ctx carries, instead of sending it. Application code
+// keeps publishing typed events through the bus:
+//
+//	store, _ := outbox.New(db, outbox.Postgres)
+//	_ = store.Migrate(ctx)
+//	fwd, _ := bridge.NewForwarder(store) // synchronous: the row is written before Publish returns
+//	fwd.Attach(bus)
+//
+//	err := store.Transact(ctx, func(ctx context.Context, tx *sql.Tx) error {
+//		if _, err := tx.ExecContext(ctx, "INSERT INTO orders ...", ...); err != nil {
+//			return err
+//		}
+//		return eventbus.Publish(ctx, bus, events.OrderCreated{...}) // stored in tx
+//	})
+//
+// The order row and its events commit together or not at all. A Publish
+// outside a transaction is an error matching broker.ErrInvalid: nothing is
+// ever published that did not commit. Use the forwarder synchronous (its
+// default), not bridge.WithAsync: an asynchronous worker would publish
+// after the transaction has ended. If you begin the transaction
+// yourself, put it in ctx with [WithTx] and call [Store.Notify] after the
+// commit (the relays poll anyway).
+//
+// Each message gets the next number of a per-key sequence (Key is the
+// aggregate id, the order id): a counter row per key, updated in the same
+// transaction and so locked until it ends. A rollback undoes the number; a
+// later transaction on the same key waits for the earlier one. The
+// sequence is gap-free and its order is the order in which the changes to
+// that aggregate committed, which neither a transaction id nor an identity
+// column gives: a transaction that took its id early can commit late.
+//
+// # Relaying
+//
+// A [Relay] publishes the rows through any broker.Broker. It claims due
+// rows in one statement (PostgreSQL, SQLite) or one short transaction at
+// READ COMMITTED (MySQL, see below):
+//
+//	SELECT the head of each key: its pending row with the lowest seq
+//	  (PostgreSQL: DISTINCT ON (key) over the pending-rows index; MySQL,
+//	  SQLite: min(seq) GROUP BY key), keep those due and whose lease is
+//	  free or ran out, oldest first, LIMIT batch; then lock each one by id
+//	  FOR UPDATE SKIP LOCKED, re-checking its state and lease
+//	UPDATE them: lease_owner = me, lease_until = now + lease, attempts + 1
+//
+// and publishes the batch concurrently, each row once the row before it in
+// its key is settled, so at most one message per key is in flight. A row is
+// marked published only after the broker's confirm (Publish returned nil)
+// and only if its lease_owner is still this relay:
+//
+//	UPDATE ... SET state = published WHERE id IN (...) AND lease_owner = me AND state = pending
+//
+// Why this is safe with several relays in several processes:
+//
+//   - Two relays never hold the same row: a claim locks the rows it picks
+//     (SKIP LOCKED passes over rows another claim is taking) and re-checks
+//     the lease on the latest committed row before taking it, so a row
+//     leased meanwhile is not taken again until that lease runs out.
+//   - Only a head is claimed, and a key's next row becomes the head only
+//     once its predecessor is published or dead: one message per key in
+//     flight, published in seq order. A claim can see a predecessor as
+//     still pending when it was just settled (it then misses the new head
+//     until the next claim), never the other way round, because a row of
+//     seq n+1 commits only after the row of seq n committed (the counter
+//     lock).
+//   - Heads are decided on one consistent snapshot. MySQL's locking reads
+//     see the latest committed rows while a derived table in the same
+//     statement reads an older snapshot, so one SELECT ... FOR UPDATE could take
+//     rows committed in between (seq 1, 2 and 3 of one transaction) all for
+//     heads; on MySQL the relay therefore picks the heads with a plain read,
+//     then locks those ids (SKIP LOCKED) re-checking each row's own state
+//     and lease. That is enough because a head stays the head while it is
+//     pending: published and dead are final.
+//   - lease_owner changes only when a relay claims the row. A relay whose
+//     lease ran out and whose row was taken over finds another owner when
+//     it marks, and marks nothing (counted in [RelayStats].LostLeases): the
+//     row is published twice, never lost, and the new owner's copy was
+//     confirmed before the next row of its key was even claimed, so the
+//     first arrival of every id is still in seq order. A relay whose
+//     lease ran out while nobody took the row still marks it: nobody else
+//     can have published it.
+//   - A publish never outlives its lease ([WithPublishTimeout] < [WithLease]),
+//     so a healthy relay settles its rows before anyone may take them.
+//   - Times (due, lease) are the database's clock, the same for every
+//     relay.
+//
+// Delivery is therefore at least once, in per-key order of first
+// arrivals: a relay killed after the broker's confirm and before its mark
+// leaves the row to be published again when the lease runs out, with the
+// same message id, possibly after later rows of its key. Consumers
+// deduplicate on the id (an [Inbox]); the tests count order on first
+// arrivals.
+//
+// After marking a batch, a relay claims the next rows of exactly the keys
+// it just published that have one (a few index probes, not a scan), so a
+// key with a backlog keeps moving at the pace of the broker's confirms.
+// The full claim runs when a transaction of this process commits through
+// [Store.Transact] or [Store.Notify], when a failed or dead row lets its
+// key move on, when there is room in flight again, and every poll interval
+// ([WithPollInterval]) for rows committed by other processes and rows
+// backing off. No
+// LISTEN/NOTIFY: it does not survive PgBouncer's transaction pooling, and
+// the in-process wake-up covers the writer's own process.
+//
+// # Failures and poison messages
+//
+// A failed publish backs off (full jitter, [WithBackoff]) and its row is
+// tried again; meanwhile its key waits, other keys flow. A row that failed
+// [WithMaxAttempts] times (every claim counts, so a message that kills its
+// relay counts too), or that can never be published (the broker says
+// broker.ErrInvalid or broker.ErrTooLarge), goes to the [WithDeadLetter]
+// sink and is marked dead, and its key moves on: a poison message blocks
+// its own key only, for its attempts only. Unroutable, rejected and
+// unauthorized messages are retried, not dead-lettered at once as a direct
+// publish would: the row is safe in the table, an operator may bind the
+// missing queue, and dead-lettering would let the key's next event
+// overtake it. A broker that already dead-lettered the message (it
+// returned broker.ErrDeadLettered, as a retry.Broker with a sink does)
+// has it marked dead at once.
+//
+// Published rows are deleted after [WithRetention]; pending and dead rows
+// never are.
+//
+// # Inbox
+//
+// [Inbox.Handler] wraps a consumer's broker.Handler: in one transaction it
+// inserts (consumer, event id), skips a duplicate, runs the handler with the
+// transaction in ctx ([TxFrom]) and commits before acknowledging, so that
+// the handler's database side effects happen once per event id however
+// often the broker redelivers.
+//
+// # Dialects and schema
+//
+// [Postgres], [MySQL] (MariaDB >= 10.6, MySQL >= 8.0) and [SQLite]
+// (>= 3.42; one relay does the work at a time, since SQLite has one write
+// lock). [Store.Migrate] creates the tables; [DDL] returns the same script
+// for your migration tool, and [SchemaFiles] holds it with the default table
+// names. Table names are set with [WithTables]. The library needs no
+// driver: open the *sql.DB with pgx's stdlib, go-sql-driver/mysql,
+// modernc.org/sqlite or any other. With SQLite, open it with a busy timeout
+// and immediate transactions (modernc: ?_pragma=busy_timeout(5000)&_txlock=immediate).
+//
+// # Errors
+//
+// Bad arguments and options match broker.ErrInvalid and name what is
+// wrong; database failures match broker.ErrUnavailable and carry the
+// driver's error; context errors are returned as they are.
+//
+// # Shutdown
+//
+// Close the subscribers and stop writing, then [Relay.Close] (it lets the
+// publishes in flight finish, marks them and gives up its leases), then the
+// Broker, then the *sql.DB. [Store.Close] only stops accepting.
+package outbox
