@@ -22,16 +22,18 @@ import (
 // messaging.client.operation.duration and messaging.client.sent.messages.
 // Inside domainevents.Open give it as the publish middleware, so that each
 // attempt of the retry layer, and each replay of the spool, is a span of
-// its own:
+// its own, and [MessageHook] as the message hook, so that the request's
+// trace context stays with an event queued asynchronously or spooled:
 //
 //	pub, err := domainevents.Open(ctx, cfg,
+//		domainevents.WithMessageHook(domaineventsotel.MessageHook()),
 //		domainevents.WithPublishMiddleware(domaineventsotel.Middleware()))
 //
 // The span's parent is the span in ctx (the HTTP request's, say). When ctx
-// carries none but the message already does (an outbox row that
-// [MessageHook] stamped in the writer's transaction, or a spooled event
-// being replayed), the message's context is the parent; a context the
-// message carries is also linked. The span is the message's creation
+// carries none but the message already does (what [MessageHook] stored:
+// an outbox row, an event queued asynchronously or replayed from the
+// spool), the message's context is the parent; a context the message
+// carries is also linked. The span is the message's creation
 // context from then on: its context replaces the message's traceparent in
 // what next publishes, so that the consumer's span follows the send that
 // delivered it.

@@ -8,14 +8,15 @@
 // It is a module of its own (go.opentelemetry.io/otel API only; the SDK is
 // for its tests and example), so that the core library depends on no
 // OpenTelemetry code: it works through the core's hooks, broker.Broker
-// decorators, broker.Handler wrappers, broker.Observer and
-// outbox.WithMessageHook.
+// decorators, broker.Handler wrappers, broker.Observer and the message
+// hooks of domainevents, bridge and outbox.
 //
 // # Wiring
 //
 //	otel.SetTextMapPropagator(propagation.NewCompositeTextMapPropagator(
 //		propagation.TraceContext{}, propagation.Baggage{}))
 //	pub, err := domainevents.Open(ctx, cfg,
+//		domainevents.WithMessageHook(domaineventsotel.MessageHook()),      // the trace context goes with the event (async queue, spool)
 //		domainevents.WithPublishMiddleware(domaineventsotel.Middleware()), // send spans, per attempt
 //		domainevents.WithObserver(domaineventsotel.NewObserver()))         // retries, dead letters, ...
 //	sub, err := domainevents.OpenSubscriber(ctx, cfg,
@@ -54,7 +55,8 @@
 //   - error.type on failure, see Errors
 //
 // Parent: the span in the publisher's ctx; else the trace context the
-// message carries (an outbox row, a replayed spool entry), which is also
+// message carries ([MessageHook]'s: an outbox row, an event from the
+// asynchronous queue or the spool); a context the message carries is also
 // linked. The span's context is injected into a copy of the message's
 // headers (traceparent, tracestate).
 //

@@ -28,6 +28,7 @@ func Example() {
 		return
 	}
 	pub, err := domainevents.Open(ctx, cfg,
+		domainevents.WithMessageHook(domaineventsotel.MessageHook()),
 		domainevents.WithPublishMiddleware(domaineventsotel.Middleware()),
 		domainevents.WithObserver(domaineventsotel.NewObserver()))
 	if err != nil {

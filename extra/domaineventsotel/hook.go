@@ -25,6 +25,15 @@ import (
 // of (and linked to) the context stored with the row, so that one trace
 // runs from the request through the commit and the relay to the consumer.
 //
+// domainevents.WithMessageHook (and bridge.WithMessageHook) take it too:
+// there it runs before the asynchronous queue, the retry layer and the
+// spool, so that an event published by an asynchronous worker, or replayed
+// from the spool after an outage, stays in the request's trace:
+//
+//	pub, err := domainevents.Open(ctx, cfg,
+//		domainevents.WithMessageHook(domaineventsotel.MessageHook()),
+//		domainevents.WithPublishMiddleware(domaineventsotel.Middleware()))
+//
 // The hook leaves a message that already carries a trace context alone,
 // and does nothing when ctx has neither a span nor baggage. It never
 // changes the map it finds in m.Headers: it gives m a new one. Only

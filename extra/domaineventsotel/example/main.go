@@ -94,6 +94,7 @@ func run(ctx context.Context, cfg broker.Config, out, errOut io.Writer) (err err
 
 	// The publishing side: Open with the send spans as its middleware.
 	opts := []domainevents.PublisherOption{domainevents.WithLogger(logger),
+		domainevents.WithMessageHook(domaineventsotel.MessageHook(tel...)),
 		domainevents.WithPublishMiddleware(domaineventsotel.Middleware(tel...))}
 	var loop *loopback
 	if !cfg.Enabled {
