@@ -15,13 +15,20 @@ import (
 // Names of the metrics [NewObserver] records, under the domainevents
 // namespace (the messaging conventions have none for these).
 const (
-	MetricRetries       = "domainevents.retries"
-	MetricDeadLetters   = "domainevents.dead_letters"
-	MetricConnects      = "domainevents.connects"
-	MetricDisconnects   = "domainevents.disconnects"
-	MetricSpoolDepth    = "domainevents.spool.depth"
+	// MetricRetries counts failed attempts that will be retried.
+	MetricRetries = "domainevents.retries"
+	// MetricDeadLetters counts messages dead-lettered.
+	MetricDeadLetters = "domainevents.dead_letters"
+	// MetricConnects counts connections made (the first and reconnects).
+	MetricConnects = "domainevents.connects"
+	// MetricDisconnects counts connections lost.
+	MetricDisconnects = "domainevents.disconnects"
+	// MetricSpoolDepth is the spool's depth in events.
+	MetricSpoolDepth = "domainevents.spool.depth"
+	// MetricOutboxBacklog is the number of unpublished outbox rows.
 	MetricOutboxBacklog = "domainevents.outbox.backlog"
-	MetricOutboxLag     = "domainevents.outbox.lag"
+	// MetricOutboxLag is the age of the oldest unpublished outbox row.
+	MetricOutboxLag = "domainevents.outbox.lag"
 )
 
 // NewObserver returns a broker.Observer that turns what the library's parts

@@ -9,8 +9,10 @@ import (
 
 // Keys of the attributes [NewLogHandler] adds.
 const (
+	// LogKeyTraceID is the trace id, 32 hex digits.
 	LogKeyTraceID = "trace_id"
-	LogKeySpanID  = "span_id"
+	// LogKeySpanID is the span id, 16 hex digits.
+	LogKeySpanID = "span_id"
 )
 
 // NewLogHandler returns a slog.Handler that adds trace_id and span_id (hex,
