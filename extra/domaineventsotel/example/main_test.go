@@ -58,7 +58,7 @@ func TestExampleRabbitMQ(t *testing.T) {
 		}
 		t.Skipf("RabbitMQ is not reachable (%v); start it with `rabbitmq-server -detached`", err)
 	}
-	defer admin.Close()
+	t.Cleanup(func() { _ = admin.Close() }) // after the cleanup below: cleanups run last-in first-out
 	x := "det.otel.example." + uuid.NewString()[:8]
 	t.Cleanup(func() {
 		ch, err := admin.Channel()
