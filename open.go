@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"sync"
@@ -29,19 +30,20 @@ import (
 type Publisher struct {
 	cfg     broker.Config
 	log     *slog.Logger
-	adapter broker.Broker        // rabbitmq, kafka, or the disabled broker
-	dlq     *broker.BrokerSink   // nil when disabled
-	spool   *deadletter.Spool    // nil when disabled
-	retry   *retry.Broker        // nil when disabled
-	entry   broker.Broker        // what Publish goes through: retry, or the disabled broker
-	fwd     *bridge.Forwarder    //
-	replay  sync.Mutex           // one replay at a time
-	stop    context.CancelFunc   // stops the replay loop
-	loop    sync.WaitGroup       //
-	closeMu sync.Mutex           //
-	closed  bool                 //
-	health  broker.HealthChecker // the adapter's, if it has one
-	where   string               // where events go, for logs
+	adapter broker.Broker                          // rabbitmq, kafka, or the disabled broker
+	dlq     *broker.BrokerSink                     // nil when disabled
+	spool   *deadletter.Spool                      // nil when disabled
+	retry   *retry.Broker                          // nil when disabled
+	entry   broker.Broker                          // what Publish goes through: retry, or the disabled broker
+	fwd     *bridge.Forwarder                      //
+	replay  sync.Mutex                             // one replay at a time
+	stop    context.CancelFunc                     // stops the replay loop
+	loop    sync.WaitGroup                         //
+	closeMu sync.Mutex                             //
+	closed  bool                                   //
+	health  broker.HealthChecker                   // the adapter's, if it has one
+	where   string                                 // where events go, for logs
+	hook    func(context.Context, *broker.Message) // WithMessageHook, or nil
 }
 
 // Open returns a Publisher for cfg (usually broker.ConfigFromEnv()): one
@@ -78,8 +80,11 @@ func Open(ctx context.Context, cfg broker.Config, opts ...PublisherOption) (*Pub
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	p := &Publisher{cfg: cfg, log: c.logger}
+	p := &Publisher{cfg: cfg, log: c.logger, hook: c.hook}
 	var fwdOpts []bridge.Option
+	if c.hook != nil {
+		fwdOpts = append(fwdOpts, bridge.WithMessageHook(c.hook))
+	}
 	if c.async {
 		fwdOpts = append(fwdOpts, bridge.WithAsync(c.asyncWorkers, c.asyncQueue))
 	}
@@ -219,8 +224,12 @@ func SpoolDir(cfg broker.Config) string {
 // Publish publishes msg through the retry layer (see broker.Broker): nil
 // once the broker confirmed it; an error matching broker.ErrDeadLettered
 // once it is safe in a dead-letter sink (broker.Safe tells both from a
-// failure).
+// failure). [WithMessageHook]'s function sees a copy of msg first.
 func (p *Publisher) Publish(ctx context.Context, msg broker.Message) error {
+	if p.hook != nil {
+		msg.Headers = maps.Clone(msg.Headers) // the caller's map stays as it is
+		p.hook(ctx, &msg)
+	}
 	return p.entry.Publish(ctx, msg)
 }
 

@@ -357,3 +357,48 @@ func (c countingBroker) Publish(ctx context.Context, m broker.Message) error {
 	c.n.Add(1)
 	return c.Broker.Publish(ctx, m)
 }
+
+type hookKey struct{}
+
+// The message hook runs with the caller's ctx on Forward (synchronous or
+// asynchronous) and Publish; what it writes reaches the broker, and the
+// caller's headers stay as they were.
+func TestMessageHook(t *testing.T) {
+	hook := func(ctx context.Context, m *broker.Message) {
+		if v, ok := ctx.Value(hookKey{}).(string); ok {
+			if m.Headers == nil {
+				m.Headers = map[string]string{}
+			}
+			m.Headers["traceparent"] = v
+		}
+	}
+	const tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+	ctx := context.WithValue(context.Background(), hookKey{}, tp)
+	for _, tc := range []struct {
+		name string
+		opts []domainevents.PublisherOption
+	}{
+		{"synchronous", nil},
+		{"asynchronous", []domainevents.PublisherOption{domainevents.WithAsync(2, 8)}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := &brokertest.Recorder{}
+			pub, err := domainevents.Open(context.Background(), broker.DefaultConfig(), append(tc.opts, domainevents.WithDisabledBroker(rec),
+				domainevents.WithMessageHook(hook), domainevents.WithLogger(quiet()))...)
+			require.NoError(t, err)
+			require.NoError(t, pub.Forward(ctx, order(1)))
+			own := map[string]string{"x-tenant": "acme"}
+			require.NoError(t, pub.Publish(ctx, broker.Message{ID: "e-2", Name: "order.created", Key: "o-2", Headers: own}))
+			require.NoError(t, pub.Close(context.Background()))
+			msgs := rec.Messages()
+			require.Len(t, msgs, 2)
+			for _, m := range msgs {
+				assert.Equal(t, tp, m.Headers["traceparent"], m.ID)
+			}
+			assert.Equal(t, map[string]string{"x-tenant": "acme"}, own, "the caller's headers are not changed")
+		})
+	}
+	_, err := domainevents.Open(context.Background(), broker.DefaultConfig(), domainevents.WithMessageHook(nil))
+	assert.ErrorIs(t, err, broker.ErrInvalid)
+	assert.ErrorContains(t, err, "WithMessageHook: fn is nil")
+}

@@ -1,6 +1,7 @@
 package domainevents
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -49,6 +50,7 @@ type publisherConfig struct {
 	spoolDir       string
 	noop           broker.Broker
 	middleware     []func(broker.Broker) broker.Broker
+	hook           func(context.Context, *broker.Message)
 }
 
 type subscriberConfig struct {
@@ -199,6 +201,26 @@ func WithPublishMiddleware(mw func(next broker.Broker) broker.Broker) PublisherO
 			return errors.New("WithPublishMiddleware: middleware is nil")
 		}
 		c.middleware = append(c.middleware, mw)
+		return nil
+	})
+}
+
+// WithMessageHook calls fn with each message [Publisher.Forward],
+// [Publisher.Publish] and the attached bus publish, in the caller's
+// goroutine and with its ctx, before the asynchronous queue, the retry
+// layer and the spool: what fn writes into m.Headers stays with the event
+// through all of them, and is replayed with it from the spool.
+// Instrumentation uses it (the OpenTelemetry module's MessageHook writes
+// the caller's trace context there, so that an event published
+// asynchronously or replayed later stays in the request's trace). fn gets
+// a message of its own (m.Headers may be nil; set a new map then).
+// Default: none.
+func WithMessageHook(fn func(ctx context.Context, m *broker.Message)) PublisherOption {
+	return publisherOption(func(c *publisherConfig) error {
+		if fn == nil {
+			return errors.New("WithMessageHook: fn is nil")
+		}
+		c.hook = fn
 		return nil
 	})
 }

@@ -23,6 +23,7 @@ import (
 type Forwarder struct {
 	broker  broker.Broker
 	stamper events.Stamper
+	hook    func(context.Context, *broker.Message)
 	async   *asyncForwarder
 }
 
@@ -37,6 +38,7 @@ type forwarderConfig struct {
 	timeout   time.Duration
 	sink      broker.DeadLetterSink
 	onError   func(broker.Message, error)
+	hook      func(context.Context, *broker.Message)
 }
 
 type asyncConfig struct{ workers, queue int }
@@ -119,6 +121,23 @@ func WithOnError(fn func(broker.Message, error)) Option {
 	}
 }
 
+// WithMessageHook calls fn with each event's message, in Forward's
+// goroutine and with its ctx, before the message is published or queued:
+// what fn writes into m.Headers travels with the event through the queue
+// of [WithAsync], the broker's retries and any dead-letter spool. The
+// OpenTelemetry module's MessageHook writes the caller's trace context
+// there. fn gets a message of its own (m.Headers may be nil; set a new map
+// then). Default: none.
+func WithMessageHook(fn func(ctx context.Context, m *broker.Message)) Option {
+	return func(c *forwarderConfig) error {
+		if fn == nil {
+			return errors.New("WithMessageHook: fn is nil")
+		}
+		c.hook = fn
+		return nil
+	}
+}
+
 // NewForwarder returns a Forwarder that publishes through b. A nil b or a
 // bad option (an async-only option without [WithAsync] included) is an
 // error matching broker.ErrInvalid.
@@ -138,7 +157,7 @@ func NewForwarder(b broker.Broker, opts ...Option) (*Forwarder, error) {
 	if c.async == nil && len(c.asyncOnly) > 0 {
 		return nil, invalid(fmt.Sprintf("NewForwarder: %v only apply with WithAsync", c.asyncOnly))
 	}
-	f := &Forwarder{broker: b, stamper: c.stamper}
+	f := &Forwarder{broker: b, stamper: c.stamper, hook: c.hook}
 	if c.async != nil {
 		if c.onError == nil {
 			c.onError = func(m broker.Message, err error) {
@@ -180,6 +199,9 @@ func (f *Forwarder) Forward(ctx context.Context, e events.Event) error {
 	m, err := MessageFor(env)
 	if err != nil {
 		return err
+	}
+	if f.hook != nil {
+		f.hook(ctx, &m)
 	}
 	if f.async != nil {
 		err = f.async.enqueue(ctx, m)

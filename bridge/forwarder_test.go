@@ -80,3 +80,42 @@ func TestNewForwarderNilBroker(t *testing.T) {
 	_, err := bridge.NewForwarder(nil)
 	assert.True(t, errors.Is(err, broker.ErrInvalid))
 }
+
+type traceKey struct{}
+
+// The hook runs with the caller's ctx before the event is published or
+// queued: what it writes into the headers reaches the broker, also from an
+// asynchronous worker whose ctx is not the caller's.
+func TestForwarderMessageHook(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		opts []bridge.Option
+	}{
+		{"synchronous", nil},
+		{"asynchronous", []bridge.Option{bridge.WithAsync(2, 8)}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := &brokertest.Recorder{}
+			hook := func(ctx context.Context, m *broker.Message) {
+				if v, ok := ctx.Value(traceKey{}).(string); ok {
+					if m.Headers == nil {
+						m.Headers = map[string]string{}
+					}
+					m.Headers["traceparent"] = v
+				}
+			}
+			f, err := bridge.NewForwarder(rec, append(tc.opts, bridge.WithMessageHook(hook))...)
+			require.NoError(t, err)
+			ctx := context.WithValue(context.Background(), traceKey{}, "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+			require.NoError(t, f.Forward(ctx, events.OrderStatusUpdated{OrderID: "o-1", UserID: "u-1",
+				OldStatus: events.StatusCreated, NewStatus: events.StatusInProgress}))
+			require.NoError(t, f.Close(context.Background()))
+			msgs := rec.Messages()
+			require.Len(t, msgs, 1)
+			assert.Equal(t, "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", msgs[0].Headers["traceparent"])
+		})
+	}
+	_, err := bridge.NewForwarder(&brokertest.Recorder{}, bridge.WithMessageHook(nil))
+	assert.ErrorIs(t, err, broker.ErrInvalid)
+	assert.ErrorContains(t, err, "WithMessageHook: fn is nil")
+}
