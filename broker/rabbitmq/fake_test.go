@@ -178,6 +178,7 @@ type fakeChannel struct {
 	published chan fakePublish // what the adapter wrote, in order
 
 	mu         sync.Mutex
+	sendMu     sync.RWMutex // confirm sends under it; shutdown closes the listeners under it
 	closed     bool
 	seq        uint64
 	confirming bool
@@ -295,6 +296,8 @@ func (ch *fakeChannel) shutdown(err *amqp.Error) {
 	confirms, returns, closes := ch.confirms, ch.returns, ch.closes
 	deliveries := ch.deliveries
 	ch.mu.Unlock()
+	ch.sendMu.Lock()
+	defer ch.sendMu.Unlock()
 	for _, l := range closes {
 		if err != nil {
 			l <- err
@@ -323,6 +326,8 @@ func (ch *fakeChannel) ack(tag uint64)  { ch.confirm(amqp.Confirmation{DeliveryT
 func (ch *fakeChannel) nack(tag uint64) { ch.confirm(amqp.Confirmation{DeliveryTag: tag, Ack: false}) }
 
 func (ch *fakeChannel) confirm(c amqp.Confirmation) {
+	ch.sendMu.RLock()
+	defer ch.sendMu.RUnlock()
 	ch.mu.Lock()
 	ls := ch.confirms
 	if ch.closed {

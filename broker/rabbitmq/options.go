@@ -59,6 +59,7 @@ type publisherOptions struct {
 	alternate      string
 	window         int
 	maxMessageSize int
+	nackReplace    time.Duration // a test seam: 0 is 1s
 }
 
 type subscriberOptions struct {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -500,4 +501,41 @@ func TestFakeBackBrokerFoundWithinASecond(t *testing.T) {
 	took := time.Since(start)
 	t.Logf("broker back: reconnected after %v", took)
 	assert.Less(t, took, 1500*time.Millisecond, "the longest wait between attempts is 1s")
+}
+
+// TestFakeChannelThatOnlyNacksIsReplaced: a channel that nacks every
+// publish for longer than a second (RabbitMQ 3.10 after a quorum queue's
+// leader change, for a channel opened during the election) is replaced by
+// a new one on the same connection, where the publishes are confirmed.
+func TestFakeChannelThatOnlyNacksIsReplaced(t *testing.T) {
+	b, srv, conn, ch := openFake(t, publisherOption(func(o *publisherOptions) error { o.nackReplace = 50 * time.Millisecond; return nil }))
+	var nacked int
+	replaced := func(c *fakeChannel, res <-chan error) {
+		// The adapter gave up on the nacking channel: the publish goes out on the new one.
+		p := c.next(t)
+		c.ack(p.tag)
+		require.NoError(t, recv(t, res, "the publish on the new channel"))
+		t.Logf("replaced after %d nacks; no new connection: %d dials", nacked, len(srv.addrs()))
+		assert.Len(t, srv.addrs(), 1)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		res := publishAsync(context.Background(), b, msg("m-"+strconv.Itoa(nacked)))
+		select {
+		case p := <-ch.published:
+			ch.nack(p.tag)
+			select {
+			case err := <-res:
+				assert.ErrorIs(t, err, broker.ErrUnavailable)
+				nacked++
+			case c := <-conn.chans: // closed before the nack reached it: re-sent on the new channel
+				replaced(c, res)
+				return
+			}
+		case c := <-conn.chans:
+			replaced(c, res)
+			return
+		}
+	}
+	t.Fatalf("after %d nacks the channel was never replaced", nacked)
 }

@@ -51,6 +51,10 @@ type session struct {
 	tags  map[uint64]*record // written, awaiting confirm; nil once dead
 	dead  bool
 	probe *record // an isolated suspect, in flight alone
+
+	// Owned by the watcher: since when every confirm has been a nack.
+	nackedSince time.Time
+	replacing   bool
 }
 
 // openSession opens a confirm-mode channel on conn and declares the
@@ -169,6 +173,11 @@ func (b *Broker) confirm(s *session, c amqp.Confirmation) {
 	if wake {
 		b.kickWriter() // an isolated suspect may go now
 	}
+	if c.Ack {
+		s.nackedSince = time.Time{}
+	} else {
+		b.nackedStreak(s)
+	}
 	switch {
 	case !c.Ack:
 		// A quorum queue nacks during a leader election, a queue with
@@ -186,6 +195,27 @@ func (b *Broker) confirm(s *session, c amqp.Confirmation) {
 		b.stats.confirmed.Add(1)
 		b.resolve(r, nil)
 	}
+}
+
+// nackedStreak replaces a channel that has nacked everything for longer
+// than nackReplace: RabbitMQ 3.10 leaves a channel opened while a quorum
+// queue was electing its leader nacking every publish for good (measured on
+// a 3-node cluster: a fresh channel on the same node is confirmed at once).
+// The watcher calls it; the channel's close makes the watcher retire the
+// session, and the supervisor opens a new channel on the same connection.
+func (b *Broker) nackedStreak(s *session) {
+	now := time.Now()
+	if s.nackedSince.IsZero() {
+		s.nackedSince = now
+		return
+	}
+	if s.replacing || now.Sub(s.nackedSince) < b.nackReplace {
+		return
+	}
+	s.replacing = true
+	b.log.Warn("rabbitmq publisher: the broker has nacked every publish on this channel for a while (a quorum queue that changed leader?): replacing the channel",
+		"component", b.conn.component, "addr", s.addr, "since", s.nackedSince)
+	b.wg.Go(func() { _ = s.ch.Close() })
 }
 
 // lose retires a dead session: its unconfirmed messages go back to the
