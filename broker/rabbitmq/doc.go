@@ -46,7 +46,10 @@
 // nack is broker.ErrUnavailable, retryable: a quorum queue nacks while it
 // elects a leader (a few hundred publishes per failover, measured on a
 // 3-node cluster), a queue with overflow=reject-publish while it is full;
-// both pass, and the retry layer bounds how long to wait. Concurrent Publish calls share one channel and are
+// both pass, and the retry layer bounds how long to wait. A channel that
+// nacks everything for a second is replaced by a new one on the same
+// connection: RabbitMQ 3.10 keeps nacking a channel opened during a quorum
+// queue's leader election. Concurrent Publish calls share one channel and are
 // pipelined: up to [WithWindow] messages (default 1024) are in flight at
 // once, each caller waiting only for its own, bounded by its ctx.
 //
