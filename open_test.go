@@ -28,22 +28,12 @@ import (
 	"github.com/domainevents/domainevents/broker/deadletter"
 	"github.com/domainevents/domainevents/broker/retry"
 	"github.com/domainevents/domainevents/events"
+	"github.com/domainevents/domainevents/internal/rabbittest"
 )
 
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
-func requireRabbit(t *testing.T) *amqp.Connection {
-	t.Helper()
-	admin, err := amqp.Dial("amqp://guest:guest@127.0.0.1:5672/")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("RabbitMQ is not reachable on 127.0.0.1:5672: %v", err)
-		}
-		t.Skipf("RabbitMQ is not reachable (%v); start it with `rabbitmq-server -detached`", err)
-	}
-	t.Cleanup(func() { _ = admin.Close() })
-	return admin
-}
+func requireRabbit(t *testing.T) *amqp.Connection { return rabbittest.RequireRabbit(t) }
 
 // rabbitConfig is a configuration for a fresh exchange and queue, cleaned
 // up after the test, reaching RabbitMQ at addr.

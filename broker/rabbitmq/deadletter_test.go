@@ -28,7 +28,7 @@ func TestOutageSpoolsThenReplays(t *testing.T) {
 	checkNoLeak(t)
 	f := newFixture(t)
 	p := newProxy(t)
-	b := f.open(t, p.addr, rabbitmq.WithReconnectBackoff(20*time.Millisecond, 100*time.Millisecond))
+	b := f.open(t, p.Addr(), rabbitmq.WithReconnectBackoff(20*time.Millisecond, 100*time.Millisecond))
 	spool, err := deadletter.OpenSpool(t.TempDir())
 	require.NoError(t, err)
 	defer spool.Close()

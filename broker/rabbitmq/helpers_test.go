@@ -5,10 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"os"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,32 +15,15 @@ import (
 	"github.com/domainevents/domainevents/broker"
 	"github.com/domainevents/domainevents/broker/brokertest"
 	"github.com/domainevents/domainevents/broker/rabbitmq"
+	"github.com/domainevents/domainevents/internal/rabbittest"
 )
 
 // rabbitAddr is the test server: RABBITMQ_ADDR or 127.0.0.1:5672 (guest/guest).
-func rabbitAddr() string {
-	if a := os.Getenv("RABBITMQ_ADDR"); a != "" {
-		return a
-	}
-	return "127.0.0.1:5672"
-}
+func rabbitAddr() string { return rabbittest.Addr() }
 
 // requireRabbit returns an admin connection to the test server. Without a
 // server it skips on a laptop and fails in CI (CI=true).
-func requireRabbit(t testing.TB) *amqp.Connection {
-	t.Helper()
-	conn, err := amqp.DialConfig("amqp://guest:guest@"+rabbitAddr()+"/", amqp.Config{Dial: amqp.DefaultDial(3 * time.Second)})
-	if err != nil {
-		msg := fmt.Sprintf("RabbitMQ is not reachable on %s (%v). Start it with `rabbitmq-server -detached` "+
-			"(or set RABBITMQ_ADDR), then run `go test ./broker/rabbitmq`.", rabbitAddr(), err)
-		if os.Getenv("CI") != "" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	t.Cleanup(func() { _ = conn.Close() })
-	return conn
-}
+func requireRabbit(t testing.TB) *amqp.Connection { return rabbittest.RequireRabbit(t) }
 
 // fixture is a fresh exchange and a queue bound to it with "#".
 type fixture struct {
@@ -245,160 +224,8 @@ func (f *fixture) dlqReceiver(t testing.TB) brokertest.Receiver {
 
 func testLogger(t testing.TB) *slog.Logger { return brokertest.Logger(t) }
 
-// proxy is a loopback TCP proxy to RabbitMQ that can cut, refuse and
-// black-hole connections: the fault injector of these tests.
-type proxy struct {
-	t      testing.TB
-	target string
-	addr   string
-
-	mu        sync.Mutex
-	ln        net.Listener
-	conns     map[net.Conn]*proxyConn
-	refusing  bool
-	accepting sync.WaitGroup
-}
-
-type proxyConn struct {
-	client, server net.Conn
-	blackholed     chan struct{}
-	holeOnce       sync.Once
-	stalled        atomic.Bool // stop reading from the client: its writes block
-}
-
-func newProxy(t testing.TB) *proxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	p := &proxy{t: t, target: rabbitAddr(), addr: ln.Addr().String(), conns: map[net.Conn]*proxyConn{}}
-	p.serve(ln)
-	t.Cleanup(func() {
-		p.Refuse()
-		p.accepting.Wait()
-	})
-	return p
-}
-
-func (p *proxy) serve(ln net.Listener) {
-	p.ln = ln
-	p.accepting.Add(1)
-	go func() {
-		defer p.accepting.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go p.handle(c)
-		}
-	}()
-}
-
-func (p *proxy) handle(client net.Conn) {
-	server, err := net.DialTimeout("tcp", p.target, 3*time.Second)
-	if err != nil {
-		_ = client.Close()
-		return
-	}
-	pc := &proxyConn{client: client, server: server, blackholed: make(chan struct{})}
-	p.mu.Lock()
-	p.conns[client] = pc
-	p.mu.Unlock()
-	pipe := func(dst, src net.Conn) {
-		buf := make([]byte, 32<<10)
-		for {
-			for src == client && pc.stalled.Load() {
-				time.Sleep(5 * time.Millisecond) // a broker that stopped reading (alarm)
-			}
-			n, err := src.Read(buf)
-			if n > 0 {
-				select {
-				case <-pc.blackholed: // swallow everything
-				default:
-					if _, werr := dst.Write(buf[:n]); werr != nil {
-						err = werr
-					}
-				}
-			}
-			if err != nil {
-				_ = client.Close()
-				_ = server.Close()
-				p.mu.Lock()
-				delete(p.conns, client)
-				p.mu.Unlock()
-				return
-			}
-		}
-	}
-	go pipe(server, client)
-	go pipe(client, server)
-}
-
-// CutAll closes every proxied connection, as a network failure would.
-func (p *proxy) CutAll() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	n := len(p.conns)
-	for c, pc := range p.conns {
-		_ = c.Close()
-		_ = pc.server.Close()
-	}
-	return n
-}
-
-// Refuse closes the listener (connection refused) and cuts every connection.
-func (p *proxy) Refuse() {
-	p.mu.Lock()
-	if !p.refusing {
-		p.refusing = true
-		_ = p.ln.Close()
-	}
-	p.mu.Unlock()
-	p.CutAll()
-}
-
-// Accept listens again on the same address.
-func (p *proxy) Accept() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if !p.refusing {
-		return
-	}
-	var ln net.Listener
-	var err error
-	for range 50 { // the port may linger for a moment
-		if ln, err = net.Listen("tcp", p.addr); err == nil {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	require.NoError(p.t, err)
-	p.refusing = false
-	p.serve(ln)
-}
-
-// BlackholeExisting silently drops all traffic of the current connections
-// (new ones work): what a dead network path looks like.
-func (p *proxy) BlackholeExisting() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, pc := range p.conns {
-		pc.holeOnce.Do(func() { close(pc.blackholed) })
-	}
-	return len(p.conns)
-}
-
-// StallClients stops reading what the current clients send, as RabbitMQ
-// does for a connection it blocks (memory or disk alarm): their socket
-// writes block once the buffers are full. StallClients(false) resumes.
-func (p *proxy) StallClients(stall bool) int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, pc := range p.conns {
-		pc.stalled.Store(stall)
-	}
-	return len(p.conns)
-}
+// newProxy is a loopback fault proxy in front of the test server.
+func newProxy(t testing.TB) *rabbittest.Proxy { return rabbittest.NewProxy(t, rabbitAddr()) }
 
 func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()

@@ -24,7 +24,7 @@ func TestConformance(t *testing.T) {
 	brokertest.Run(t, func(t *testing.T) brokertest.Harness {
 		f := newFixture(t)
 		p := newProxy(t) // the broker is reached through a fault proxy, to cut it off
-		b := f.open(t, p.addr, rabbitmq.WithHeartbeat(time.Second),
+		b := f.open(t, p.Addr(), rabbitmq.WithHeartbeat(time.Second),
 			rabbitmq.WithReconnectBackoff(10*time.Millisecond, 100*time.Millisecond))
 		return brokertest.Harness{
 			Broker:  b,
@@ -46,7 +46,7 @@ func TestConformance(t *testing.T) {
 				return p.Accept
 			},
 			Silence: func() func() {
-				p.BlackholeExisting() // the heartbeat finds the silent connection dead; a new one works
+				p.Blackhole() // the heartbeat finds the silent connection dead; a new one works
 				return func() {}
 			},
 		}
@@ -219,14 +219,14 @@ func TestUnreachableIsUnavailable(t *testing.T) {
 	p := newProxy(t)
 	p.Refuse()
 	cfg := broker.DefaultConfig()
-	cfg.Addresses = []string{p.addr}
+	cfg.Addresses = []string{p.Addr()}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_, err := rabbitmq.New(ctx, cfg, rabbitmq.WithLogger(testLogger(t)))
 	require.Error(t, err)
 	assert.ErrorIs(t, err, broker.ErrUnavailable)
 	assert.True(t, broker.IsRetryable(err))
-	assert.Contains(t, err.Error(), p.addr)
+	assert.Contains(t, err.Error(), p.Addr())
 }
 
 func TestClusterAddressesTriedInTurn(t *testing.T) {
@@ -235,7 +235,7 @@ func TestClusterAddressesTriedInTurn(t *testing.T) {
 	dead.Refuse()
 	live := newProxy(t)
 	cfg := f.config("")
-	cfg.Addresses = []string{dead.addr, live.addr}
+	cfg.Addresses = []string{dead.Addr(), live.Addr()}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	b, err := rabbitmq.New(ctx, cfg, rabbitmq.WithQueue(rabbitmq.Queue{Name: f.queue}), rabbitmq.WithLogger(testLogger(t)))
@@ -251,7 +251,7 @@ func TestOutage(t *testing.T) {
 	checkNoLeak(t)
 	f := newFixture(t)
 	p := newProxy(t)
-	b := f.open(t, p.addr, rabbitmq.WithReconnectBackoff(50*time.Millisecond, 200*time.Millisecond))
+	b := f.open(t, p.Addr(), rabbitmq.WithReconnectBackoff(50*time.Millisecond, 200*time.Millisecond))
 	ctx := context.Background()
 	require.NoError(t, b.Publish(ctx, brokertest.NewMessage("order.created")))
 
@@ -294,12 +294,12 @@ func TestOutage(t *testing.T) {
 func TestBlackholeDetectedByHeartbeat(t *testing.T) {
 	f := newFixture(t)
 	p := newProxy(t)
-	b := f.open(t, p.addr, rabbitmq.WithHeartbeat(time.Second), rabbitmq.WithReconnectBackoff(50*time.Millisecond, 200*time.Millisecond))
+	b := f.open(t, p.Addr(), rabbitmq.WithHeartbeat(time.Second), rabbitmq.WithReconnectBackoff(50*time.Millisecond, 200*time.Millisecond))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	require.NoError(t, b.Publish(ctx, brokertest.NewMessage("order.created")))
 
-	require.Equal(t, 1, p.BlackholeExisting())
+	require.Equal(t, 1, p.Blackhole())
 	m := brokertest.NewMessage("order.created")
 	start := time.Now()
 	require.NoError(t, b.Publish(ctx, m), "published after the dead connection was replaced")
@@ -319,7 +319,7 @@ func TestNothingLostWhenConnectionsAreCut(t *testing.T) {
 	checkNoLeak(t)
 	f := newFixture(t)
 	p := newProxy(t)
-	b := f.open(t, p.addr, rabbitmq.WithReconnectBackoff(20*time.Millisecond, 200*time.Millisecond))
+	b := f.open(t, p.Addr(), rabbitmq.WithReconnectBackoff(20*time.Millisecond, 200*time.Millisecond))
 
 	const publishers, each = 32, 625 // 20,000
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -353,7 +353,7 @@ func TestNothingLostWhenConnectionsAreCut(t *testing.T) {
 	cuts := 0
 	for _, at := range []int64{2000, 6000, 10000, 14000, 18000} {
 		waitFor(t, time.Minute, "publishing progress", func() bool { return sent.Load() >= at })
-		if p.CutAll() > 0 {
+		if p.Cut() > 0 {
 			cuts++
 		}
 	}
@@ -375,7 +375,7 @@ func TestCloseHonoursContextDuringOutage(t *testing.T) {
 	checkNoLeak(t)
 	f := newFixture(t)
 	p := newProxy(t)
-	b := f.open(t, p.addr)
+	b := f.open(t, p.Addr())
 	p.Refuse()
 	errc := make(chan error, 1)
 	go func() { errc <- b.Publish(context.Background(), brokertest.NewMessage("order.created")) }()
@@ -405,9 +405,9 @@ func TestCloseHonoursContextDuringOutage(t *testing.T) {
 func TestPublishBoundedWhenBrokerStopsReading(t *testing.T) {
 	f := newFixture(t)
 	p := newProxy(t)
-	b := f.open(t, p.addr, rabbitmq.WithMaxMessageSize(4<<20))
+	b := f.open(t, p.Addr(), rabbitmq.WithMaxMessageSize(4<<20))
 	require.NoError(t, b.Publish(context.Background(), brokertest.NewMessage("order.created")))
-	require.Equal(t, 1, p.StallClients(true))
+	require.Equal(t, 1, p.Stall(true))
 
 	const publishers = 32
 	var wg sync.WaitGroup
@@ -434,7 +434,7 @@ func TestPublishBoundedWhenBrokerStopsReading(t *testing.T) {
 	assert.Zero(t, slow.Load(), "publishes waited far past their ctx")
 	assert.Equal(t, int32(publishers), failed.Load(), "nothing can be confirmed by a broker that does not read")
 
-	p.StallClients(false)
+	p.Stall(false)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	require.NoError(t, b.Publish(ctx, brokertest.NewMessage("order.created")), "publishing resumes")

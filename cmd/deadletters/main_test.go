@@ -10,27 +10,20 @@ import (
 	"testing"
 	"time"
 
-	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/domainevents/domainevents/broker"
 	"github.com/domainevents/domainevents/broker/brokertest"
 	"github.com/domainevents/domainevents/broker/deadletter"
+	"github.com/domainevents/domainevents/internal/rabbittest"
 )
 
 // TestListAndReplay: list works while a service owns the spool, replay
 // refuses then (naming the owner), and replays everything to RabbitMQ once
 // the spool is free.
 func TestListAndReplay(t *testing.T) {
-	admin, err := amqp.Dial("amqp://guest:guest@127.0.0.1:5672/")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("RabbitMQ is not reachable on 127.0.0.1:5672: %v", err)
-		}
-		t.Skipf("RabbitMQ is not reachable (%v); start it with `rabbitmq-server -detached`", err)
-	}
-	defer admin.Close()
+	admin := rabbittest.RequireRabbit(t)
 	exchange := "det.deadletters." + strconv.FormatInt(time.Now().UnixNano(), 36)
 	queue := exchange + ".q"
 	t.Cleanup(func() {

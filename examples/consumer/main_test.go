@@ -13,10 +13,11 @@ import (
 	"testing"
 	"time"
 
-	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/domainevents/domainevents/internal/rabbittest"
 )
 
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
@@ -41,14 +42,7 @@ func checkOutput(t *testing.T, out string) {
 }
 
 func TestConsumesWhatOrdersPublishesRabbitMQ(t *testing.T) {
-	admin, err := amqp.Dial("amqp://guest:guest@127.0.0.1:5672/")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("RabbitMQ is not reachable on 127.0.0.1:5672: %v", err)
-		}
-		t.Skipf("RabbitMQ is not reachable (%v); start it with `rabbitmq-server -detached`", err)
-	}
-	defer admin.Close()
+	admin := rabbittest.RequireRabbit(t)
 	exchange := "det.consumer." + strconv.FormatInt(time.Now().UnixNano(), 36)
 	queue := exchange + ".q"
 	t.Cleanup(func() {

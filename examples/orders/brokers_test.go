@@ -5,7 +5,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"os"
 	"strconv"
 	"testing"
 	"time"
@@ -17,6 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/domainevents/domainevents/events"
+	"github.com/domainevents/domainevents/internal/rabbittest"
 )
 
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
@@ -64,15 +64,7 @@ func TestRunKafka(t *testing.T) {
 // With RabbitMQ the example succeeds on a fresh server: its queue receives
 // the three events.
 func TestRunRabbitMQ(t *testing.T) {
-	addr := "127.0.0.1:5672"
-	admin, err := amqp.Dial("amqp://guest:guest@" + addr + "/")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("RabbitMQ is not reachable on %s: %v", addr, err)
-		}
-		t.Skipf("RabbitMQ is not reachable on %s (%v); start it with `rabbitmq-server -detached`", addr, err)
-	}
-	defer admin.Close()
+	admin := rabbittest.RequireRabbit(t)
 	ch, err := admin.Channel()
 	require.NoError(t, err)
 	defer ch.Close()

@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -22,22 +21,12 @@ import (
 	"github.com/domainevents/domainevents/broker"
 	"github.com/domainevents/domainevents/eventbus"
 	"github.com/domainevents/domainevents/events"
+	"github.com/domainevents/domainevents/internal/rabbittest"
 )
 
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
-func requireRabbit(t *testing.T) *amqp.Connection {
-	t.Helper()
-	admin, err := amqp.Dial("amqp://guest:guest@127.0.0.1:5672/")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("RabbitMQ is not reachable on 127.0.0.1:5672: %v", err)
-		}
-		t.Skipf("RabbitMQ is not reachable (%v); start it with `rabbitmq-server -detached`", err)
-	}
-	t.Cleanup(func() { _ = admin.Close() })
-	return admin
-}
+func requireRabbit(t *testing.T) *amqp.Connection { return rabbittest.RequireRabbit(t) }
 
 // rabbitEnv points the example at a fresh exchange and queue.
 func rabbitEnv(t *testing.T) (admin *amqp.Connection, queue string) {
