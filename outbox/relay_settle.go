@@ -1,0 +1,113 @@
+package outbox
+
+import (
+	"context"
+	"errors"
+
+	"github.com/domainevents/domainevents/broker"
+)
+
+// markPublished marks the batch's rows published (those this relay still
+// holds) and returns the keys that have a later row to advance to.
+func (r *Relay) markPublished(ok []result) []string {
+	args := make([]any, 0, len(ok)+1)
+	args = append(args, r.owner)
+	for _, res := range ok {
+		args = append(args, res.row.msg.ID)
+	}
+	ctx, cancel := context.WithTimeout(r.run, r.c.lease/2)
+	defer cancel()
+	res, err := r.s.db.ExecContext(ctx, r.s.q.markPublished+r.s.q.in(1, len(ok)), args...)
+	if err != nil {
+		// Unmarked rows stay leased until the lease ends, then are
+		// published again: a duplicate, never a loss.
+		r.setErr(dbErr("mark", err))
+		r.c.logger.Warn("outbox relay: could not mark rows published; they will be published again after the lease", "owner", r.owner, "rows", len(ok), "err", err)
+		return nil
+	}
+	n, _ := res.RowsAffected()
+	r.published.Add(n)
+	if lost := int64(len(ok)) - n; lost > 0 {
+		r.lostLeases.Add(lost)
+		r.c.logger.Warn("outbox relay: lease lost before marking: another relay published or will publish these rows again", "owner", r.owner, "rows", lost)
+	}
+	keys := make([]string, 0, len(ok))
+	seen := make(map[string]bool, len(ok))
+	for _, res := range ok {
+		if k := res.row.msg.Key; res.row.more && !seen[k] {
+			seen[k] = true
+			keys = append(keys, k)
+		}
+	}
+	return keys
+}
+
+// fail settles a failed publish: back off, or dead-letter it when the
+// attempts are used up or retrying cannot help. A failure caused by the
+// relay's own shutdown only lets the row go.
+func (r *Relay) fail(res result) {
+	w := res.row
+	ctx, cancel := context.WithTimeout(r.run, r.c.lease/2)
+	defer cancel()
+	if r.run.Err() != nil {
+		return // Close gave up: the lease runs out, the row is tried again
+	}
+	cat := broker.Category(res.err)
+	reason := truncate(res.err.Error(), 2000)
+	var err error
+	switch {
+	case errors.Is(res.err, broker.ErrDeadLettered):
+		// The broker (a retry.Broker with its own sink) already keeps it.
+		err = r.markDead(ctx, w, cat, reason)
+	case errors.Is(res.err, broker.ErrClosed) && !errors.Is(res.err, broker.ErrUnavailable):
+		// The broker was closed under us: nothing was tried; let it go.
+		_, err = r.s.db.ExecContext(ctx, r.s.q.markRetry, r.c.poll.Microseconds(), reason, r.owner, w.msg.ID)
+	case w.attempts >= r.c.maxAttempts || errors.Is(res.err, broker.ErrInvalid) || errors.Is(res.err, broker.ErrTooLarge):
+		err = r.deadLetter(ctx, w, res, cat, reason)
+	default:
+		delay := r.c.backoff.Delay(w.attempts)
+		r.retried.Add(1)
+		r.observe(broker.Observation{Kind: broker.ObservedRetry, MessageID: w.msg.ID, MessageName: w.msg.Name,
+			Category: cat, Attempt: w.attempts, Delay: delay, Value: delay.Seconds(), Err: res.err})
+		_, err = r.s.db.ExecContext(ctx, r.s.q.markRetry, delay.Microseconds(), reason, r.owner, w.msg.ID)
+	}
+	if err != nil {
+		r.setErr(err)
+		r.c.logger.Warn("outbox relay: could not record a failed publish; the row is tried again after its lease", "owner", r.owner,
+			"id", w.msg.ID, "err", err)
+	}
+}
+
+// deadLetter puts the message into the sink (if any), then marks its row
+// dead so that its key moves on. If the sink fails, the row backs off and
+// is tried again.
+func (r *Relay) deadLetter(ctx context.Context, w row, res result, cat, reason string) error {
+	if r.c.sink != nil {
+		dl := broker.DeadLetter{Message: w.msg, Reason: reason, Category: cat, Attempts: w.attempts,
+			FirstFailure: res.when, LastFailure: res.when}
+		if err := r.c.sink.Put(ctx, dl); err != nil {
+			r.c.logger.Error("outbox relay: dead-letter sink failed; the row stays pending", "id", w.msg.ID, "err", err)
+			_, merr := r.s.db.ExecContext(ctx, r.s.q.markRetry, r.c.backoff.Delay(w.attempts).Microseconds(),
+				truncate("dead-letter sink: "+err.Error()+"; publish: "+reason, 2000), r.owner, w.msg.ID)
+			return merr
+		}
+	}
+	return r.markDead(ctx, w, cat, reason)
+}
+
+func (r *Relay) markDead(ctx context.Context, w row, cat, reason string) error {
+	res, err := r.s.db.ExecContext(ctx, r.s.q.markDead, reason, r.owner, w.msg.ID)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		r.lostLeases.Add(1)
+		return nil
+	}
+	r.deadLettered.Add(1)
+	r.c.logger.Error("outbox relay: message dead-lettered; its key moves on", "id", w.msg.ID, "name", w.msg.Name,
+		"key", w.msg.Key, "seq", w.seq, "attempts", w.attempts, "reason", reason)
+	r.observe(broker.Observation{Kind: broker.ObservedDeadLetter, MessageID: w.msg.ID, MessageName: w.msg.Name,
+		Category: cat, Attempt: w.attempts})
+	return nil
+}
