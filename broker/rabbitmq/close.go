@@ -52,6 +52,15 @@ func (b *Broker) Close(ctx context.Context) error {
 		_ = s.conn.CloseDeadline(deadline) // its watcher hands back what is unconfirmed
 	}
 	b.wg.Wait()
+	// A connection whose channel alone was lost (the broker refused a
+	// message) is kept for the supervisor to reopen a channel on; Close may
+	// have stopped it first.
+	b.mu.Lock()
+	last := b.last
+	b.mu.Unlock()
+	if last != nil && !last.conn.IsClosed() {
+		_ = last.conn.CloseDeadline(time.Now().Add(time.Second))
+	}
 
 	// Whatever is left was never confirmed: fail it back to its caller.
 	b.mu.Lock()
@@ -70,6 +79,9 @@ func (b *Broker) Close(ctx context.Context) error {
 	}
 	if len(left) > 0 {
 		b.log.Warn("rabbitmq publisher: closed with unconfirmed messages", "component", b.conn.component, "count", len(left))
+	}
+	for len(b.window) > 0 { // the tokens Close took: nothing is in flight any more
+		<-b.window
 	}
 	b.log.Info("rabbitmq publisher: closed", "component", b.conn.component, "stats", b.Stats())
 	return err

@@ -539,3 +539,22 @@ func TestFakeChannelThatOnlyNacksIsReplaced(t *testing.T) {
 	}
 	t.Fatalf("after %d nacks the channel was never replaced", nacked)
 }
+
+// TestFakeCloseAfterAChannelFaultClosesTheConnection: a channel closed by
+// the broker over one message leaves its connection to be reused; a Close
+// that comes before the new channel closes that connection too, and
+// InFlight reads 0 after it.
+func TestFakeCloseAfterAChannelFaultClosesTheConnection(t *testing.T) {
+	for range 50 {
+		b, _, conn, ch := openFake(t)
+		big := msg("big")
+		big.Body = make([]byte, 2<<20)
+		res := publishAsync(context.Background(), b, big)
+		ch.next(t)
+		ch.fail(amqp.PreconditionFailed, "PRECONDITION_FAILED - message size 2097152 is larger than configured max size 1048576")
+		require.ErrorIs(t, recv(t, res, "the big message's result"), broker.ErrTooLarge)
+		require.NoError(t, b.Close(context.Background()))
+		assert.True(t, conn.IsClosed(), "the connection Close found without a channel is closed")
+		assert.Zero(t, b.Stats().InFlight)
+	}
+}
