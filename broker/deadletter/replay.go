@@ -2,6 +2,7 @@ package deadletter
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"os"
@@ -34,15 +35,19 @@ type ReplayResult struct {
 
 // Replay re-publishes every entry through b (use the plain adapter, not a
 // retry wrapper that dead-letters into this spool) and removes the entries
-// the broker confirmed. Entries that fail again stay, with their reason and
-// attempt count updated. Entries spooled while Replay runs wait for the
-// next one.
+// the broker confirmed. Entries that fail again stay where they were, with
+// their reason and attempt count updated; so does every later entry of the
+// same key in this replay, not even tried, so that one key's entries keep
+// their spooled order across replays. Entries spooled while Replay runs
+// wait for the next one. A replay that ctx stops leaves what it did not
+// confirm as it was.
 //
-// It is idempotent and crash-safe: a segment file is deleted only after
-// each of its entries was confirmed or re-spooled (fsync'd), so a crash
-// mid-replay loses nothing, and replaying again may publish some entries a
-// second time (consumers deduplicate on the message id). If ctx ends, the
-// segments not yet replayed are left as they are.
+// It is idempotent and crash-safe: a segment is replaced (atomically, by
+// rename) by one holding only its unconfirmed entries, or deleted, only
+// after each of its entries was confirmed or written there (fsync'd), so a
+// crash mid-replay loses nothing, and replaying again may publish some
+// entries a second time (consumers deduplicate on the message id). It
+// fails after Close.
 func (s *Spool) Replay(ctx context.Context, b broker.Broker, opts ReplayOptions) (ReplayResult, error) {
 	s.replayMu.Lock()
 	defer s.replayMu.Unlock()
@@ -50,6 +55,10 @@ func (s *Spool) Replay(ctx context.Context, b broker.Broker, opts ReplayOptions)
 		opts.Workers = 16
 	}
 	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return ReplayResult{}, fmt.Errorf("deadletter: replay %s: %w", s, broker.ErrClosed)
+	}
 	err := s.closeActiveLocked() // seal it: what it holds is replayed now, new Puts go elsewhere
 	var segs []segment
 	if err == nil {
@@ -60,6 +69,7 @@ func (s *Spool) Replay(ctx context.Context, b broker.Broker, opts ReplayOptions)
 	if err != nil {
 		return res, err
 	}
+	blocked := map[string]string{} // key -> the id of its first entry that failed
 	for _, seg := range segs {
 		if err := ctx.Err(); err != nil {
 			return res, err
@@ -72,7 +82,7 @@ func (s *Spool) Replay(ctx context.Context, b broker.Broker, opts ReplayOptions)
 			res.Torn = append(res.Torn, *torn)
 		}
 		res.Total += len(entries)
-		failed := publishAll(ctx, b, entries, opts.Workers)
+		failed := publishAll(ctx, b, entries, opts.Workers, blocked)
 		var recs [][]byte
 		for _, e := range failed {
 			rec, err := encode(e)
@@ -81,7 +91,7 @@ func (s *Spool) Replay(ctx context.Context, b broker.Broker, opts ReplayOptions)
 			}
 			recs = append(recs, rec)
 		}
-		if err := s.respool(seg, len(entries), recs); err != nil {
+		if err := s.rewrite(seg, len(entries), recs); err != nil {
 			return res, err
 		}
 		res.Published += len(entries) - len(failed)
@@ -89,43 +99,57 @@ func (s *Spool) Replay(ctx context.Context, b broker.Broker, opts ReplayOptions)
 		if opts.Progress != nil {
 			opts.Progress(res)
 		}
+		if err := ctx.Err(); err != nil {
+			return res, err
+		}
 	}
 	return res, nil
 }
 
-// respool appends the failed entries of a replayed segment, fsyncs them,
-// then deletes the segment: every entry of it is then confirmed or safe
-// again.
-func (s *Spool) respool(seg segment, replayed int, recs [][]byte) error {
-	s.mu.Lock()
-	s.total -= seg.size // the failures replace the segment: count it out while appending them
-	var last uint64
-	for _, rec := range recs {
-		seq, err := s.appendLocked(rec)
+// rewrite replaces a replayed segment with one holding only its entries
+// that were not confirmed (recs), in place, so that they keep their
+// position before every later segment; or deletes it when all were. The
+// new file is fsync'd before it replaces the old one by rename: at every
+// moment one of the two is complete.
+func (s *Spool) rewrite(seg segment, replayed int, recs [][]byte) error {
+	var size int64
+	if len(recs) == 0 {
+		if err := os.Remove(seg.path); err != nil {
+			return fmt.Errorf("deadletter: remove replayed segment: %w", err)
+		}
+	} else {
+		tmp := seg.path + ".tmp"
+		f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o640)
 		if err != nil {
-			s.total += seg.size
-			s.mu.Unlock()
-			return fmt.Errorf("deadletter: re-spool failed entries of %s (segment kept, replay again): %w", seg.path, err)
+			return fmt.Errorf("deadletter: rewrite %s (kept, replay again): %w", seg.path, err)
 		}
-		last = seq
-	}
-	s.mu.Unlock()
-	if last > 0 {
-		if err := s.syncUpTo(last); err != nil {
-			s.mu.Lock()
-			s.total += seg.size
-			s.mu.Unlock()
-			return fmt.Errorf("deadletter: re-spool failed entries of %s (segment kept, replay again): %w", seg.path, err)
+		for _, rec := range recs {
+			if _, err = f.Write(rec); err != nil {
+				break
+			}
+			size += int64(len(rec))
 		}
-	}
-	if err := os.Remove(seg.path); err != nil {
-		s.mu.Lock()
-		s.total += seg.size
-		s.mu.Unlock()
-		return fmt.Errorf("deadletter: remove replayed segment: %w", err)
+		if err == nil {
+			err = f.Sync()
+		}
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err == nil {
+			err = os.Rename(tmp, seg.path)
+		}
+		if err != nil {
+			_ = os.Remove(tmp)
+			return fmt.Errorf("deadletter: rewrite %s (kept, replay again): %w", seg.path, err)
+		}
+		if d, err := os.Open(s.dir); err == nil { // make the rename durable
+			_ = d.Sync()
+			_ = d.Close()
+		}
 	}
 	s.mu.Lock()
-	s.entries -= int64(replayed) // the failures were counted again as they were appended
+	s.total += size - seg.size
+	s.entries -= int64(replayed - len(recs))
 	entries := s.entries
 	s.mu.Unlock()
 	s.observeDepth(entries)
@@ -133,8 +157,10 @@ func (s *Spool) respool(seg segment, replayed int, recs [][]byte) error {
 }
 
 // publishAll publishes entries with workers, keeping one key's entries in
-// order on one worker, and returns those that failed, updated.
-func publishAll(ctx context.Context, b broker.Broker, entries []broker.DeadLetter, workers int) []broker.DeadLetter {
+// order on one worker, and returns those not confirmed, updated. An entry
+// whose key failed earlier in this replay (blocked) is not tried; nor is
+// one when ctx has ended, and neither has its reason changed.
+func publishAll(ctx context.Context, b broker.Broker, entries []broker.DeadLetter, workers int, blocked map[string]string) []broker.DeadLetter {
 	lanes := make([][]int, workers)
 	for i, e := range entries {
 		h := fnv.New32a()
@@ -143,6 +169,8 @@ func publishAll(ctx context.Context, b broker.Broker, entries []broker.DeadLette
 		lanes[w] = append(lanes[w], i)
 	}
 	errs := make([]error, len(entries))
+	tried := make([]bool, len(entries))
+	var mu sync.Mutex // guards blocked
 	var wg sync.WaitGroup
 	for _, lane := range lanes {
 		if len(lane) == 0 {
@@ -150,7 +178,22 @@ func publishAll(ctx context.Context, b broker.Broker, entries []broker.DeadLette
 		}
 		wg.Go(func() {
 			for _, i := range lane {
-				errs[i] = b.Publish(ctx, entries[i].Message)
+				m := entries[i].Message
+				mu.Lock()
+				_, isBlocked := blocked[m.Key]
+				mu.Unlock()
+				if (isBlocked && m.Key != "") || ctx.Err() != nil {
+					errs[i] = errNotTried
+					continue
+				}
+				errs[i], tried[i] = b.Publish(ctx, m), true
+				if errs[i] != nil && m.Key != "" {
+					mu.Lock()
+					if _, ok := blocked[m.Key]; !ok {
+						blocked[m.Key] = m.ID
+					}
+					mu.Unlock()
+				}
 			}
 		})
 	}
@@ -162,11 +205,17 @@ func publishAll(ctx context.Context, b broker.Broker, entries []broker.DeadLette
 			continue
 		}
 		e := entries[i]
-		e.Reason = err.Error()
-		e.Category = broker.Category(err)
-		e.Attempts++
-		e.LastFailure = now
+		if tried[i] && ctx.Err() == nil { // a real failure: say why; a stopped or skipped one stays as it was
+			e.Reason = err.Error()
+			e.Category = broker.Category(err)
+			e.Attempts++
+			e.LastFailure = now
+		}
 		failed = append(failed, e)
 	}
 	return failed
 }
+
+// errNotTried marks an entry a replay skipped: its key failed earlier, or
+// the replay was stopped.
+var errNotTried = errors.New("not tried")

@@ -135,8 +135,8 @@ func (s *Spool) Entries() int64 {
 	return s.entries
 }
 
-// countRecords counts the complete records of a segment by their length
-// prefixes, without decoding them.
+// countRecords counts the records of a segment a replay would read: those
+// complete and whole (their checksum holds), up to the first that is not.
 func countRecords(path string) int64 {
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -145,7 +145,7 @@ func countRecords(path string) int64 {
 	var n int64
 	for off := int64(0); int64(len(data))-off >= headerLen; n++ {
 		end := off + headerLen + int64(binary.BigEndian.Uint32(data[off:]))
-		if end > int64(len(data)) {
+		if end > int64(len(data)) || crc32.Checksum(data[off+headerLen:end], castagnoli) != binary.BigEndian.Uint32(data[off+4:]) {
 			break
 		}
 		off = end

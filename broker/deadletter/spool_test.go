@@ -190,42 +190,91 @@ func TestReplayRemovesOnlyConfirmed(t *testing.T) {
 	res, err := s.Replay(context.Background(), target, deadletter.ReplayOptions{Workers: 4,
 		Progress: func(r deadletter.ReplayResult) { progress = append(progress, r) }})
 	require.NoError(t, err)
+	// The failing entries all have key order-0: its first failure blocks its
+	// later entries (not tried), so that order-0 keeps its order.
 	assert.Equal(t, 50, res.Total)
-	assert.Equal(t, 45, res.Published)
-	assert.Equal(t, 5, res.Failed)
+	assert.Equal(t, 40, res.Published)
+	assert.Equal(t, 10, res.Failed)
 	assert.NotEmpty(t, progress)
 
-	// Per key, replay keeps the spool's order.
+	// Per key, replay keeps the spool's order; nothing of order-0 overtook its failure.
 	byKey := map[string][]string{}
 	for _, m := range target.Messages() {
 		byKey[m.Key] = append(byKey[m.Key], m.ID)
 	}
+	assert.Empty(t, byKey["order-0"])
 	for i, id := range ids {
-		if target.fail[id] {
+		key := fmt.Sprintf("order-%d", i%5)
+		if key == "order-0" {
 			continue
 		}
-		key := fmt.Sprintf("order-%d", i%5)
 		assert.Equal(t, id, byKey[key][0], "order of key %s", key)
 		byKey[key] = byKey[key][1:]
 	}
 
 	left, _ := scanAll(t, s)
-	require.Len(t, left, 5, "only the unconfirmed stay")
+	require.Len(t, left, 10, "only the unconfirmed stay")
+	var stayed []string
 	for _, e := range left {
-		assert.True(t, target.fail[e.Message.ID])
-		assert.Equal(t, 6, e.Attempts)
-		assert.Contains(t, e.Reason, "still down")
+		stayed = append(stayed, e.Message.ID)
+		assert.Equal(t, "order-0", e.Message.Key)
+		if target.fail[e.Message.ID] && e.Message.ID == ids[0] {
+			assert.Equal(t, 6, e.Attempts, "tried again: one more attempt")
+			assert.Contains(t, e.Reason, "still down")
+		}
+		if !target.fail[e.Message.ID] {
+			assert.Equal(t, 5, e.Attempts, "blocked, not tried: unchanged")
+			assert.NotContains(t, e.Reason, "still down")
+		}
 	}
+	var want []string
+	for i, id := range ids {
+		if i%5 == 0 {
+			want = append(want, id)
+		}
+	}
+	assert.Equal(t, want, stayed, "they stay in their spooled order")
 
 	target.mu.Lock()
 	clear(target.fail)
 	target.mu.Unlock()
+	target.Reset()
 	res, err = s.Replay(context.Background(), target, deadletter.ReplayOptions{})
 	require.NoError(t, err)
-	assert.Equal(t, 5, res.Published)
+	assert.Equal(t, 10, res.Published)
+	var again []string
+	for _, m := range target.Messages() {
+		again = append(again, m.ID)
+	}
+	assert.Equal(t, want, again, "replayed in their order")
 	left, _ = scanAll(t, s)
 	assert.Empty(t, left)
 	assert.Zero(t, s.Len())
+	assert.Zero(t, s.Entries())
+}
+
+// TestReplayStoppedKeepsReasons: a replay whose ctx ends leaves what it did
+// not confirm as it was: reason and attempts unchanged.
+func TestReplayStoppedKeepsReasons(t *testing.T) {
+	s, err := deadletter.OpenSpool(t.TempDir())
+	require.NoError(t, err)
+	defer s.Close()
+	for range 3 {
+		require.NoError(t, s.Put(context.Background(), entry("order.created")))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	stop := &brokertest.Recorder{Fail: func(broker.Message) error { cancel(); return context.Canceled }}
+	_, err = s.Replay(ctx, stop, deadletter.ReplayOptions{Workers: 1})
+	require.Error(t, err)
+	left, _ := scanAll(t, s)
+	require.Len(t, left, 3)
+	for _, e := range left {
+		assert.Equal(t, 5, e.Attempts)
+		assert.Contains(t, e.Reason, "connection refused")
+	}
+	require.NoError(t, s.Close())
+	_, err = s.Replay(context.Background(), stop, deadletter.ReplayOptions{})
+	assert.ErrorIs(t, err, broker.ErrClosed, "no replay after Close")
 }
 
 // TestCrashSafety: a child process spools entries and prints each id once
