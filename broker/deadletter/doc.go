@@ -37,9 +37,11 @@
 //
 // # Replay semantics
 //
-// Replay is at least once: a segment is deleted only after each of its
-// entries was confirmed or re-spooled, so a crash mid-replay loses nothing
+// Replay is at least once: a segment is deleted (or replaced by one holding
+// its unconfirmed entries) only after each of its entries was confirmed or
+// written there, so a crash mid-replay loses nothing
 // and the next replay may publish some entries again with the same message
 // id. Consumers deduplicate on the id. Entries of one key are replayed in
-// their spooled order.
+// their spooled order: one that fails stays where it was, and its key's
+// later entries wait behind it for the next replay.
 package deadletter
