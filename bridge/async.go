@@ -32,6 +32,9 @@ type asyncForwarder struct {
 	work    context.Context
 	stop    context.CancelFunc // cancels the publishes in progress when Close gives up
 	workers sync.WaitGroup
+	// closeCtx is Close's ctx, once Close began: it bounds the dead-letter
+	// writes too.
+	closeCtx atomic.Pointer[context.Context]
 
 	enqueued, published, deadLettered, failed atomic.Int64
 }
@@ -97,6 +100,9 @@ func (a *asyncForwarder) publish(m broker.Message) {
 		d := broker.DeadLetter{Message: m, Reason: err.Error(), Category: broker.Category(err), Attempts: 1,
 			FirstFailure: start, LastFailure: time.Now()}
 		sctx, scancel := context.WithTimeout(context.Background(), 30*time.Second)
+		if c := a.closeCtx.Load(); c != nil {
+			defer context.AfterFunc(*c, scancel)() // Close's ctx bounds the writes left
+		}
 		if perr := a.sink.Put(sctx, d); perr == nil {
 			err = &broker.Error{Op: "bridge: forward", Kind: broker.ErrDeadLettered, Err: err}
 		} else {
@@ -121,6 +127,7 @@ func (a *asyncForwarder) close(ctx context.Context) error {
 	if !a.closing.Begin() {
 		return nil
 	}
+	a.closeCtx.Store(&ctx)
 	a.mu.Lock()
 	a.closed = true
 	a.mu.Unlock()

@@ -183,3 +183,41 @@ func TestAsyncKeepsPerKeyOrder(t *testing.T) {
 	assert.Zero(t, inversions, "of %d order ids, %d came out of order", keys, inversions)
 	assert.Len(t, rec.Messages(), keys*each)
 }
+
+// slowSink takes a second per entry unless its ctx ends first.
+type slowSink struct{ n atomic.Int32 }
+
+func (s *slowSink) Put(ctx context.Context, _ broker.DeadLetter) error {
+	s.n.Add(1)
+	select {
+	case <-time.After(time.Second):
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// TestAsyncCloseHonoursContextWithASlowSink: Close's ctx bounds the
+// dead-letter writes of what is left, too: a 200ms Close with 20 events and
+// a sink that takes a second each returns in about 200ms, every event
+// accounted for (dead-lettered or failed, reported).
+func TestAsyncCloseHonoursContextWithASlowSink(t *testing.T) {
+	b := &blocking{release: make(chan struct{})}
+	var reported atomic.Int32
+	f, err := bridge.NewForwarder(b, bridge.WithAsync(2, 100), bridge.WithDeadLetter(&slowSink{}),
+		bridge.WithOnError(func(broker.Message, error) { reported.Add(1) }))
+	require.NoError(t, err)
+	for i := range 20 {
+		require.NoError(t, f.Forward(context.Background(), cancelled(i)))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	assert.ErrorIs(t, f.Close(ctx), context.DeadlineExceeded)
+	took := time.Since(start)
+	t.Logf("Close(200ms) with a slow sink took %v", took)
+	assert.Less(t, took, 2*time.Second)
+	st := f.Stats()
+	assert.Equal(t, st.Enqueued, st.Published+st.DeadLettered+st.Failed, "every event accounted for")
+	assert.Equal(t, int32(20), reported.Load())
+}
