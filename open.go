@@ -183,12 +183,8 @@ func (p *Publisher) openEnabled(ctx context.Context, c publisherConfig) (err err
 			return err
 		}
 		p.adapter = b
-		var sinkOpts []kafka.Option
-		sinkOpts = append(sinkOpts, kafka.WithLogger(c.logger))
-		if !c.wait {
-			sinkOpts = append(sinkOpts, kafka.WithLazyConnect())
-		}
-		if p.dlq, err = kafka.NewDeadLetterSink(ctx, p.cfg, sinkOpts...); err != nil {
+		// The sink connects as the publisher does (SASL, TLS, lazy, observer...), to one topic.
+		if p.dlq, err = kafka.NewDeadLetterSink(ctx, p.cfg, o...); err != nil {
 			return err
 		}
 		p.where = fmt.Sprintf("Kafka topic %q at %v", p.cfg.Topic, p.cfg.Addrs())

@@ -13,19 +13,16 @@ import (
 // cfg.Topic+".dlq", which must exist or be auto-created. Each record keeps
 // its key, value and headers, plus the broker.HeaderDeadLetter* headers
 // giving the reason; Put returns once the record is acknowledged with
-// acks=all. opts are connection options only; ctx bounds connecting, as in
-// [New]. The sink's String is "kafka topic <topic>.dlq"; its Close closes
-// the producer.
-func NewDeadLetterSink(ctx context.Context, cfg broker.Config, opts ...Option) (*broker.BrokerSink, error) {
-	popts := make([]PublisherOption, len(opts))
-	for i, o := range opts {
-		popts[i] = o
-	}
-	cfg, o, _, err := publisherSetup(cfg, popts)
+// acks=all. opts are the publisher's (SASL, TLS, a sarama config, lazy
+// connect, the partitioner...); WithTopicPerEvent is ignored: dead letters
+// go to one topic. ctx bounds connecting, as in [New]. The sink's String
+// is "kafka topic <topic>.dlq"; its Close closes the producer.
+func NewDeadLetterSink(ctx context.Context, cfg broker.Config, opts ...PublisherOption) (*broker.BrokerSink, error) {
+	cfg, o, _, err := publisherSetup(cfg, opts)
 	if err != nil {
 		return nil, err
 	}
-	b, err := deadLetterBroker(ctx, cfg, o.connOptions, "kafka dead-letter sink")
+	b, err := deadLetterBroker(ctx, cfg, o, "kafka dead-letter sink")
 	if err != nil {
 		return nil, err
 	}
@@ -33,11 +30,10 @@ func NewDeadLetterSink(ctx context.Context, cfg broker.Config, opts ...Option) (
 }
 
 // deadLetterBroker starts a publisher for cfg.Topic+".dlq" (cfg checked)
-// with the connection options conn and the publisher's defaults.
-func deadLetterBroker(ctx context.Context, cfg broker.Config, conn connOptions, component string) (*Broker, error) {
-	o := defaultPublisher()
-	o.connOptions = conn
-	sc, err := saramaConfig(cfg, conn)
+// with the options o, on one topic whatever o says.
+func deadLetterBroker(ctx context.Context, cfg broker.Config, o publisherOptions, component string) (*Broker, error) {
+	o.topicPerEvent = false
+	sc, err := saramaConfig(cfg, o.connOptions)
 	if err != nil {
 		return nil, configErr(err)
 	}

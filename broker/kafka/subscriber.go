@@ -85,7 +85,9 @@ func NewSubscriber(ctx context.Context, cfg broker.Config, groupID string, h bro
 		}
 		link = &l
 	}
-	dlq, err := deadLetterBroker(ctx, cfg, o.connOptions, "kafka subscriber dead letters")
+	po := defaultPublisher()
+	po.connOptions = o.connOptions
+	dlq, err := deadLetterBroker(ctx, cfg, po, "kafka subscriber dead letters")
 	if err != nil {
 		if link != nil {
 			closeGroup(*link)
