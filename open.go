@@ -325,7 +325,9 @@ func (p *Publisher) closeParts(ctx context.Context) error {
 		errs = append(errs, p.dlq.Close(ctx))
 	}
 	if p.spool != nil {
+		p.replay.Lock() // a Replay the caller runs ends now: the adapter is closed
 		errs = append(errs, p.spool.Close())
+		p.replay.Unlock()
 	}
 	return errors.Join(errs...)
 }

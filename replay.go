@@ -37,7 +37,7 @@ func (p *Publisher) replayLoop(ctx context.Context, interval time.Duration) {
 			return
 		case <-t.C:
 		}
-		if p.spool.Entries() == 0 || (p.health != nil && p.health.Health(ctx) != nil) {
+		if p.spool.Entries() == 0 || !p.reachable(ctx) {
 			continue
 		}
 		start := time.Now()
@@ -53,6 +53,16 @@ func (p *Publisher) replayLoop(ctx context.Context, interval time.Duration) {
 	}
 }
 
+// reachable asks the adapter whether the broker answers, within 5s.
+func (p *Publisher) reachable(ctx context.Context) bool {
+	if p.health == nil {
+		return true
+	}
+	hctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	return p.health.Health(hctx) == nil
+}
+
 // replayTarget publishes a spooled message through the adapter; a message
 // the broker refuses for good goes to its dead-letter queue instead of
 // staying in the spool forever.
@@ -63,8 +73,9 @@ type replayTarget struct {
 
 func (r replayTarget) Publish(ctx context.Context, m broker.Message) error {
 	err := r.adapter.Publish(ctx, m)
-	if err == nil || broker.IsRetryable(err) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || r.dlq == nil {
-		return err
+	if err == nil || broker.IsRetryable(err) || errors.Is(err, broker.ErrClosed) ||
+		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || r.dlq == nil {
+		return err // stays in the spool: only a refusal for good moves it
 	}
 	now := time.Now()
 	if derr := r.dlq.Put(ctx, broker.DeadLetter{Message: m, Reason: err.Error(), Category: broker.Category(err),

@@ -37,6 +37,9 @@ type group interface {
 type producerLink struct {
 	producer producer
 	client   io.Closer
+	// probe asks the cluster for metadata: whether it answers again after
+	// an outage (Health). Nil in tests' fakes.
+	probe func() error
 }
 
 // groupLink is a consumer group and the client it runs on; the client is
@@ -242,7 +245,13 @@ func dialProducer(addrs []string, sc *sarama.Config, topic string, check bool) f
 			_ = client.Close()
 			return producerLink{}, wrap(opConnect, err, "start the producer")
 		}
-		return producerLink{producer: p, client: client}, nil
+		probe := func() error {
+			if check {
+				return client.RefreshMetadata(topic)
+			}
+			return client.RefreshMetadata()
+		}
+		return producerLink{producer: p, client: client, probe: probe}, nil
 	}
 }
 

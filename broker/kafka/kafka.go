@@ -202,7 +202,14 @@ func produceErr(pe *sarama.ProducerError) error {
 		return &broker.Error{Op: opPublish, Kind: broker.ErrUnroutable,
 			Err: fmt.Errorf("topic %q does not exist (or has no such partition): %w", pe.Msg.Topic, pe.Err)}
 	}
-	return wrap(opPublish, pe.Err, "topic %q", pe.Msg.Topic)
+	err := wrap(opPublish, pe.Err, "topic %q", pe.Msg.Topic)
+	var be *broker.Error
+	if errors.Is(err, broker.ErrUnavailable) && errors.As(err, &be) {
+		// Handed to the producer and failed after its retries (a timeout,
+		// not enough replicas after the append...): it may be written.
+		be.Err = fmt.Errorf("%w: %w", broker.ErrOutcomeUnknown, be.Err)
+	}
+	return err
 }
 
 // up records a success: a cluster that was unreachable is back.
@@ -375,11 +382,12 @@ func wait(ctx context.Context, done <-chan struct{}) bool {
 // Health reports whether the Broker can publish: what a readiness probe
 // calls. It returns nil once connected, unless the last record that failed
 // did so because the cluster could not be reached (and no record succeeded
-// since); then, and while [WithLazyConnect] is still connecting, an error
-// matching broker.ErrUnavailable naming the last error; after Close, one
-// matching broker.ErrClosed. It sends nothing to the cluster and does not
-// block.
-func (b *Broker) Health(context.Context) error {
+// since): then it asks the cluster for metadata, within ctx, and returns
+// nil if it answers (the outage is over) or an error matching
+// broker.ErrUnavailable naming the last error. While [WithLazyConnect] is
+// still connecting it returns such an error at once; after Close, one
+// matching broker.ErrClosed.
+func (b *Broker) Health(ctx context.Context) error {
 	b.mu.RLock()
 	st := b.state
 	b.mu.RUnlock()
@@ -390,12 +398,25 @@ func (b *Broker) Health(context.Context) error {
 		return errClosed
 	}
 	b.hmu.Lock()
-	defer b.hmu.Unlock()
-	if b.lastErr != nil {
-		return &broker.Error{Op: opPublish, Kind: broker.ErrUnavailable,
-			Err: fmt.Errorf("cluster not reachable: last record failed: %v", b.lastErr)}
+	last := b.lastErr
+	b.hmu.Unlock()
+	if last == nil {
+		return nil
 	}
-	return nil
+	if probe := b.link.probe; probe != nil {
+		res := make(chan error, 1)
+		go func() { res <- probe() }()
+		select {
+		case err := <-res:
+			if err == nil {
+				b.up()
+				return nil
+			}
+		case <-ctx.Done():
+		}
+	}
+	return &broker.Error{Op: opPublish, Kind: broker.ErrUnavailable,
+		Err: fmt.Errorf("cluster not reachable: last record failed: %v", last)}
 }
 
 // Stats counts what happened since New.
