@@ -21,8 +21,10 @@ var (
 	// (RabbitMQ: no queue bound for the routing key, or no such exchange;
 	// Kafka: unknown topic).
 	ErrUnroutable = errors.New("message unroutable")
-	// ErrRejected: the broker refused a message it received (RabbitMQ nack,
-	// e.g. a full queue with overflow=reject-publish).
+	// ErrRejected: the broker answered and refused a message for a reason
+	// no other category names (Kafka: an error code of its own). A RabbitMQ
+	// nack is not one: a quorum queue nacks while it elects its leader, so
+	// a nack is ErrUnavailable.
 	ErrRejected = errors.New("message rejected by broker")
 	// ErrTooLarge: the message exceeds the broker's size limit.
 	ErrTooLarge = errors.New("message too large")

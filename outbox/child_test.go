@@ -130,7 +130,7 @@ func (c childConf) relayOpts(log *slog.Logger) []outbox.RelayOption {
 	if lease == 0 {
 		lease = 2 * time.Second
 	}
-	return []outbox.RelayOption{outbox.WithLease(lease), outbox.WithPublishTimeout(lease * 3 / 4),
+	return []outbox.RelayOption{outbox.WithLease(lease), outbox.WithPublishTimeout(lease * 2 / 5),
 		outbox.WithPollInterval(100 * time.Millisecond), outbox.WithBackoff(50*time.Millisecond, 500*time.Millisecond),
 		outbox.WithLogger(log)}
 }

@@ -40,7 +40,7 @@ func fastRelay(extra ...outbox.RelayOption) []outbox.RelayOption {
 		outbox.WithPollInterval(20 * time.Millisecond),
 		outbox.WithBackoff(5*time.Millisecond, 20*time.Millisecond),
 		outbox.WithLease(3 * time.Second),
-		outbox.WithPublishTimeout(2 * time.Second),
+		outbox.WithPublishTimeout(1400 * time.Millisecond),
 	}, extra...)
 }
 

@@ -67,7 +67,7 @@ func TestBadArguments(t *testing.T) {
 		{"timeout vs lease", func() error {
 			_, err := outbox.NewRelay(s, &brokertest.Recorder{}, outbox.WithLease(time.Second), outbox.WithPublishTimeout(time.Second))
 			return err
-		}(), "must be shorter than the lease"},
+		}(), "must be shorter than half the lease"},
 		{"batch", func() error {
 			_, err := outbox.NewRelay(s, &brokertest.Recorder{}, outbox.WithBatchSize(0))
 			return err

@@ -49,7 +49,7 @@ type Relay struct {
 type errBox struct{ err error }
 
 // NewRelay starts a relay publishing s's rows through b. A nil store or
-// broker, or a bad option (a publish timeout not shorter than the lease
+// broker, or a bad option (a publish timeout not shorter than half the lease
 // included), is an error matching broker.ErrInvalid that names it.
 func NewRelay(s *Store, b broker.Broker, opts ...RelayOption) (*Relay, error) {
 	if s == nil || b == nil {
@@ -64,8 +64,11 @@ func NewRelay(s *Store, b broker.Broker, opts ...RelayOption) (*Relay, error) {
 			return nil, invalid("options", err)
 		}
 	}
-	if c.publishTimeout >= c.lease {
-		return nil, invalid("options", fmt.Errorf("NewRelay: publish timeout %v must be shorter than the lease %v (WithPublishTimeout, WithLease)", c.publishTimeout, c.lease))
+	if c.publishTimeout >= c.lease/2 {
+		// A row's publish and then its settling (a dead-letter write, bounded
+		// by lease/2) must both fit in the lease, or another relay could take
+		// the row meanwhile and publish or dead-letter it again.
+		return nil, invalid("options", fmt.Errorf("NewRelay: publish timeout %v must be shorter than half the lease %v (WithPublishTimeout, WithLease)", c.publishTimeout, c.lease))
 	}
 	if c.owner == "" {
 		c.owner = defaultOwner()

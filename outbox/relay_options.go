@@ -61,7 +61,7 @@ func WithOwner(id string) RelayOption {
 
 // WithLease sets how long a claimed row stays this relay's: past it,
 // another relay may claim the row again (the takeover after a crash). It
-// must exceed the publish timeout. Default 30s.
+// must exceed twice the publish timeout. Default 30s.
 func WithLease(d time.Duration) RelayOption {
 	return func(c *relayConfig) error {
 		if d < time.Millisecond {
@@ -73,8 +73,9 @@ func WithLease(d time.Duration) RelayOption {
 }
 
 // WithPublishTimeout bounds each publish (the wait for the broker's
-// confirm); it must be shorter than the lease, so that a row is settled
-// before its lease can run out. Default 10s.
+// confirm); it must be shorter than half the lease, so that a row's publish
+// and its settling (bounded by the other half) end before its lease can run
+// out. Default 10s.
 func WithPublishTimeout(d time.Duration) RelayOption {
 	return func(c *relayConfig) error {
 		if d <= 0 {

@@ -168,7 +168,7 @@ func TestTwoRelays(t *testing.T) {
 func runTwoRelays(t *testing.T, db *dbtest.DB) {
 	n, keys := relayLoad()
 	opts := func(extra ...outbox.RelayOption) []outbox.RelayOption {
-		return append([]outbox.RelayOption{outbox.WithLease(time.Second), outbox.WithPublishTimeout(700 * time.Millisecond),
+		return append([]outbox.RelayOption{outbox.WithLease(time.Second), outbox.WithPublishTimeout(450 * time.Millisecond),
 			outbox.WithPollInterval(50 * time.Millisecond), outbox.WithBackoff(10*time.Millisecond, 100*time.Millisecond),
 			outbox.WithLogger(brokertest.Logger(t))}, extra...)
 	}

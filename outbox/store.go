@@ -258,7 +258,7 @@ func (s *Store) Transact(ctx context.Context, fn func(ctx context.Context, tx *s
 	}
 	tx, err := s.db.BeginTx(ctx, s.txOpts)
 	if err != nil {
-		return fmt.Errorf("outbox: begin: %w", err)
+		return dbErr("begin", err)
 	}
 	done := false
 	defer func() {
@@ -276,7 +276,7 @@ func (s *Store) Transact(ctx context.Context, fn func(ctx context.Context, tx *s
 	}
 	done = true
 	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("outbox: commit: %w", err)
+		return dbErr("commit", err)
 	}
 	s.Notify()
 	return nil

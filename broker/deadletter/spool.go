@@ -284,7 +284,7 @@ func (s *Spool) observeDepth(entries int64) {
 // appendLocked writes rec (not yet synced) and returns its sequence number.
 func (s *Spool) appendLocked(rec []byte) (uint64, error) {
 	if s.closed {
-		return 0, fmt.Errorf("deadletter: %s is closed", s)
+		return 0, fmt.Errorf("deadletter: %s: %w", s, broker.ErrClosed)
 	}
 	if e := s.syncErr.Load(); e != nil {
 		return 0, *e
