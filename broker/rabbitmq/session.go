@@ -97,6 +97,10 @@ func (b *Broker) connectSession(ctx context.Context) (*session, error) {
 		return nil, err
 	}
 	blocked := conn.NotifyBlocked(make(chan amqp.Blocking, 4))
+	// A broker that hangs during the declarations must not hold Close:
+	// Close ends life, which closes this connection.
+	stop := context.AfterFunc(b.conn.life, func() { _ = conn.CloseDeadline(time.Now().Add(time.Second)) })
+	defer stop()
 	s, err := b.openSession(conn, addr, blocked)
 	if err != nil {
 		_ = conn.CloseDeadline(time.Now().Add(time.Second))

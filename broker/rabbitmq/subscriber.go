@@ -145,6 +145,10 @@ func (s *Subscriber) consume(ctx context.Context) (<-chan amqp.Delivery, error) 
 		s.setErr(err)
 		return nil, err
 	}
+	// A broker that hangs during the declarations must not hold Close:
+	// Close ends life, which closes this connection.
+	stop := context.AfterFunc(s.conn.life, func() { _ = conn.CloseDeadline(time.Now().Add(time.Second)) })
+	defer stop()
 	deliveries, ch, tag, err := s.setup(conn, addr)
 	if err != nil {
 		_ = conn.CloseDeadline(time.Now().Add(time.Second))
