@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"net/url"
 	"os"
 	"sync"
 	"time"
@@ -50,6 +51,15 @@ func databaseURL() string {
 		return u
 	}
 	return "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
+}
+
+// databaseHost names the database server without the URL's credentials.
+func databaseHost() string {
+	u, err := url.Parse(databaseURL())
+	if err != nil {
+		return "an unparsable URL"
+	}
+	return u.Host
 }
 
 // confirmations lets a writer wait for the confirm of its event.
@@ -158,7 +168,7 @@ func outboxContender(sys, name string) contender {
 		}
 		if _, err := db.Exec("CREATE TABLE " + orders + " (id TEXT PRIMARY KEY, created_at TIMESTAMPTZ NOT NULL DEFAULT now())"); err != nil {
 			teardown()
-			return nil, nil, fmt.Errorf("PostgreSQL at %s: %w", databaseURL(), err)
+			return nil, nil, fmt.Errorf("PostgreSQL at %s (DATABASE_URL): %w", databaseHost(), err)
 		}
 		insert := "INSERT INTO " + orders + " (id) VALUES ($1)"
 		conf := &confirmations{m: map[string]chan struct{}{}}

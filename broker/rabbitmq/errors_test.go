@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -82,4 +83,29 @@ func TestServerMaxSize(t *testing.T) {
 	}
 	_, ok := serverMaxSize(&amqp.Error{Code: amqp.NotFound, Reason: "larger than configured max size 10"})
 	assert.False(t, ok, "only a precondition failure carries the size")
+}
+
+// A URL that does not parse is reported without any part of it: the part
+// net/url would quote may be a password.
+func TestURLErrorsQuoteNothing(t *testing.T) {
+	for _, u := range []string{
+		"amqp://user:hunter2@host:5672/%zzhunter2",
+		"amqp://user:hunter2@host:56x72",
+		"amqp://user:hunter2",
+		"amqp://user:hunter2@ho%st",
+		"http://user:hunter2@host",
+		"amqp://user:hunter2@host /",
+		"amqp://user:hunter2@host/?heartbeat=hunter2",
+		"amqp://user:hunter2@[::1",
+		"amqp://user:hun\x7fter2@host",
+	} {
+		_, err := amqp.ParseURI(u)
+		if err == nil {
+			t.Fatalf("%q parsed; the case tests nothing", u)
+		}
+		got := redactURLError(err)
+		if strings.Contains(got, "hunter2") || strings.Contains(got, "host") && !strings.Contains(got, "in host") {
+			t.Errorf("redactURLError(ParseURI(%q)) = %q: quotes the URL", u, got)
+		}
+	}
 }

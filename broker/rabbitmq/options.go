@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"strings"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -183,12 +184,27 @@ func WithURLs(urls ...string) Option {
 	})
 }
 
+// redactURLError describes why a URL did not parse without quoting any of
+// it: net/url's errors carry the offending part, which may be a password
+// (an unescaped "@" in "amqp://user:p@ss@host" leaves "ss@host" to parse).
 func redactURLError(err error) string {
+	const escapeHint = " (a reserved character in the user name or password must be percent-encoded)"
+	var escape url.EscapeError
+	var host url.InvalidHostError
 	var ue *url.Error
-	if errors.As(err, &ue) {
-		return ue.Err.Error()
+	switch {
+	case errors.As(err, &escape):
+		return "invalid percent-escape" + escapeHint
+	case errors.As(err, &host):
+		return "invalid character in host" + escapeHint
+	case errors.As(err, &ue):
+		return "malformed" + escapeHint
+	case strings.Contains(err.Error(), "scheme"):
+		return "the scheme must be amqp:// or amqps://"
+	case strings.Contains(err.Error(), "whitespace"):
+		return "it contains whitespace"
 	}
-	return "malformed"
+	return "malformed query parameter"
 }
 
 // WithPassive checks that the exchange exists instead of declaring it, for
