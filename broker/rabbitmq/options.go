@@ -414,8 +414,10 @@ func WithPrefetch(n int) SubscriberOption {
 	})
 }
 
-// WithConcurrency sets how many handlers run at once. Messages of one
-// routing key may then be handled out of order. Default 1.
+// WithConcurrency sets how many handlers run at once. Above 1, messages of
+// one routing key may be handled out of order. At 1 they are handled in
+// queue order until one fails: its retry comes back after those behind it.
+// Default 1.
 func WithConcurrency(n int) SubscriberOption {
 	return subscriberOption(func(o *subscriberOptions) error {
 		if n < 1 {
