@@ -109,3 +109,46 @@ func TestURLErrorsQuoteNothing(t *testing.T) {
 		}
 	}
 }
+
+// TLS asked for (by option or MESSAGE_BROKER_TLS) and an amqp:// URL would
+// connect in plain text: amqp091 applies TLS to amqps:// only. It is refused.
+func TestTLSRefusesPlainURLs(t *testing.T) {
+	cfg := broker.Config{Type: broker.RabbitMQ, Host: "127.0.0.1", Port: 5671, VHost: "/", Username: "u", Exchange: "x"}
+	for _, tc := range []struct {
+		name  string
+		tls   bool // WithTLS(nil)
+		env   bool // cfg.TLS
+		url   string
+		fails bool
+	}{
+		{"WithTLS, amqp://", true, false, "amqp://u:hunter2@h:5672/", true},
+		{"cfg.TLS, amqp://", false, true, "amqp://u:hunter2@h:5672/", true},
+		{"WithTLS, amqps://", true, false, "amqps://u:hunter2@h:5671/", false},
+		{"no TLS, amqp://", false, false, "amqp://u:hunter2@h:5672/", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := defaultConnOptions()
+			opts := []Option{WithURLs("amqps://u:p@other:5671/", tc.url)}
+			if tc.tls {
+				opts = append(opts, WithTLS(nil))
+			}
+			for _, opt := range opts {
+				if err := opt.(connOption)(&o); err != nil {
+					t.Fatal(err)
+				}
+			}
+			c := cfg
+			c.TLS = tc.env
+			_, err := prepare(c, &o)
+			if !tc.fails {
+				if err != nil {
+					t.Fatalf("prepare: %v", err)
+				}
+				return
+			}
+			if !errors.Is(err, broker.ErrInvalid) || !strings.Contains(err.Error(), "URL #2") || strings.Contains(err.Error(), "hunter2") {
+				t.Fatalf("prepare = %v; want ErrInvalid naming URL #2 without its password", err)
+			}
+		})
+	}
+}

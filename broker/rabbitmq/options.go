@@ -167,7 +167,8 @@ func WithConnectionName(name string) Option {
 
 // WithURLs connects to these AMQP URLs (amqp:// or amqps://, user and
 // password included), tried in turn, instead of the addresses and
-// credentials in the Config. Default: built from the Config.
+// credentials in the Config. With [WithTLS] or MESSAGE_BROKER_TLS=true
+// every URL must be amqps://. Default: built from the Config.
 func WithURLs(urls ...string) Option {
 	return connOption(func(o *connOptions) error {
 		if len(urls) == 0 {
@@ -218,9 +219,14 @@ func WithPassive() Option {
 }
 
 // WithAMQPConfig starts from a native amqp091 Config (properties, locale,
-// channel max, a custom Dial...). Heartbeat, TLS and connection name options
-// still apply on top; its Recovery must be nil (the adapter reconnects by
-// itself). Default: amqp091's defaults.
+// channel max, a custom Dial...). The adapter's settings replace its
+// fields: Heartbeat always (from [WithHeartbeat], default 10s), and
+// TLSClientConfig and the connection name when [WithTLS] or
+// [WithConnectionName] (or their Config defaults) set them. A custom Dial
+// replaces the adapter's, which bounds the connect and the handshake by
+// [WithDialTimeout] and aborts on Close: yours must bound itself. Its
+// Recovery must be nil (the adapter reconnects by itself). Default:
+// amqp091's defaults.
 func WithAMQPConfig(c amqp.Config) Option {
 	return connOption(func(o *connOptions) error {
 		if c.Recovery != nil {
@@ -466,6 +472,15 @@ func prepare(cfg broker.Config, o *connOptions) (broker.Config, error) {
 	}
 	if cfg.TLS && o.tls == nil {
 		o.tls = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	if o.tls != nil {
+		// amqp091 applies a TLS config to amqps:// URLs only: an amqp://
+		// one would connect in plain text although TLS was asked for.
+		for i, u := range o.urls {
+			if uri, _ := amqp.ParseURI(u); uri.Scheme != "amqps" {
+				return cfg, optionsError(fmt.Errorf("WithURLs: URL #%d is amqp://, which WithTLS (or MESSAGE_BROKER_TLS=true) would not apply to: use amqps://", i+1))
+			}
+		}
 	}
 	return cfg, nil
 }
