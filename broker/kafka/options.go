@@ -161,8 +161,10 @@ func WithTLS(c *tls.Config) Option {
 }
 
 // WithSASL authenticates with Config.Username and Config.Password using
-// mechanism: [SASLPlain], [SASLSCRAMSHA256] or [SASLSCRAMSHA512]. Default:
-// no SASL.
+// mechanism: [SASLPlain], [SASLSCRAMSHA256] or [SASLSCRAMSHA512]. PLAIN
+// sends the password as it is, readable by anyone on the path: use it with
+// [WithTLS] (or MESSAGE_BROKER_TLS=true); it is not refused without, for
+// networks encrypted by other means. Default: no SASL.
 func WithSASL(mechanism string) Option {
 	return connOption(func(o *connOptions) error {
 		switch mechanism {
