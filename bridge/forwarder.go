@@ -266,5 +266,5 @@ func (f *Forwarder) Close(ctx context.Context) error {
 
 // invalid is a bad argument or option: it matches broker.ErrInvalid.
 func invalid(msg string) error {
-	return &broker.Error{Op: "bridge", Kind: broker.ErrInvalid, Err: errors.New(msg)}
+	return &broker.Error{Op: "bridge: setup", Kind: broker.ErrInvalid, Err: errors.New(msg)}
 }

@@ -86,7 +86,7 @@ func NewHandler(bus *eventbus.Bus, opts ...HandlerOption) (broker.Handler, error
 func (h *busHandler) handle(ctx context.Context, d broker.Delivery) error {
 	env, err := h.reg.Decode(d.Body)
 	if err != nil {
-		return &broker.Error{Op: "bridge: decode " + d.Source, Kind: broker.ErrInvalid, Err: err}
+		return &broker.Error{Op: "bridge: decode", Kind: broker.ErrInvalid, Err: fmt.Errorf("delivery %s from %s: %w", d.ID, d.Source, err)}
 	}
 	if h.dedup != nil && h.dedup.Seen(env.ID) {
 		h.dedup.skipped.Add(1)

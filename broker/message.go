@@ -40,9 +40,9 @@ type Message struct {
 func (m Message) Validate() error {
 	switch {
 	case m.ID == "":
-		return &Error{Op: "publish", Kind: ErrInvalid, Err: errors.New("message ID is empty")}
+		return &Error{Op: "broker: validate", Kind: ErrInvalid, Err: errors.New("message ID is empty")}
 	case m.Name == "":
-		return &Error{Op: "publish", Kind: ErrInvalid, Err: fmt.Errorf("message %s: Name is empty", m.ID)}
+		return &Error{Op: "broker: validate", Kind: ErrInvalid, Err: fmt.Errorf("message %s: Name is empty", m.ID)}
 	}
 	return nil
 }
