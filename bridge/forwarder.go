@@ -234,10 +234,16 @@ func (f *Forwarder) handle(ctx context.Context, e eventbus.Event) error {
 // Stats counts an asynchronous forwarder's events. Once Close returned,
 // Enqueued = Published + DeadLettered + Failed.
 type Stats struct {
-	Enqueued     int64
-	Published    int64
+	// Enqueued counts the events Forward accepted into the queue.
+	Enqueued int64
+	// Published counts those the broker accepted.
+	Published int64
+	// DeadLettered counts those that failed and are safe in a dead-letter
+	// sink (the spool).
 	DeadLettered int64
-	Failed       int64
+	// Failed counts those that failed and could not be dead-lettered
+	// either; each was logged with its error.
+	Failed int64
 }
 
 // Stats returns the counters (all zero for a synchronous forwarder).

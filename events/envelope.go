@@ -20,10 +20,15 @@ const TimeLayout = "2006-01-02T15:04:05.000Z"
 // ID is the idempotency key consumers deduplicate on; a redelivered or
 // republished event keeps its ID.
 type Envelope struct {
-	Name      string
-	ID        string
+	// Name is the event's name ("order.created"), which selects its type.
+	Name string
+	// ID is a UUID, unique per event, kept across redeliveries.
+	ID string
+	// Timestamp is when the envelope was made (the event was first
+	// published), in UTC to the millisecond; required.
 	Timestamp time.Time
-	Data      Event
+	// Data is the event itself, encoded as JSON under "data".
+	Data Event
 }
 
 // Stamper makes envelopes. The zero value uses a random UUID (v4) and the

@@ -53,36 +53,54 @@ func (s OrderStatus) Known() bool {
 // OrderItem is one line of an order. The seed leaves items open; this shape
 // ({"productId","quantity","price"}) is the one documented in the README.
 type OrderItem struct {
+	// ProductID identifies the product; required.
 	ProductID string `json:"productId"`
-	Quantity  int    `json:"quantity"`
+	// Quantity is how many units; at least 1.
+	Quantity int `json:"quantity"`
 	// Price is the unit price.
 	Price Money `json:"price"`
 }
 
 // OrderCreated is published when an order is created ("order.created").
 type OrderCreated struct {
-	OrderID string      `json:"orderId"`
-	UserID  string      `json:"userId"`
-	Items   []OrderItem `json:"items"`
-	Total   Money       `json:"total"`
-	Status  OrderStatus `json:"status"`
+	// OrderID identifies the order and is the event's aggregate id (the
+	// Kafka key, the per-key order of the outbox); required.
+	OrderID string `json:"orderId"`
+	// UserID is the customer who placed the order; required.
+	UserID string `json:"userId"`
+	// Items are the order's lines.
+	Items []OrderItem `json:"items"`
+	// Total is what the order costs; not negative.
+	Total Money `json:"total"`
+	// Status is the order's status at creation, one of the known ones.
+	Status OrderStatus `json:"status"`
 }
 
 // OrderStatusUpdated is published when an order moves from one status to
 // another ("order.status.updated").
 type OrderStatusUpdated struct {
-	OrderID   string      `json:"orderId"`
-	UserID    string      `json:"userId"`
+	// OrderID identifies the order and is the event's aggregate id;
+	// required.
+	OrderID string `json:"orderId"`
+	// UserID is the customer who placed the order; required.
+	UserID string `json:"userId"`
+	// OldStatus is the status the order left; a known one.
 	OldStatus OrderStatus `json:"oldStatus"`
+	// NewStatus is the status the order entered; a known one.
 	NewStatus OrderStatus `json:"newStatus"`
 }
 
 // OrderCancelled is published when an order is cancelled ("order.cancelled").
 // NewStatus must be [StatusCancelled].
 type OrderCancelled struct {
-	OrderID   string      `json:"orderId"`
-	UserID    string      `json:"userId"`
+	// OrderID identifies the order and is the event's aggregate id;
+	// required.
+	OrderID string `json:"orderId"`
+	// UserID is the customer who placed the order; required.
+	UserID string `json:"userId"`
+	// OldStatus is the status the order left; a known one.
 	OldStatus OrderStatus `json:"oldStatus"`
+	// NewStatus is [StatusCancelled].
 	NewStatus OrderStatus `json:"newStatus"`
 }
 

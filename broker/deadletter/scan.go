@@ -14,15 +14,20 @@ import (
 
 // Torn describes a damaged record at the tail of a segment, skipped.
 type Torn struct {
-	File   string
+	// File is the segment's path.
+	File string
+	// Offset is where the damaged record starts in File.
 	Offset int64
-	Bytes  int64
+	// Bytes is how much was skipped, from Offset to the end of File.
+	Bytes int64
 }
 
 // ScanReport says what a scan found.
 type ScanReport struct {
+	// Segments is how many segment files were read.
 	Segments int
-	Entries  int
+	// Entries is how many whole entries they hold.
+	Entries int
 	// Torn lists records cut short at a segment's tail (what a crash during
 	// a write leaves): at most one per segment.
 	Torn []Torn

@@ -176,7 +176,9 @@ func (b *Broker) Publish(ctx context.Context, msg broker.Message) error {
 // When DeadLetter is set the message is safe there and the error matches
 // broker.ErrDeadLettered.
 type GiveUpError struct {
+	// ID and Name identify the message (broker.Message's).
 	ID, Name string
+	// Attempts is how many publishes were tried.
 	Attempts int
 	// Err is the last attempt's error.
 	Err error
