@@ -5,8 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"log"
 	"log/slog"
+	"os"
+	"os/exec"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -114,7 +118,32 @@ func TestLogHandler(t *testing.T) {
 	assert.NotContains(t, plain, "trace_id")
 	assert.NotContains(t, plain, "span_id")
 
-	assert.NotNil(t, domaineventsotel.NewLogHandler(nil))
 	assert.False(t, domaineventsotel.NewLogHandler(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelWarn})).
 		Enabled(ctx, slog.LevelInfo))
+}
+
+// NewLogHandler(nil) made slog's default must log, not deadlock: wrapping
+// slog's built-in default handler and setting the result as the default
+// deadlocks on the first record. A deadlocked log package cannot be
+// recovered in-process, so a child process (this test binary) logs.
+func TestLogHandlerNilAsDefault(t *testing.T) {
+	if os.Getenv("DE_LOG_HANDLER_CHILD") == "1" {
+		slog.SetDefault(slog.New(domaineventsotel.NewLogHandler(nil)))
+		slog.Info("through slog", "k", "v")
+		log.Print("through the log package")
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestLogHandlerNilAsDefault$")
+	cmd.Env = append(os.Environ(), "DE_LOG_HANDLER_CHILD=1")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	if ctx.Err() != nil {
+		t.Fatalf("the child did not finish in 20s (deadlock); stderr:\n%s", stderr.String())
+	}
+	require.NoError(t, err, "stderr:\n%s", stderr.String())
+	assert.Contains(t, stderr.String(), `msg="through slog" k=v`)
+	assert.Contains(t, stderr.String(), "through the log package")
 }

@@ -3,6 +3,7 @@ package domaineventsotel
 import (
 	"context"
 	"log/slog"
+	"os"
 
 	"go.opentelemetry.io/otel/trace"
 )
@@ -25,10 +26,17 @@ const (
 // Inside a handler wrapped with [WrapHandler], or a publish made within a
 // span, the lines then name the trace to look at. The attributes are added
 // where the record's own are: inside the logger's group, if it has one
-// (logger.WithGroup). A nil next is slog.Default().Handler().
+// (logger.WithGroup).
+//
+// A nil next writes text to os.Stderr. It is not slog.Default().Handler():
+// slog's built-in default handler, wrapped and made the default again with
+// slog.SetDefault, deadlocks on the first record (it writes through the log
+// package, which SetDefault routes back into the wrapper). For the same
+// reason, do not pass slog.Default().Handler() yourself when the result is
+// to become the default.
 func NewLogHandler(next slog.Handler) slog.Handler {
 	if next == nil {
-		next = slog.Default().Handler()
+		next = slog.NewTextHandler(os.Stderr, nil)
 	}
 	return logHandler{next: next}
 }
