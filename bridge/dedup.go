@@ -11,7 +11,11 @@ import (
 // is at least once). It is per process and in memory: bounded to the size
 // most recent ids, each forgotten after ttl. Duplicates across processes or
 // restarts need a shared store (the inbox, in package outbox). Safe for
-// concurrent use.
+// concurrent use, but Seen and Mark are two steps: two deliveries of one id
+// handled at the same moment (a subscriber with several workers) both pass
+// Seen before either is marked. Marking after success is what keeps a
+// failed event from being skipped on its retry; the inbox, which claims
+// the id in the handler's transaction, has no such window.
 type Dedup struct {
 	mu      sync.Mutex
 	size    int
