@@ -150,8 +150,12 @@
 //     nodes have: without it the broker falls back to at most once,
 //     saying so only in its log). The handler's attempt adds
 //     x-delivery-count, which counts the copy's returns (a crash, a
-//     disconnect). The queue also dead-letters a delivery returned
-//     2 × WithMaxAttempts + 5 times without finishing.
+//     disconnect), including returns of copies that sat prefetched and
+//     were never handled: reconnects can use up attempts, so an event may
+//     reach the DLQ after fewer handler failures than WithMaxAttempts
+//     (never without one: only a failed handler call dead-letters). The
+//     queue also dead-letters a delivery returned 2 × WithMaxAttempts + 5
+//     times without finishing.
 //   - [Classic] queues (the default): the failed delivery stays
 //     unacknowledged in the subscriber for the delay, then its next copy is
 //     re-published and the original acked: the broker holds it meanwhile,
