@@ -34,65 +34,68 @@ func configErr(err error) error {
 // sarama configuration.
 func publisherSetup(cfg broker.Config, opts []PublisherOption) (broker.Config, publisherOptions, *sarama.Config, error) {
 	o := defaultPublisher()
-	cfg, err := checkConfig(cfg)
-	if err != nil {
-		return cfg, o, nil, err
-	}
-	if cfg.TLS {
-		o.tls = &tls.Config{MinVersion: tls.VersionTLS12}
-	}
-	for _, opt := range opts {
-		if opt == nil {
-			continue
+	cfg, sc, err := setup(cfg, &o.connOptions, func() error {
+		for _, opt := range opts {
+			if opt != nil {
+				if err := opt.applyPublisher(&o); err != nil {
+					return err
+				}
+			}
 		}
-		if err := opt.applyPublisher(&o); err != nil {
-			return cfg, o, nil, optionsErr(err)
-		}
-	}
-	sc, err := saramaConfig(cfg, o.connOptions)
-	if err != nil {
-		return cfg, o, nil, configErr(err)
-	}
-	sc.Producer.Partitioner = o.partitioner
-	if err := sc.Validate(); err != nil {
-		return cfg, o, nil, configErr(fmt.Errorf("sarama config: %w", err))
-	}
-	return cfg, o, sc, nil
+		return nil
+	}, func(sc *sarama.Config) {
+		sc.Producer.Partitioner = o.partitioner
+	})
+	return cfg, o, sc, err
 }
 
 // subscriberSetup validates cfg, applies opts and builds the consumer
 // group's sarama configuration.
 func subscriberSetup(cfg broker.Config, opts []SubscriberOption) (broker.Config, subscriberOptions, *sarama.Config, error) {
 	o := defaultSubscriber()
+	cfg, sc, err := setup(cfg, &o.connOptions, func() error {
+		for _, opt := range opts {
+			if opt != nil {
+				if err := opt.applySubscriber(&o); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}, func(sc *sarama.Config) {
+		sc.Consumer.Offsets.Initial = sarama.OffsetOldest
+		if o.startNewest {
+			sc.Consumer.Offsets.Initial = sarama.OffsetNewest
+		}
+		sc.Consumer.Offsets.AutoCommit.Enable = true
+		sc.Consumer.Return.Errors = true
+	})
+	return cfg, o, sc, err
+}
+
+// setup is what both roles share: cfg checked, MESSAGE_BROKER_TLS as the
+// TLS default, the options applied (apply), the sarama configuration built,
+// adjusted for the role (role) and validated.
+func setup(cfg broker.Config, conn *connOptions, apply func() error, role func(*sarama.Config)) (broker.Config, *sarama.Config, error) {
 	cfg, err := checkConfig(cfg)
 	if err != nil {
-		return cfg, o, nil, err
+		return cfg, nil, err
 	}
 	if cfg.TLS {
-		o.tls = &tls.Config{MinVersion: tls.VersionTLS12}
+		conn.tls = &tls.Config{MinVersion: tls.VersionTLS12}
 	}
-	for _, opt := range opts {
-		if opt == nil {
-			continue
-		}
-		if err := opt.applySubscriber(&o); err != nil {
-			return cfg, o, nil, optionsErr(err)
-		}
+	if err := apply(); err != nil {
+		return cfg, nil, optionsErr(err)
 	}
-	sc, err := saramaConfig(cfg, o.connOptions)
+	sc, err := saramaConfig(cfg, *conn)
 	if err != nil {
-		return cfg, o, nil, configErr(err)
+		return cfg, nil, configErr(err)
 	}
-	sc.Consumer.Offsets.Initial = sarama.OffsetOldest
-	if o.startNewest {
-		sc.Consumer.Offsets.Initial = sarama.OffsetNewest
-	}
-	sc.Consumer.Offsets.AutoCommit.Enable = true
-	sc.Consumer.Return.Errors = true
+	role(sc)
 	if err := sc.Validate(); err != nil {
-		return cfg, o, nil, configErr(fmt.Errorf("sarama config: %w", err))
+		return cfg, nil, configErr(fmt.Errorf("sarama config: %w", err))
 	}
-	return cfg, o, sc, nil
+	return cfg, sc, nil
 }
 
 // saramaConfig builds the client configuration both roles start from: ours
