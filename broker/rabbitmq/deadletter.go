@@ -14,16 +14,7 @@ import (
 // key and headers, plus the broker.HeaderDeadLetter* headers giving the
 // reason. ctx bounds connecting only.
 func NewDeadLetterSink(ctx context.Context, cfg broker.Config, opts ...PublisherOption) (*broker.BrokerSink, error) {
-	o := defaultPublisherOptions()
-	for _, opt := range opts {
-		if opt == nil {
-			continue
-		}
-		if err := opt.applyPublisher(&o); err != nil {
-			return nil, optionsError(err)
-		}
-	}
-	cfg, err := prepare(cfg, &o.conn)
+	cfg, o, err := publisherSetup(cfg, opts)
 	if err != nil {
 		return nil, err
 	}

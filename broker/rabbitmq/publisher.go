@@ -76,16 +76,7 @@ const (
 // broker.ErrUnavailable. With [WithLazyConnect], New returns at once and
 // connects in the background.
 func New(ctx context.Context, cfg broker.Config, opts ...PublisherOption) (*Broker, error) {
-	o := defaultPublisherOptions()
-	for _, opt := range opts {
-		if opt == nil {
-			continue
-		}
-		if err := opt.applyPublisher(&o); err != nil {
-			return nil, optionsError(err)
-		}
-	}
-	cfg, err := prepare(cfg, &o.conn)
+	cfg, o, err := publisherSetup(cfg, opts)
 	if err != nil {
 		return nil, err
 	}
