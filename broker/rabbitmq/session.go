@@ -347,17 +347,14 @@ func (b *Broker) writeNext() bool {
 	}
 	b.queue[0] = nil
 	b.queue = b.queue[1:]
+	// Sent from now on (a failed write may have reached the broker in
+	// part), set under the lock already held rather than taking it again
+	// after the write; writeFailed clears it for a write refused before
+	// its first byte.
+	r.sent = true
 	b.mu.Unlock()
 
-	err := s.ch.PublishWithContext(context.Background(), b.exchange, r.key, true, false, r.pub)
-	if err != nil && errors.Is(err, amqp.ErrClosed) {
-		b.writeFailed(s, tag, r, err) // refused before writing a byte
-		return true
-	}
-	b.mu.Lock()
-	r.sent = true // a failed write may have reached the broker in part: count it as sent
-	b.mu.Unlock()
-	if err != nil {
+	if err := s.ch.PublishWithContext(context.Background(), b.exchange, r.key, true, false, r.pub); err != nil {
 		b.writeFailed(s, tag, r, err)
 	}
 	return true
@@ -372,6 +369,9 @@ func (b *Broker) writeFailed(s *session, tag uint64, r *record, err error) {
 	// the front of the queue, s's loss must not hand back the records
 	// written before r, or r would overtake them.
 	b.mu.Lock()
+	if errors.Is(err, amqp.ErrClosed) {
+		r.sent = false // refused before writing a byte: a caller may withdraw it
+	}
 	s.mu.Lock()
 	if s.tags[tag] == r {
 		delete(s.tags, tag)
