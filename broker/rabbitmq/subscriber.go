@@ -234,6 +234,10 @@ func (s *Subscriber) supervise(deliveries <-chan amqp.Delivery) {
 	defer s.wg.Done()
 	for {
 		if deliveries != nil {
+			// The handlers run on the workers themselves (no goroutine
+			// per delivery). A worker stuck in a handler that ignores its
+			// ctx is the one goroutine Close may leave behind: it ends when
+			// the handler returns, its outcome discarded with the channel.
 			var workers sync.WaitGroup
 			for range s.opts.concurrency {
 				workers.Go(func() {
@@ -242,7 +246,13 @@ func (s *Subscriber) supervise(deliveries <-chan amqp.Delivery) {
 					}
 				})
 			}
-			workers.Wait()
+			idle := make(chan struct{})
+			go func() { workers.Wait(); close(idle) }()
+			select {
+			case <-idle:
+			case <-s.abort:
+				return // Close gave up on a handler; it closes the connection
+			}
 			s.mu.Lock()
 			link := s.link
 			s.mu.Unlock()
@@ -274,8 +284,7 @@ func (s *Subscriber) supervise(deliveries <-chan amqp.Delivery) {
 	}
 }
 
-// process handles one delivery: the handler runs in a goroutine of its
-// own, so that Close can stop waiting for a handler that ignores its ctx.
+// process handles one delivery on the calling worker.
 func (s *Subscriber) process(d amqp.Delivery) {
 	s.mu.Lock()
 	if s.closing.Begun() {
@@ -288,13 +297,11 @@ func (s *Subscriber) process(d amqp.Delivery) {
 	defer s.busy.Done()
 
 	del, first := toDelivery(d, s.queue.Name)
-	done := make(chan error, 1)
-	go func() { done <- adapter.CallHandler(s.handlerCtx, s.handler, del) }()
-	var err error
+	err := adapter.CallHandler(s.handlerCtx, s.handler, del)
 	select {
-	case err = <-done:
 	case <-s.abort:
-		return // Close gave up: the delivery is redelivered once the connection closes
+		return // Close gave up meanwhile: the delivery is redelivered once the connection closes
+	default:
 	}
 	if err == nil {
 		s.handled.Add(1)
