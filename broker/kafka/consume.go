@@ -110,13 +110,15 @@ func (g groupHandler) Setup(sarama.ConsumerGroupSession) error { g.s.sessionUp()
 func (groupHandler) Cleanup(sarama.ConsumerGroupSession) error { return nil }
 
 func (g groupHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) error {
+	c := g.s.startCaller()
+	defer c.stop()
 	for {
 		select {
 		case m, ok := <-claim.Messages():
 			if !ok {
 				return nil
 			}
-			if !g.s.handle(sess.Context(), m) {
+			if !g.s.handle(sess.Context(), c, m) {
 				return nil // partition lost or closing: not marked, handled again by its next owner
 			}
 			sess.MarkMessage(m, "")
@@ -128,12 +130,12 @@ func (g groupHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim saram
 
 // handle runs the handler with retries, dead-lettering when they run out.
 // It reports whether the record may be marked.
-func (s *Subscriber) handle(session context.Context, m *sarama.ConsumerMessage) bool {
+func (s *Subscriber) handle(session context.Context, c *caller, m *sarama.ConsumerMessage) bool {
 	d := toDelivery(m, s.groupID)
 	var first time.Time
 	for attempt := 1; ; attempt++ {
 		d.Attempt = attempt
-		err, ok := s.call(d)
+		err, ok := c.call(d)
 		if !ok {
 			return false // Close gave up on the handler
 		}
@@ -159,20 +161,39 @@ func (s *Subscriber) handle(session context.Context, m *sarama.ConsumerMessage) 
 	}
 }
 
-// call runs the handler in a goroutine of its own, so that a Close whose
-// ctx ended need not wait for a handler that ignores its ctx. ok is false
-// when Close gave up first; the goroutine then ends with the handler.
-func (s *Subscriber) call(d broker.Delivery) (err error, ok bool) {
-	res := make(chan error, 1)
-	s.stats.inflight.Add(1)
+// caller runs a claim's handler calls on a goroutine of its own, one
+// after another, so that a Close whose ctx ended need not wait for a
+// handler that ignores its ctx; one goroutine per claim, not per record.
+type caller struct {
+	s     *Subscriber
+	calls chan broker.Delivery
+	res   chan error // buffered: a call abandoned by Close still ends
+}
+
+func (s *Subscriber) startCaller() *caller {
+	c := &caller{s: s, calls: make(chan broker.Delivery), res: make(chan error, 1)}
 	go func() {
-		defer s.stats.inflight.Add(-1)
-		res <- adapter.CallHandler(s.handlers, s.handler, d)
+		for d := range c.calls {
+			err := adapter.CallHandler(s.handlers, s.handler, d)
+			s.stats.inflight.Add(-1)
+			c.res <- err
+		}
 	}()
+	return c
+}
+
+// stop ends the goroutine once its handler call, if any, returns.
+func (c *caller) stop() { close(c.calls) }
+
+// call runs the handler on d. ok is false when Close gave up first; the
+// goroutine then ends with the handler.
+func (c *caller) call(d broker.Delivery) (err error, ok bool) {
+	c.s.stats.inflight.Add(1)
+	c.calls <- d // never blocks long: the goroutine waits for work between calls
 	select {
-	case err := <-res:
+	case err := <-c.res:
 		return err, true
-	case <-s.abandon:
+	case <-c.s.abandon:
 		return nil, false
 	}
 }

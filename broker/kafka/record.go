@@ -1,8 +1,9 @@
 package kafka
 
 import (
-	"fmt"
 	"slices"
+	"strconv"
+	"strings"
 
 	"github.com/IBM/sarama"
 
@@ -93,8 +94,23 @@ func toDelivery(m *sarama.ConsumerMessage, group string) broker.Delivery {
 			msg.Headers[k] = string(h.Value)
 		}
 	}
-	return broker.Delivery{Message: msg, Attempt: 1, Source: fmt.Sprintf("topic %s[%d]@%d", m.Topic, m.Partition, m.Offset),
+	return broker.Delivery{Message: msg, Attempt: 1, Source: source(m),
 		Origin: broker.Origin{System: "kafka", Destination: m.Topic, Partition: m.Partition, Offset: m.Offset, ConsumerGroup: group}}
+}
+
+// source is "topic <topic>[<partition>]@<offset>", built without fmt (it
+// is made for every record consumed).
+func source(m *sarama.ConsumerMessage) string {
+	var b strings.Builder
+	var num [20]byte
+	b.Grow(len("topic []@") + len(m.Topic) + 2*len(num))
+	b.WriteString("topic ")
+	b.WriteString(m.Topic)
+	b.WriteByte('[')
+	b.Write(strconv.AppendInt(num[:0], int64(m.Partition), 10))
+	b.WriteString("]@")
+	b.Write(strconv.AppendInt(num[:0], m.Offset, 10))
+	return b.String()
 }
 
 // Describe says where Publish sends m: the topic (the event name with
