@@ -65,7 +65,7 @@ type publisherOptions struct {
 
 type subscriberOptions struct {
 	conn        connOptions
-	prefetch    int // 0: 4 × concurrency
+	prefetch    int // 0: max(defaultPrefetch, 4 × concurrency)
 	concurrency int
 	maxAttempts int
 	retryDelay  time.Duration
@@ -408,8 +408,17 @@ func WithMaxMessageSize(n int) PublisherOption {
 
 // Subscriber options.
 
+// defaultPrefetch is the least prefetch by default: with the 4 × concurrency
+// used before, the consumer waited for the broker's round trip between
+// deliveries (a bench/ smoke run: 256 consumed 1.2-1.3x as fast at
+// concurrency 1 and 16; Spring AMQP's default is 250 for the same reason).
+const defaultPrefetch = 256
+
 // WithPrefetch sets how many unacknowledged deliveries the broker may push
-// to the subscriber at once (basic.qos). Default 4 × concurrency.
+// to the subscriber at once (basic.qos). Default 256, or 4 × concurrency
+// if that is more. A lower value returns fewer unhandled deliveries to the
+// queue when the connection is lost (on a quorum queue each such return
+// counts in x-delivery-count); a higher one only helps handlers that wait.
 func WithPrefetch(n int) SubscriberOption {
 	return subscriberOption(func(o *subscriberOptions) error {
 		if n < 1 {

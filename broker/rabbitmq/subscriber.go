@@ -107,7 +107,7 @@ func NewSubscriber(ctx context.Context, cfg broker.Config, q Queue, h broker.Han
 		return nil, err
 	}
 	if o.prefetch == 0 {
-		o.prefetch = 4 * o.concurrency
+		o.prefetch = max(defaultPrefetch, 4*o.concurrency)
 	}
 	s := &Subscriber{exchange: cfg.Exchange, queue: q, handler: h, opts: o, abort: make(chan struct{})}
 	s.conn = newConnector("rabbitmq subscriber", cfg, &s.opts.conn)
