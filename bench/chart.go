@@ -14,11 +14,13 @@ func chart(rows []row) string {
 	const pw, ph, ml, mt, mb = 420.0, 300.0, 70.0, 40.0, 50.0
 	colors := []string{"#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#17becf"}
 	var b strings.Builder
-	width := float64(len(panels)) * (pw + ml + 200)
-	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%.0f" height="%.0f" font-family="sans-serif" font-size="11">`+"\n", width, ph+mt+mb)
+	cols, rowsN := min(len(panels), panelCols), (len(panels)+panelCols-1)/panelCols
+	width := float64(cols) * (pw + ml + 200)
+	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%.0f" height="%.0f" font-family="sans-serif" font-size="11">`+"\n", width, float64(rowsN)*(ph+mt+mb))
 	fmt.Fprintf(&b, `<rect width="100%%" height="100%%" fill="white"/>`+"\n")
 	for i, s := range panels {
-		ox := float64(i)*(pw+ml+200) + ml
+		fmt.Fprintf(&b, `<g transform="translate(%.0f,%.0f)">`+"\n", float64(i%panelCols)*(pw+ml+200), float64(i/panelCols)*(ph+mt+mb))
+		ox := ml
 		pubs, unit := concurrencies(rows, s), unitOf(s)
 		var rs []row
 		lo, hi := math.Inf(1), 0.0
@@ -71,10 +73,14 @@ func chart(rows []row) string {
 			fmt.Fprintf(&b, `<rect x="%.0f" y="%.0f" width="10" height="10" fill="%s"/><text x="%.0f" y="%.0f">%s</text>`+"\n",
 				ox+pw+10, mt+float64(j)*16, c, ox+pw+24, mt+float64(j)*16+9, n)
 		}
+		b.WriteString("</g>\n")
 	}
 	b.WriteString("</svg>\n")
 	return b.String()
 }
+
+// panelCols is how many panels a chart puts side by side.
+const panelCols = 3
 
 func unitOf(suite string) string {
 	if isConsume(suite) {

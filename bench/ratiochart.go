@@ -15,11 +15,13 @@ func ratioChart(rows []row) string {
 	const pw, ph, ml, mt, mb, legend = 420.0, 300.0, 60.0, 40.0, 50.0, 200.0
 	colors := []string{"#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#17becf"}
 	var b strings.Builder
-	width := float64(len(panels)) * (pw + ml + legend)
-	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%.0f" height="%.0f" font-family="sans-serif" font-size="11">`+"\n", width, ph+mt+mb)
+	cols, rowsN := min(len(panels), panelCols), (len(panels)+panelCols-1)/panelCols
+	width := float64(cols) * (pw + ml + legend)
+	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%.0f" height="%.0f" font-family="sans-serif" font-size="11">`+"\n", width, float64(rowsN)*(ph+mt+mb))
 	b.WriteString(`<rect width="100%" height="100%" fill="white"/>` + "\n")
 	for i, s := range panels {
-		ox := float64(i)*(pw+ml+legend) + ml
+		fmt.Fprintf(&b, `<g transform="translate(%.0f,%.0f)">`+"\n", float64(i%panelCols)*(pw+ml+legend), float64(i/panelCols)*(ph+mt+mb))
+		ox := ml
 		levels := concurrencies(rows, s)
 		var names []string
 		hi := 1.2
@@ -67,6 +69,7 @@ func ratioChart(rows []row) string {
 			fmt.Fprintf(&b, `<rect x="%.0f" y="%.0f" width="10" height="10" fill="%s"/><text x="%.0f" y="%.0f">%s</text>`+"\n",
 				ox+pw+10, mt+float64(ci)*16, c, ox+pw+24, mt+float64(ci)*16+9, n)
 		}
+		b.WriteString("</g>\n")
 	}
 	b.WriteString("</svg>\n")
 	return b.String()
