@@ -22,7 +22,9 @@ import (
 //  2. measured window: the contender's subscriber starts, its handler
 //     records the id and returns; acks (offset marks) follow the handler;
 //     the window ends when all N distinct ids were handled (5 min deadline).
-//     msg/s = N ÷ window; CPU, allocations and bytes are the window's;
+//     msg/s = N ÷ window; CPU, allocations and bytes are the window's; the
+//     window includes the subscriber's start-up (first_ms says how long
+//     until the first event was handled);
 //  3. latency: while the subscriber runs, pacedRate events/s for pacedFor,
 //     each id carrying its send time; latency = handled − sent;
 //  4. the subscriber is closed and the run verified: every id handled
@@ -86,6 +88,7 @@ type tracker struct {
 	lat     []time.Duration
 	goal    int
 	reached chan struct{}
+	first   time.Time
 }
 
 func newTracker(capacity int) *tracker {
@@ -101,6 +104,9 @@ func (t *tracker) handled(id string) {
 		return
 	}
 	t.seen[id] = struct{}{}
+	if len(t.seen) == 1 {
+		t.first = now
+	}
 	if rest, ok := strings.CutPrefix(id, "p-"); ok {
 		ns, _, _ := strings.Cut(rest, "-")
 		if n, err := strconv.ParseInt(ns, 10, 64); err == nil {
@@ -196,6 +202,9 @@ func consume(res *result, cc *consumeContender, c, n int, profDir string) error 
 		return drainErr
 	}
 	res.N, res.Seconds, res.MsgsPerSec = int64(n), elapsed.Seconds(), float64(n)/elapsed.Seconds()
+	t.mu.Lock()
+	res.FirstMs = float64(t.first.Sub(m.t0)) / 1e6 // start-up (connect, declare, join) inside the window
+	t.mu.Unlock()
 
 	// Latency: a paced stream while the subscriber runs.
 	interval := time.Second / pacedRate

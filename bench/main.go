@@ -45,6 +45,7 @@ type result struct {
 	AllocsPer  float64 `json:"allocs_per_msg"`
 	BytesPer   float64 `json:"bytes_per_msg"`        // heap bytes allocated over the window ÷ N
 	Duplicates int64   `json:"duplicates,omitempty"` // consume: deliveries of an id already handled
+	FirstMs    float64 `json:"first_ms,omitempty"`   // consume: from starting the subscriber to the first handled event
 	PeakRSSKB  int64   `json:"peak_rss_kb"`
 	Verified   string  `json:"verified"`
 	Err        string  `json:"error,omitempty"`
@@ -183,8 +184,12 @@ func orchestrate(names []string, o plan, out outputs) error {
 					c := cs[(i+r)%len(cs)]
 					res := runChild(self, env, suite+"/"+c.name, p, r, o)
 					results = append(results, res)
-					fmt.Fprintf(os.Stderr, "round %d  %-16s %-28s c=%-3d %9.0f msg/s  n=%-8d failed=%d  cpu=%.1fµs/msg  %s %s\n",
-						r+1, suite, c.name, p, res.MsgsPerSec, res.N, res.Failed, res.CPUusPer, res.Verified, res.Err)
+					extra := ""
+					if isConsume(suite) {
+						extra = fmt.Sprintf("first=%.0fms dup=%d  ", res.FirstMs, res.Duplicates)
+					}
+					fmt.Fprintf(os.Stderr, "round %d  %-16s %-28s c=%-3d %9.0f msg/s  n=%-8d failed=%d  cpu=%.1fµs/msg  %s%s %s\n",
+						r+1, suite, c.name, p, res.MsgsPerSec, res.N, res.Failed, res.CPUusPer, extra, res.Verified, res.Err)
 				}
 			}
 		}
