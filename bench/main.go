@@ -1,11 +1,14 @@
-// Command bench measures domainevents' publishers against the raw clients
-// and the peers, with durability on, in one run: RabbitMQ (the local server),
-// Kafka (an in-process kfake cluster in a child process) and the in-process
-// bus. Each measurement runs in its own child process (clean allocation
-// counts and peak RSS); contenders alternate round by round so machine noise
-// is shared; every run is verified (what arrived equals what was confirmed).
+// Command bench measures domainevents' publishers and subscribers against
+// the raw clients and the peers, with durability on, in one run: RabbitMQ
+// (the local server), Kafka (an in-process kfake cluster in a child process)
+// and the in-process bus. Each measurement runs in its own child process
+// (clean CPU and allocation counts, peak RSS); contenders alternate round by
+// round so machine noise is shared, and ratios are taken within a round;
+// every run is verified (what arrived equals what was confirmed; what was
+// consumed was acknowledged).
 //
-//	cd bench && go run . -rounds 3 -duration 3s     # tables on stdout, results.json, chart.svg
+//	cd bench && go run . -rounds 3 -duration 3s     # tables on stdout, results.json, chart.svg, ratio.svg
+//	cd bench && go run . -suites consume-rabbitmq,consume-kafka -consumers 1,16 -prefill 100000
 //	cd bench && go run . -suites bus -rounds 1      # one suite
 //	cd bench && go run . -memcheck                  # the outage memory check
 //	cd bench && go run . -suites outbox-rabbitmq,outbox-kafka   # commit-to-confirmed from PostgreSQL (DATABASE_URL)
