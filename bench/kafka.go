@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -23,11 +24,16 @@ import (
 
 const kafkaPartitions = 3
 
-// serveKfakeCluster runs a kfake cluster (produce storage off: the broker
-// must not be the bottleneck; offsets still advance, which verifies counts)
-// and prints its addresses, until stdin closes.
-func serveKfakeCluster() {
-	c, err := kfake.NewCluster(kfake.BlackholeProduce(), kfake.AllowAutoTopicCreation(), kfake.DefaultNumPartitions(kafkaPartitions))
+// serveKfakeCluster runs a kfake cluster and prints its addresses, until
+// stdin closes. Without store, produce storage is off (the broker must not
+// be the bottleneck; offsets still advance, which verifies counts); the
+// consume suite stores records to read them back.
+func serveKfakeCluster(store bool) {
+	opts := []kfake.Opt{kfake.AllowAutoTopicCreation(), kfake.DefaultNumPartitions(kafkaPartitions)}
+	if !store { // publish suites: nothing reads the records back
+		opts = append(opts, kfake.BlackholeProduce())
+	}
+	c, err := kfake.NewCluster(opts...)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
@@ -39,8 +45,8 @@ func serveKfakeCluster() {
 
 // startKfake starts the cluster in a child process, so that its work and
 // memory are not counted against the contenders.
-func startKfake(self string) (addrs string, stop func(), err error) {
-	cmd := exec.Command(self, "-serve-kfake")
+func startKfake(self string, store bool) (addrs string, stop func(), err error) {
+	cmd := exec.Command(self, "-serve-kfake", "-kfake-store="+strconv.FormatBool(store))
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		return "", nil, err

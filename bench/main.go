@@ -1,11 +1,14 @@
-// Command bench measures domainevents' publishers against the raw clients
-// and the peers, with durability on, in one run: RabbitMQ (the local server),
-// Kafka (an in-process kfake cluster in a child process) and the in-process
-// bus. Each measurement runs in its own child process (clean allocation
-// counts and peak RSS); contenders alternate round by round so machine noise
-// is shared; every run is verified (what arrived equals what was confirmed).
+// Command bench measures domainevents' publishers and subscribers against
+// the raw clients and the peers, with durability on, in one run: RabbitMQ
+// (the local server), Kafka (an in-process kfake cluster in a child process)
+// and the in-process bus. Each measurement runs in its own child process
+// (clean CPU and allocation counts, peak RSS); contenders alternate round by
+// round so machine noise is shared, and ratios are taken within a round;
+// every run is verified (what arrived equals what was confirmed; what was
+// consumed was acknowledged).
 //
-//	cd bench && go run . -rounds 3 -duration 3s     # tables on stdout, results.json, chart.svg
+//	cd bench && go run . -rounds 3 -duration 3s     # tables on stdout, results.json, chart.svg, ratio.svg
+//	cd bench && go run . -suites consume-rabbitmq,consume-kafka -consumers 1,16 -prefill 100000
 //	cd bench && go run . -suites bus -rounds 1      # one suite
 //	cd bench && go run . -memcheck                  # the outage memory check
 //	cd bench && go run . -suites outbox-rabbitmq,outbox-kafka   # commit-to-confirmed from PostgreSQL (DATABASE_URL)
@@ -20,9 +23,8 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
-	"runtime"
+	"path/filepath"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -34,7 +36,7 @@ import (
 type result struct {
 	Suite      string  `json:"suite"`
 	Contender  string  `json:"contender"`
-	Publishers int     `json:"publishers"`
+	Publishers int     `json:"publishers"` // or consumers, in the consume suites
 	Round      int     `json:"round"`
 	N          int64   `json:"n"`
 	Failed     int64   `json:"failed"`
@@ -42,7 +44,11 @@ type result struct {
 	MsgsPerSec float64 `json:"msgs_per_sec"`
 	P50us      float64 `json:"p50_us"`
 	P99us      float64 `json:"p99_us"`
+	CPUusPer   float64 `json:"cpu_us_per_msg"` // user+sys CPU of the worker process over the window ÷ N
 	AllocsPer  float64 `json:"allocs_per_msg"`
+	BytesPer   float64 `json:"bytes_per_msg"`        // heap bytes allocated over the window ÷ N
+	Duplicates int64   `json:"duplicates,omitempty"` // consume: deliveries of an id already handled
+	FirstMs    float64 `json:"first_ms,omitempty"`   // consume: from starting the subscriber to the first handled event
 	PeakRSSKB  int64   `json:"peak_rss_kb"`
 	Verified   string  `json:"verified"`
 	Err        string  `json:"error,omitempty"`
@@ -58,9 +64,11 @@ var body = []byte(`{"name":"order.created","id":"6f1c2a9e-3b8d-4c1e-9a57-2d4f8b0
 
 func suites() map[string][]contender {
 	return map[string][]contender{
-		"rabbitmq": rabbitContenders(),
-		"kafka":    kafkaContenders(),
-		"bus":      busContenders(),
+		"rabbitmq":         rabbitContenders(),
+		"kafka":            kafkaContenders(),
+		"bus":              busContenders(),
+		"consume-rabbitmq": consumeRabbitContenders(),
+		"consume-kafka":    consumeKafkaContenders(),
 		// Not in the default -suites: they need PostgreSQL (DATABASE_URL).
 		"outbox-rabbitmq": outboxContenders("rabbitmq"),
 		"outbox-kafka":    outboxContenders("kafka"),
@@ -69,32 +77,43 @@ func suites() map[string][]contender {
 
 // baseline is the contender the ratios divide by.
 var baseline = map[string]string{"rabbitmq": "raw-amqp091-pipelined", "kafka": "raw-sarama-async", "bus": "direct-call",
+	"consume-rabbitmq": "raw-amqp091", "consume-kafka": "raw-sarama-group",
 	"outbox-rabbitmq": "direct", "outbox-kafka": "direct"}
 
 func main() {
 	var (
-		suiteList  = flag.String("suites", "rabbitmq,kafka,bus", "suites to run")
-		pubList    = flag.String("publishers", "1,16,256", "concurrent publishers")
+		suiteList  = flag.String("suites", "rabbitmq,kafka,bus,consume-rabbitmq,consume-kafka", "suites to run")
+		pubList    = flag.String("publishers", "1,16,256", "concurrent publishers (publish suites)")
+		conList    = flag.String("consumers", "1,16", "handler concurrency (consume suites)")
+		prefill    = flag.Int("prefill", 100000, "events waiting before each consume run")
+		profDir    = flag.String("cpuprofile", "", "write a CPU profile of every measured window into this directory")
 		rounds     = flag.Int("rounds", 3, "rounds (contenders alternate within each)")
 		duration   = flag.Duration("duration", 3*time.Second, "length of one measured run")
 		jsonOut    = flag.String("json", "results.json", "where to write every run as JSON")
-		svgOut     = flag.String("svg", "chart.svg", "where to write the throughput chart")
+		svgOut     = flag.String("svg", "chart.svg", "where to write the throughput chart (log scale)")
+		ratioOut   = flag.String("ratio-svg", "ratio.svg", "where to write the chart of same-round ratios to the baseline (linear)")
 		memcheck   = flag.Bool("memcheck", false, "run the outage memory check instead")
 		worker     = flag.String("worker", "", "internal: run one contender (suite/name) in this process")
 		publishers = flag.Int("c", 1, "internal: publishers for -worker")
 		round      = flag.Int("round", 0, "internal: round for -worker")
 		serveKfake = flag.Bool("serve-kfake", false, "internal: serve a kfake cluster until stdin closes")
+		kfakeStore = flag.Bool("kfake-store", false, "internal: with -serve-kfake, keep produced records (to consume them)")
 		from       = flag.String("from", "", "re-print the tables and redraw the chart from a results.json, without running")
 	)
 	flag.Parse()
 	switch {
 	case *serveKfake:
-		serveKfakeCluster()
+		serveKfakeCluster(*kfakeStore)
 	case *worker != "":
-		res := runWorker(*worker, *publishers, *round, *duration)
+		var res result
+		if suite, _, _ := strings.Cut(*worker, "/"); isConsume(suite) {
+			res = runConsumeWorker(*worker, *publishers, *round, *prefill, *profDir)
+		} else {
+			res = runWorker(*worker, *publishers, *round, *duration, *profDir)
+		}
 		_ = json.NewEncoder(os.Stdout).Encode(res)
 	case *from != "":
-		if err := replot(*from, *svgOut); err != nil {
+		if err := replot(*from, outputs{svg: *svgOut, ratioSVG: *ratioOut}); err != nil {
 			fmt.Fprintln(os.Stderr, "bench:", err)
 			os.Exit(1)
 		}
@@ -104,7 +123,8 @@ func main() {
 			os.Exit(1)
 		}
 	default:
-		if err := orchestrate(strings.Split(*suiteList, ","), ints(*pubList), *rounds, *duration, *jsonOut, *svgOut); err != nil {
+		o := plan{pubs: ints(*pubList), cons: ints(*conList), rounds: *rounds, d: *duration, prefill: *prefill, profDir: *profDir}
+		if err := orchestrate(strings.Split(*suiteList, ","), o, outputs{*jsonOut, *svgOut, *ratioOut}); err != nil {
 			fmt.Fprintln(os.Stderr, "bench:", err)
 			os.Exit(1)
 		}
@@ -124,7 +144,19 @@ func ints(s string) []int {
 	return out
 }
 
-func orchestrate(names []string, pubs []int, rounds int, d time.Duration, jsonOut, svgOut string) error {
+// plan is what the orchestrator runs.
+type plan struct {
+	pubs, cons []int // publish suites' publishers, consume suites' consumers
+	rounds     int
+	d          time.Duration
+	prefill    int
+	profDir    string
+}
+
+// outputs are where the orchestrator and -from write.
+type outputs struct{ json, svg, ratioSVG string }
+
+func orchestrate(names []string, o plan, out outputs) error {
 	all := suites()
 	self, err := os.Executable()
 	if err != nil {
@@ -138,34 +170,49 @@ func orchestrate(names []string, pubs []int, rounds int, d time.Duration, jsonOu
 		}
 		var env []string
 		if strings.HasSuffix(suite, "kafka") {
-			addrs, stop, err := startKfake(self)
+			addrs, stop, err := startKfake(self, isConsume(suite))
 			if err != nil {
 				return err
 			}
 			defer stop()
 			env = append(env, "BENCH_KAFKA="+addrs)
 		}
-		for r := range rounds {
-			for _, p := range pubs {
+		levels := o.pubs
+		if isConsume(suite) {
+			levels = o.cons
+		}
+		for r := range o.rounds {
+			for _, p := range levels {
 				for i := range cs { // rotate the order each round
 					c := cs[(i+r)%len(cs)]
-					res := runChild(self, env, suite+"/"+c.name, p, r, d)
+					res := runChild(self, env, suite+"/"+c.name, p, r, o)
 					results = append(results, res)
-					fmt.Fprintf(os.Stderr, "round %d  %-9s %-28s publishers=%-3d %9.0f msg/s  n=%-8d failed=%d  %s %s\n",
-						r+1, suite, c.name, p, res.MsgsPerSec, res.N, res.Failed, res.Verified, res.Err)
+					extra := ""
+					if isConsume(suite) {
+						extra = fmt.Sprintf("first=%.0fms dup=%d  ", res.FirstMs, res.Duplicates)
+					}
+					fmt.Fprintf(os.Stderr, "round %d  %-16s %-28s c=%-3d %9.0f msg/s  n=%-8d failed=%d  cpu=%.1fµs/msg  %s%s %s\n",
+						r+1, suite, c.name, p, res.MsgsPerSec, res.N, res.Failed, res.CPUusPer, extra, res.Verified, res.Err)
 				}
 			}
 		}
 	}
 	rows := summarize(results)
-	printTables(os.Stdout, rows, pubs)
-	if err := writeJSON(jsonOut, results, rows); err != nil {
+	printTables(os.Stdout, rows)
+	if err := writeJSON(out.json, results, rows); err != nil {
 		return err
 	}
-	return os.WriteFile(svgOut, []byte(chart(rows, pubs)), 0o644)
+	return writeCharts(rows, out)
 }
 
-func replot(path, svgOut string) error {
+func writeCharts(rows []row, out outputs) error {
+	if err := os.WriteFile(out.svg, []byte(chart(rows)), 0o644); err != nil {
+		return err
+	}
+	return os.WriteFile(out.ratioSVG, []byte(ratioChart(rows)), 0o644)
+}
+
+func replot(path string, out outputs) error {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return err
@@ -176,24 +223,22 @@ func replot(path, svgOut string) error {
 	if err := json.Unmarshal(b, &doc); err != nil {
 		return err
 	}
-	var pubs []int
-	for _, r := range doc.Runs {
-		if !slices.Contains(pubs, r.Publishers) {
-			pubs = append(pubs, r.Publishers)
-		}
-	}
-	slices.Sort(pubs)
 	rows := summarize(doc.Runs)
-	printTables(os.Stdout, rows, pubs)
-	return os.WriteFile(svgOut, []byte(chart(rows, pubs)), 0o644)
+	printTables(os.Stdout, rows)
+	return writeCharts(rows, out)
 }
 
-func runChild(self string, env []string, name string, p, round int, d time.Duration) result {
+func runChild(self string, env []string, name string, p, round int, o plan) result {
 	suite, cname, _ := strings.Cut(name, "/")
 	fail := func(err error) result {
 		return result{Suite: suite, Contender: cname, Publishers: p, Round: round, Err: err.Error(), Verified: "no"}
 	}
-	cmd := exec.Command(self, "-worker", name, "-c", strconv.Itoa(p), "-round", strconv.Itoa(round), "-duration", d.String())
+	args := []string{"-worker", name, "-c", strconv.Itoa(p), "-round", strconv.Itoa(round), "-duration", o.d.String(),
+		"-prefill", strconv.Itoa(o.prefill)}
+	if o.profDir != "" {
+		args = append(args, "-cpuprofile", o.profDir)
+	}
+	cmd := exec.Command(self, args...)
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.Output()
@@ -211,7 +256,7 @@ func runChild(self string, env []string, name string, p, round int, d time.Durat
 const maxSamples = 4096
 
 // runWorker measures one contender for d with p publishers.
-func runWorker(name string, p, round int, d time.Duration) result {
+func runWorker(name string, p, round int, d time.Duration, profDir string) result {
 	suite, cname, _ := strings.Cut(name, "/")
 	res := result{Suite: suite, Contender: cname, Publishers: p, Round: round}
 	var c *contender
@@ -235,12 +280,10 @@ func runWorker(name string, p, round int, d time.Duration) result {
 	var ok, failed atomic.Int64
 	var firstErr atomic.Value
 	lat := make([][]time.Duration, p)
-	runtime.GC()
-	var before, after runtime.MemStats
-	runtime.ReadMemStats(&before)
+	stopProfile := cpuProfile(profilePath(profDir, res))
+	m := startMeter()
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	start := time.Now()
 	for g := range p {
 		wg.Go(func() {
 			for i := 0; ; i++ {
@@ -275,14 +318,11 @@ func runWorker(name string, p, round int, d time.Duration) result {
 	time.Sleep(d)
 	close(stop)
 	wg.Wait()
-	elapsed := time.Since(start)
-	runtime.ReadMemStats(&after)
+	elapsed := m.stop(&res, ok.Load())
+	stopProfile()
 
 	res.N, res.Failed, res.Seconds = ok.Load(), failed.Load(), elapsed.Seconds()
 	res.MsgsPerSec = float64(res.N) / elapsed.Seconds()
-	if res.N > 0 {
-		res.AllocsPer = float64(after.Mallocs-before.Mallocs) / float64(res.N)
-	}
 	var all []time.Duration
 	for _, l := range lat {
 		all = append(all, l...)
@@ -300,6 +340,15 @@ func runWorker(name string, p, round int, d time.Duration) result {
 	return res
 }
 
+// profilePath names a run's CPU profile in dir ("" when not profiling).
+func profilePath(dir string, res result) string {
+	if dir == "" {
+		return ""
+	}
+	_ = os.MkdirAll(dir, 0o755)
+	return filepath.Join(dir, fmt.Sprintf("%s-%s-c%d-r%d.pprof", res.Suite, res.Contender, res.Publishers, res.Round))
+}
+
 // peakRSS reads VmHWM, this process's peak resident set.
 func peakRSS() int64 {
 	f, err := os.Open("/proc/self/status")
@@ -315,120 +364,4 @@ func peakRSS() int64 {
 		}
 	}
 	return 0
-}
-
-// row is one contender at one concurrency, over the rounds.
-type row struct {
-	Suite, Contender string
-	Publishers       int
-	Median, Min, Max float64
-	P50us, P99us     float64
-	AllocsPer        float64
-	PeakRSSKB        int64
-	Ratio            float64 // median / baseline median
-	Verified         bool
-	Runs             int
-}
-
-func median(xs []float64) float64 {
-	if len(xs) == 0 {
-		return 0
-	}
-	s := slices.Clone(xs)
-	sort.Float64s(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
-func summarize(results []result) []row {
-	type key struct {
-		suite, name string
-		p           int
-	}
-	groups := map[key][]result{}
-	var order []key
-	for _, r := range results {
-		k := key{r.Suite, r.Contender, r.Publishers}
-		if _, ok := groups[k]; !ok {
-			order = append(order, k)
-		}
-		groups[k] = append(groups[k], r)
-	}
-	var rows []row
-	for _, k := range order {
-		g := groups[k]
-		var tput, p50, p99, allocs []float64
-		rw := row{Suite: k.suite, Contender: k.name, Publishers: k.p, Verified: true, Runs: len(g), Min: -1}
-		for _, r := range g {
-			tput = append(tput, r.MsgsPerSec)
-			p50 = append(p50, r.P50us)
-			p99 = append(p99, r.P99us)
-			allocs = append(allocs, r.AllocsPer)
-			rw.PeakRSSKB = max(rw.PeakRSSKB, r.PeakRSSKB)
-			if rw.Min < 0 || r.MsgsPerSec < rw.Min {
-				rw.Min = r.MsgsPerSec
-			}
-			rw.Max = max(rw.Max, r.MsgsPerSec)
-			if r.Verified != "yes" || r.Err != "" {
-				rw.Verified = false
-			}
-		}
-		rw.Median, rw.P50us, rw.P99us, rw.AllocsPer = median(tput), median(p50), median(p99), median(allocs)
-		rows = append(rows, rw)
-	}
-	for i := range rows {
-		for _, b := range rows {
-			if b.Suite == rows[i].Suite && b.Publishers == rows[i].Publishers && b.Contender == baseline[b.Suite] && b.Median > 0 {
-				rows[i].Ratio = rows[i].Median / b.Median
-			}
-		}
-	}
-	return rows
-}
-
-func printTables(w *os.File, rows []row, pubs []int) {
-	for _, suite := range []string{"rabbitmq", "kafka", "bus"} {
-		var rs []row
-		for _, r := range rows {
-			if r.Suite == suite {
-				rs = append(rs, r)
-			}
-		}
-		if len(rs) == 0 {
-			continue
-		}
-		fmt.Fprintf(w, "\n### %s (ratio: median ÷ %s at the same concurrency)\n\n", suite, baseline[suite])
-		fmt.Fprintln(w, "| contender | publishers | median msg/s | min–max | ratio | p50 µs | p99 µs | allocs/msg | peak RSS MiB | verified |")
-		fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|:-:|")
-		for _, p := range pubs {
-			for _, r := range rs {
-				if r.Publishers != p {
-					continue
-				}
-				v := "yes"
-				if !r.Verified {
-					v = "**no**"
-				}
-				fmt.Fprintf(w, "| %s | %d | %.0f | %.0f–%.0f | %.2f× | %.1f | %.1f | %.1f | %.0f | %s |\n",
-					r.Contender, r.Publishers, r.Median, r.Min, r.Max, r.Ratio, r.P50us, r.P99us, r.AllocsPer, float64(r.PeakRSSKB)/1024, v)
-			}
-		}
-	}
-}
-
-func writeJSON(path string, results []result, rows []row) error {
-	host, _ := os.Hostname()
-	doc := map[string]any{
-		"machine": map[string]any{"host": host, "cpus": runtime.NumCPU(), "go": runtime.Version(), "os": runtime.GOOS, "arch": runtime.GOARCH},
-		"when":    time.Now().UTC().Format(time.RFC3339),
-		"summary": rows,
-		"runs":    results,
-	}
-	b, err := json.MarshalIndent(doc, "", "  ")
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(path, b, 0o644)
 }
