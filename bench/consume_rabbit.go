@@ -16,9 +16,13 @@ import (
 	"github.com/domainevents/domainevents/broker/rabbitmq"
 )
 
-// tunedPrefetch is domainevents-tuned's WithPrefetch (the default is
-// 4 × concurrency).
-const tunedPrefetch = 256
+// ourPrefetch is our subscriber's default prefetch (max(256, 4 × c)), which
+// the raw contender uses too; tunedPrefetch is domainevents-tuned's
+// WithPrefetch.
+const (
+	ourPrefetch   = 256
+	tunedPrefetch = 1024
+)
 
 // rabbitConsumers are the consume-rabbitmq contenders. The queue is the
 // publish suites' fixture: a durable classic queue bound "#" to a durable
@@ -169,7 +173,7 @@ func startOurs(f *rabbitFixture, c int, seen func(string), extra ...rabbitmq.Sub
 	}, nil
 }
 
-// startRawAMQP: one channel, prefetch 4 × c (our default), c goroutines
+// startRawAMQP: one channel, our default prefetch, c goroutines
 // reading the deliveries, a manual ack after each.
 func startRawAMQP(f *rabbitFixture, c int, seen func(string)) (func() error, error) {
 	conn, err := amqp.Dial(rabbitURL())
@@ -178,7 +182,7 @@ func startRawAMQP(f *rabbitFixture, c int, seen func(string)) (func() error, err
 	}
 	ch, err := conn.Channel()
 	if err == nil {
-		err = ch.Qos(4*c, 0, false)
+		err = ch.Qos(max(ourPrefetch, 4*c), 0, false)
 	}
 	var deliveries <-chan amqp.Delivery
 	if err == nil {
