@@ -2,6 +2,7 @@ package rabbitmq
 
 import (
 	"context"
+	"errors"
 	"net"
 	"time"
 
@@ -11,8 +12,8 @@ import (
 // The adapter talks to amqp091 through these narrow interfaces (what it
 // uses, nothing more), so that its state machine can be driven by a fake
 // in unit tests: every ordering of confirms, returns and connection losses,
-// without a server and without sleeps. *amqp.Channel satisfies channel as
-// it is; amqpConn adapts *amqp.Connection.
+// without a server and without sleeps. amqpConn adapts *amqp.Connection,
+// amqpChannel *amqp.Channel.
 
 // connection is one AMQP connection.
 type connection interface {
@@ -40,13 +41,43 @@ type channel interface {
 	Qos(prefetchCount, prefetchSize int, global bool) error
 	Consume(queue, consumer string, autoAck, exclusive, noLocal, noWait bool, args amqp.Table) (<-chan amqp.Delivery, error)
 	Cancel(consumer string, noWait bool) error
-	NotifyPublish(chan amqp.Confirmation) chan amqp.Confirmation
 	NotifyReturn(chan amqp.Return) chan amqp.Return
 	NotifyClose(chan *amqp.Error) chan *amqp.Error
 	// GetNextPublishSeqNo is the delivery tag the next publish gets.
 	GetNextPublishSeqNo() uint64
-	PublishWithContext(ctx context.Context, exchange, key string, mandatory, immediate bool, msg amqp.Publishing) error
+	// PublishDeferred publishes msg on a confirm-mode channel and returns
+	// its pending confirm.
+	PublishDeferred(exchange, key string, mandatory bool, msg amqp.Publishing) (pendingConfirm, error)
+	// IsClosed reports whether the channel is closed; amqp091 sets it
+	// before it fails the pending confirms of a closing channel.
+	IsClosed() bool
 	Close() error
+}
+
+// pendingConfirm is one publish's confirm, as *amqp.DeferredConfirmation
+// has it: Done is closed once the broker acked or nacked it, or the channel
+// closed (Acked is then false).
+//
+// The publisher waits on these rather than on NotifyPublish: amqp091 makes
+// one per publish in confirm mode anyway, and a NotifyPublish listener
+// costs a timer per confirm on top (three allocations per message).
+type pendingConfirm interface {
+	Done() <-chan struct{}
+	Acked() bool
+}
+
+// amqpChannel is a real *amqp.Channel as a channel.
+type amqpChannel struct{ *amqp.Channel }
+
+func (c amqpChannel) PublishDeferred(exchange, key string, mandatory bool, msg amqp.Publishing) (pendingConfirm, error) {
+	dc, err := c.Channel.PublishWithDeferredConfirm(exchange, key, mandatory, false, msg)
+	if err != nil {
+		return nil, err
+	}
+	if dc == nil { // not in confirm mode: never the case for the publisher
+		return nil, errors.New("channel is not in confirm mode")
+	}
+	return dc, nil
 }
 
 // dialFunc opens a connection to one target, within ctx.
@@ -60,7 +91,7 @@ func (c amqpConn) Channel() (channel, error) {
 	if err != nil {
 		return nil, err
 	}
-	return ch, nil
+	return amqpChannel{ch}, nil
 }
 
 // dialAMQP is the real dialFunc: TCP (bounded by the dial timeout and by

@@ -12,8 +12,8 @@ import (
 )
 
 // The fake: connections and channels that behave like amqp091's as far as
-// the adapter can tell (tags per channel from 1, confirms in listener
-// channels that close with the channel, returns handed over unbuffered
+// the adapter can tell (tags per channel from 1, a pending confirm per
+// publish that the channel's close fails, returns handed over unbuffered
 // before the test sends the ack, a channel exception closing one channel,
 // a connection loss closing them all), driven step by step by the test.
 
@@ -178,11 +178,11 @@ type fakeChannel struct {
 	published chan fakePublish // what the adapter wrote, in order
 
 	mu         sync.Mutex
-	sendMu     sync.RWMutex // confirm sends under it; shutdown closes the listeners under it
+	sendMu     sync.RWMutex // shutdown closes the listeners under it
 	closed     bool
 	seq        uint64
 	confirming bool
-	confirms   []chan amqp.Confirmation
+	pending    map[uint64]*fakeConfirm // published, not yet confirmed
 	returns    []chan amqp.Return
 	closes     []chan *amqp.Error
 	publishErr error
@@ -234,11 +234,27 @@ func (ch *fakeChannel) Consume(string, string, bool, bool, bool, bool, amqp.Tabl
 
 func (ch *fakeChannel) Cancel(string, bool) error { return nil }
 
-func (ch *fakeChannel) NotifyPublish(l chan amqp.Confirmation) chan amqp.Confirmation {
+// fakeConfirm is a pending confirm, like *amqp.DeferredConfirmation.
+type fakeConfirm struct {
+	done chan struct{}
+	ack  bool
+}
+
+func (c *fakeConfirm) Done() <-chan struct{} { return c.done }
+func (c *fakeConfirm) Acked() bool {
+	<-c.done
+	return c.ack
+}
+
+func (c *fakeConfirm) settle(ack bool) {
+	c.ack = ack
+	close(c.done)
+}
+
+func (ch *fakeChannel) IsClosed() bool {
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
-	ch.confirms = append(ch.confirms, l)
-	return l
+	return ch.closed
 }
 
 func (ch *fakeChannel) NotifyReturn(l chan amqp.Return) chan amqp.Return {
@@ -261,22 +277,27 @@ func (ch *fakeChannel) GetNextPublishSeqNo() uint64 {
 	return ch.seq + 1
 }
 
-func (ch *fakeChannel) PublishWithContext(_ context.Context, exchange, key string, _, _ bool, msg amqp.Publishing) error {
+func (ch *fakeChannel) PublishDeferred(exchange, key string, _ bool, msg amqp.Publishing) (pendingConfirm, error) {
 	ch.mu.Lock()
 	if ch.closed {
 		ch.mu.Unlock()
-		return amqp.ErrClosed
+		return nil, amqp.ErrClosed
 	}
 	if err := ch.publishErr; err != nil {
 		ch.publishErr = nil
 		ch.mu.Unlock()
-		return err
+		return nil, err
 	}
 	ch.seq++
+	c := &fakeConfirm{done: make(chan struct{})}
+	if ch.pending == nil {
+		ch.pending = map[uint64]*fakeConfirm{}
+	}
+	ch.pending[ch.seq] = c
 	p := fakePublish{tag: ch.seq, exchange: exchange, key: key, msg: msg}
 	ch.mu.Unlock()
 	ch.published <- p
-	return nil
+	return c, nil
 }
 
 func (ch *fakeChannel) Close() error {
@@ -284,8 +305,9 @@ func (ch *fakeChannel) Close() error {
 	return nil
 }
 
-// shutdown closes the channel as amqp091 does: the error to the close
-// listeners, then every listener channel closed.
+// shutdown closes the channel as amqp091 does: closed first, the error to
+// the close listeners, every listener channel closed, then the pending
+// confirms failed.
 func (ch *fakeChannel) shutdown(err *amqp.Error) {
 	ch.mu.Lock()
 	if ch.closed {
@@ -293,7 +315,8 @@ func (ch *fakeChannel) shutdown(err *amqp.Error) {
 		return
 	}
 	ch.closed = true
-	confirms, returns, closes := ch.confirms, ch.returns, ch.closes
+	pending, returns, closes := ch.pending, ch.returns, ch.closes
+	ch.pending = nil
 	deliveries := ch.deliveries
 	ch.mu.Unlock()
 	ch.sendMu.Lock()
@@ -307,8 +330,8 @@ func (ch *fakeChannel) shutdown(err *amqp.Error) {
 	for _, l := range returns {
 		close(l)
 	}
-	for _, l := range confirms {
-		close(l)
+	for _, c := range pending {
+		c.settle(false)
 	}
 	if deliveries != nil {
 		close(deliveries)
@@ -326,16 +349,12 @@ func (ch *fakeChannel) ack(tag uint64)  { ch.confirm(amqp.Confirmation{DeliveryT
 func (ch *fakeChannel) nack(tag uint64) { ch.confirm(amqp.Confirmation{DeliveryTag: tag, Ack: false}) }
 
 func (ch *fakeChannel) confirm(c amqp.Confirmation) {
-	ch.sendMu.RLock()
-	defer ch.sendMu.RUnlock()
 	ch.mu.Lock()
-	ls := ch.confirms
-	if ch.closed {
-		ls = nil // amqp091 delivers nothing on a closed channel
-	}
+	p := ch.pending[c.DeliveryTag]
+	delete(ch.pending, c.DeliveryTag) // amqp091 confirms nothing on a closed channel: none are pending
 	ch.mu.Unlock()
-	for _, l := range ls {
-		l <- c
+	if p != nil {
+		p.settle(c.Ack)
 	}
 }
 

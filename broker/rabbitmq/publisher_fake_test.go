@@ -159,16 +159,39 @@ func TestFakeLateConfirmDoesNotResolveTheWrongMessage(t *testing.T) {
 	b.mu.Lock()
 	dead := b.last
 	b.mu.Unlock()
-	b.confirm(dead, amqp.Confirmation{DeliveryTag: p1.tag, Ack: true}) // the dead session's tag 1
+	ch.ack(p1.tag) // the dead channel's tag 1, late
+	b.settle(dead) // and its watcher, were it still running
 	select {
 	case err := <-res1:
 		t.Fatalf("a late confirm of the dead session resolved m-1: %v", err)
 	default:
 	}
-	ch2.nack(p2.tag)
-	assert.ErrorIs(t, recv(t, res2, "m-2's result"), broker.ErrUnavailable)
 	ch2.ack(again.tag)
 	assert.NoError(t, recv(t, res1, "m-1's result"))
+	ch2.nack(p2.tag)
+	assert.ErrorIs(t, recv(t, res2, "m-2's result"), broker.ErrUnavailable)
+}
+
+// TestFakeConfirmsSettleInPublishOrder: a confirm that overtakes an
+// earlier one (RabbitMQ may confirm out of order) is applied once the
+// earlier one's has come, so outcomes arrive in publish order.
+func TestFakeConfirmsSettleInPublishOrder(t *testing.T) {
+	b, _, _, ch := openFake(t)
+	res1 := publishAsync(context.Background(), b, msg("m-1"))
+	p1 := ch.next(t)
+	res2 := publishAsync(context.Background(), b, msg("m-2"))
+	p2 := ch.next(t)
+	ch.nack(p2.tag)
+	// m-1's confirm is still out: m-2's outcome waits for it. The watcher
+	// has nothing to do until then, so a short wait shows it.
+	select {
+	case err := <-res2:
+		t.Fatalf("m-2 settled before m-1: %v", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	ch.ack(p1.tag)
+	assert.NoError(t, recv(t, res1, "m-1's result"))
+	assert.ErrorIs(t, recv(t, res2, "m-2's result"), broker.ErrUnavailable)
 }
 
 // TestFakeContextEndsWaitingForWindow: with every window slot taken, a
@@ -511,9 +534,21 @@ func TestFakeChannelThatOnlyNacksIsReplaced(t *testing.T) {
 	b, srv, conn, ch := openFake(t, publisherOption(func(o *publisherOptions) error { o.nackReplace = 50 * time.Millisecond; return nil }))
 	var nacked int
 	replaced := func(c *fakeChannel, res <-chan error) {
-		// The adapter gave up on the nacking channel: the publish goes out on the new one.
-		p := c.next(t)
-		c.ack(p.tag)
+		// The adapter gave up on the nacking channel: the publish goes out
+		// on the new one, unless it was the nack that ended the streak
+		// (the replacement starts before that nack is reported).
+		select {
+		case p := <-c.published:
+			c.ack(p.tag)
+		case err := <-res:
+			assert.ErrorIs(t, err, broker.ErrUnavailable)
+			nacked++
+			res = publishAsync(context.Background(), b, msg("m-after"))
+			p := c.next(t)
+			c.ack(p.tag)
+		case <-time.After(5 * time.Second):
+			t.Fatal("timed out waiting for a publish on the new channel")
+		}
 		require.NoError(t, recv(t, res, "the publish on the new channel"))
 		t.Logf("replaced after %d nacks; no new connection: %d dials", nacked, len(srv.addrs()))
 		assert.Len(t, srv.addrs(), 1)

@@ -32,25 +32,28 @@ type record struct {
 
 	// Guarded by the session.mu of the session it is on.
 	returned *amqp.Return
+	conf     pendingConfirm // of its write on that session; nil until written
 }
 
 // session is one confirm-mode channel of the publisher, on a connection.
-// Delivery tags are per channel: a confirm is matched only against its own
-// session's tags, so late confirms of a dead session are ignored.
+// Each record written holds its own pending confirm from this channel, so
+// confirms of a dead session are never mistaken for a later one's.
 type session struct {
-	id       uint64
-	addr     string
-	conn     connection
-	ch       channel
-	confirms <-chan amqp.Confirmation
-	returns  <-chan amqp.Return
-	closed   chan *amqp.Error // the channel's close reason (buffered)
-	blocked  <-chan amqp.Blocking
+	id      uint64
+	addr    string
+	conn    connection
+	ch      channel
+	returns <-chan amqp.Return
+	closed  chan *amqp.Error // the channel's close reason, then closed
+	blocked <-chan amqp.Blocking
+	wake    chan struct{} // (buffered 1) the watcher's wait for a written record is over
 
-	mu    sync.Mutex         // guards the fields below; taken after Broker.mu
-	tags  map[uint64]*record // written, awaiting confirm; nil once dead
-	dead  bool
-	probe *record // an isolated suspect, in flight alone
+	mu       sync.Mutex         // guards the fields below; taken after Broker.mu
+	tags     map[uint64]*record // written, awaiting confirm; nil once dead
+	order    []uint64           // tags in write order (ascending); some may have left tags
+	needWake bool               // the watcher waits on wake for the next record's confirm
+	dead     bool
+	probe    *record // an isolated suspect, in flight alone
 
 	// Owned by the watcher: since when every confirm has been a nack.
 	nackedSince time.Time
@@ -80,8 +83,8 @@ func (b *Broker) openSession(conn connection, addr string, blocked <-chan amqp.B
 		return nil, wrap(opConnect, "enable publisher confirms on "+addr, err)
 	}
 	b.sessions++
-	s := &session{id: b.sessions, addr: addr, conn: conn, ch: ch, tags: map[uint64]*record{}, blocked: blocked}
-	s.confirms = ch.NotifyPublish(make(chan amqp.Confirmation, b.opts.window+1))
+	s := &session{id: b.sessions, addr: addr, conn: conn, ch: ch, tags: map[uint64]*record{}, blocked: blocked,
+		wake: make(chan struct{}, 1)}
 	// Unbuffered: amqp091 hands a return over before it reads the ack of
 	// the same message, so the watcher marks it before it sees that ack.
 	s.returns = ch.NotifyReturn(make(chan amqp.Return))
@@ -109,20 +112,34 @@ func (b *Broker) connectSession(ctx context.Context) (*session, error) {
 	return s, nil
 }
 
-// watch resolves s's confirms and returns until its channel closes, then
-// retires it (lose).
+// watch resolves s's confirms, oldest first, and its returns until its
+// channel closes, then retires it (lose).
 func (b *Broker) watch(s *session) {
 	defer b.wg.Done()
 	returns := s.returns
 	blocked := s.blocked
 	for {
+		s.mu.Lock()
+		front := s.front()
+		s.mu.Unlock()
 		select {
-		case c, ok := <-s.confirms:
-			if !ok {
-				b.lose(s)
+		case <-front:
+			if b.settle(s) {
+				// The channel is closing: its close notice follows.
+				reason, ok := <-s.closed
+				if !ok {
+					reason = nil
+				}
+				b.lose(s, reason)
 				return
 			}
-			b.confirm(s, c)
+		case <-s.wake:
+		case reason, ok := <-s.closed:
+			if !ok {
+				reason = nil
+			}
+			b.lose(s, reason)
+			return
 		case r, ok := <-returns:
 			if !ok {
 				returns = nil
@@ -137,6 +154,26 @@ func (b *Broker) watch(s *session) {
 			b.setBlocked(s, bl)
 		}
 	}
+}
+
+// front drops the tags that left s.tags from the head of s.order and
+// returns the Done channel of the oldest pending confirm; nil, asking the
+// writer for a wake, when the oldest record is not written yet or there is
+// none. The caller holds s.mu.
+func (s *session) front() <-chan struct{} {
+	for len(s.order) > 0 {
+		r := s.tags[s.order[0]]
+		if r == nil {
+			s.order = s.order[1:]
+			continue
+		}
+		if r.conf == nil {
+			break
+		}
+		return r.conf.Done()
+	}
+	s.needWake = true
+	return nil
 }
 
 // markReturned notes that the earliest unconfirmed message with the
@@ -155,35 +192,62 @@ func (b *Broker) markReturned(s *session, ret amqp.Return) {
 	}
 }
 
-// confirm resolves the record a confirm is for, if it is still s's.
-func (b *Broker) confirm(s *session, c amqp.Confirmation) {
-	s.mu.Lock()
-	r := s.tags[c.DeliveryTag]
-	delete(s.tags, c.DeliveryTag)
-	var ret *amqp.Return
+// settle resolves the records at the head of s whose confirm has come, in
+// publish order. A record failed by the channel's close (not acked, channel
+// closed) is left for lose to hand back, and settle reports closing.
+func (b *Broker) settle(s *session) (closing bool) {
+	type outcome struct {
+		r   *record
+		ack bool
+		ret *amqp.Return
+	}
+	var done []outcome
 	wake := false
-	if r != nil {
-		ret = r.returned
+	s.mu.Lock()
+	for len(s.order) > 0 {
+		tag := s.order[0]
+		r := s.tags[tag]
+		if r == nil {
+			s.order = s.order[1:]
+			continue
+		}
+		if r.conf == nil || !isDone(r.conf) {
+			break
+		}
+		ack := r.conf.Acked()
+		if !ack && s.ch.IsClosed() {
+			closing = true // the channel's close failed it: lose hands it back
+			break
+		}
+		s.order = s.order[1:]
+		delete(s.tags, tag)
 		if s.probe == r {
 			s.probe = nil
 			wake = true
 		}
-		wake = wake || len(s.tags) == 0
+		done = append(done, outcome{r, ack, r.returned})
 	}
+	wake = wake || (len(done) > 0 && len(s.tags) == 0)
 	s.mu.Unlock()
-	if r == nil {
-		return // not ours: a tag of a message already handed back
-	}
 	if wake {
 		b.kickWriter() // an isolated suspect may go now
 	}
-	if c.Ack {
+	for _, o := range done {
+		b.confirm(s, o.r, o.ack, o.ret)
+	}
+	return closing
+}
+
+// confirm resolves r, acked or nacked by the broker on s (ret: it came
+// back unroutable first).
+func (b *Broker) confirm(s *session, r *record, ack bool, ret *amqp.Return) {
+	if ack {
 		s.nackedSince = time.Time{}
 	} else {
 		b.nackedStreak(s)
 	}
 	switch {
-	case !c.Ack:
+	case !ack:
 		// A quorum queue nacks during a leader election, a queue with
 		// overflow=reject-publish while it is full: both pass, so a nack is
 		// retryable (the retry layer bounds how long).
@@ -229,12 +293,12 @@ func (b *Broker) nackedStreak(s *session) {
 // limit applies from now on); otherwise a suspect written alone that closes
 // the channel again is the culprit, failed alone; the others are written
 // one at a time until the culprit is known. Then the supervisor reconnects.
-func (b *Broker) lose(s *session) {
-	var reason *amqp.Error
-	select {
-	case reason = <-s.closed:
-	default:
+func (b *Broker) lose(s *session, reason *amqp.Error) {
+	type outcome struct {
+		r   *record
+		ret *amqp.Return
 	}
+	var acked []outcome // before the channel closed
 	s.mu.Lock()
 	s.dead = true
 	tags := make([]uint64, 0, len(s.tags))
@@ -245,12 +309,19 @@ func (b *Broker) lose(s *session) {
 	suspects := make([]*record, 0, len(tags))
 	for _, t := range tags {
 		r := s.tags[t]
+		if r.conf != nil && isDone(r.conf) && r.conf.Acked() {
+			acked = append(acked, outcome{r, r.returned})
+			continue
+		}
 		r.returned = nil
 		suspects = append(suspects, r)
 	}
 	probe := s.probe
-	s.tags, s.probe = nil, nil
+	s.tags, s.probe, s.order = nil, nil, nil
 	s.mu.Unlock()
+	for _, o := range acked {
+		b.confirm(s, o.r, true, o.ret)
+	}
 
 	var failed []*record
 	var cause error = amqp.ErrClosed
@@ -303,6 +374,16 @@ func (b *Broker) lose(s *session) {
 	}
 }
 
+// isDone reports whether c's outcome has come.
+func isDone(c pendingConfirm) bool {
+	select {
+	case <-c.Done():
+		return true
+	default:
+		return false
+	}
+}
+
 // writeLoop writes queued records to the current session, in order, until
 // Close stops it. It is the only goroutine that publishes on a session's
 // channel, so a delivery tag is always the one its publish gets.
@@ -336,6 +417,8 @@ func (b *Broker) writeNext() bool {
 	if ok {
 		tag = s.ch.GetNextPublishSeqNo()
 		s.tags[tag] = r
+		s.order = append(s.order, tag)
+		r.conf = nil
 		if r.isolate {
 			s.probe = r
 		}
@@ -354,9 +437,23 @@ func (b *Broker) writeNext() bool {
 	r.sent = true
 	b.mu.Unlock()
 
-	if err := s.ch.PublishWithContext(context.Background(), b.exchange, r.key, true, false, r.pub); err != nil {
+	conf, err := s.ch.PublishDeferred(b.exchange, r.key, true, r.pub)
+	if err != nil {
 		b.writeFailed(s, tag, r, err)
+		return true
 	}
+	s.mu.Lock()
+	if s.tags[tag] == r { // else the session's loss already handed it back
+		r.conf = conf
+		if s.needWake {
+			s.needWake = false
+			select {
+			case s.wake <- struct{}{}:
+			default:
+			}
+		}
+	}
+	s.mu.Unlock()
 	return true
 }
 
