@@ -4,6 +4,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/IBM/sarama"
 
@@ -80,22 +81,53 @@ func toDelivery(m *sarama.ConsumerMessage, group string) broker.Delivery {
 		if h == nil {
 			continue
 		}
-		switch k := string(h.Key); k {
+		switch string(h.Key) { // compared without a conversion
 		case HeaderName:
-			msg.Name = string(h.Value)
+			msg.Name = intern(h.Value)
 		case HeaderID:
 			msg.ID = string(h.Value)
 		case HeaderContentType:
-			msg.ContentType = string(h.Value)
+			msg.ContentType = intern(h.Value)
 		default:
 			if msg.Headers == nil {
 				msg.Headers = map[string]string{}
 			}
-			msg.Headers[k] = string(h.Value)
+			msg.Headers[string(h.Key)] = string(h.Value)
 		}
 	}
 	return broker.Delivery{Message: msg, Attempt: 1, Source: source(m),
 		Origin: broker.Origin{System: "kafka", Destination: m.Topic, Partition: m.Partition, Offset: m.Offset, ConsumerGroup: group}}
+}
+
+// interned holds the event names and content types consumed, so that the
+// records of one name share a string instead of allocating one each (a
+// topic carries few names). Past maxInterned distinct values, new ones are
+// allocated as before: a topic with unbounded names cannot grow it.
+var interned struct {
+	sync.RWMutex
+	m map[string]string
+}
+
+const maxInterned = 1024
+
+// intern returns b as a string, shared with earlier calls for the same bytes.
+func intern(b []byte) string {
+	interned.RLock()
+	s, ok := interned.m[string(b)] // the lookup does not allocate
+	interned.RUnlock()
+	if ok {
+		return s
+	}
+	s = string(b)
+	interned.Lock()
+	if interned.m == nil {
+		interned.m = make(map[string]string)
+	}
+	if len(interned.m) < maxInterned {
+		interned.m[s] = s
+	}
+	interned.Unlock()
+	return s
 }
 
 // source is "topic <topic>[<partition>]@<offset>", built without fmt (it

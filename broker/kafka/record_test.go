@@ -15,3 +15,21 @@ func TestDeliverySource(t *testing.T) {
 		t.Errorf("source allocates %.0f times, want 1", n)
 	}
 }
+
+// A consumed record costs the allocations of what differs per record (id,
+// key, source), not of the name and content type every record repeats.
+func TestDeliveryAllocations(t *testing.T) {
+	m := &sarama.ConsumerMessage{Topic: "orders.events", Partition: 1, Offset: 42, Key: []byte("order-1"), Value: []byte(`{}`),
+		Headers: []*sarama.RecordHeader{
+			{Key: []byte(HeaderName), Value: []byte("order.created")},
+			{Key: []byte(HeaderID), Value: []byte("6f1c2a9e-3b8d-4c1e-9a57-2d4f8b0e1c33")},
+			{Key: []byte(HeaderContentType), Value: []byte("application/json")},
+		}}
+	d := toDelivery(m, "billing")
+	if d.Name != "order.created" || d.ContentType != "application/json" || d.ID != "6f1c2a9e-3b8d-4c1e-9a57-2d4f8b0e1c33" || d.Key != "order-1" {
+		t.Fatalf("toDelivery = %+v", d.Message)
+	}
+	if n := testing.AllocsPerRun(100, func() { _ = toDelivery(m, "billing") }); n > 3 {
+		t.Errorf("toDelivery allocates %.0f times, want at most 3 (id, key, source)", n)
+	}
+}

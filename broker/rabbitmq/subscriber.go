@@ -58,6 +58,7 @@ const (
 type Subscriber struct {
 	exchange string
 	queue    Queue
+	source   string // "queue <name>", every delivery's Source
 	handler  broker.Handler
 	opts     subscriberOptions
 	conn     *connector
@@ -109,7 +110,7 @@ func NewSubscriber(ctx context.Context, cfg broker.Config, q Queue, h broker.Han
 	if o.prefetch == 0 {
 		o.prefetch = max(defaultPrefetch, 4*o.concurrency)
 	}
-	s := &Subscriber{exchange: cfg.Exchange, queue: q, handler: h, opts: o, abort: make(chan struct{})}
+	s := &Subscriber{exchange: cfg.Exchange, queue: q, source: "queue " + q.Name, handler: h, opts: o, abort: make(chan struct{})}
 	s.conn = newConnector("rabbitmq subscriber", cfg, &s.opts.conn)
 	s.handlerCtx, s.cancelHandler = context.WithCancel(context.Background())
 	po := defaultPublisherOptions()
@@ -296,7 +297,7 @@ func (s *Subscriber) process(d amqp.Delivery) {
 	s.mu.Unlock()
 	defer s.busy.Done()
 
-	del, first := toDelivery(d, s.queue.Name)
+	del, first := toDelivery(d, s.queue.Name, s.source)
 	err := adapter.CallHandler(s.handlerCtx, s.handler, del)
 	select {
 	case <-s.abort:
@@ -417,7 +418,7 @@ func copyHeaders(h map[string]string) map[string]string {
 
 // toDelivery maps an AMQP delivery to a broker.Delivery, reading (and
 // removing) the retry headers: the attempt number and the first failure.
-func toDelivery(d amqp.Delivery, queue string) (broker.Delivery, time.Time) {
+func toDelivery(d amqp.Delivery, queue, source string) (broker.Delivery, time.Time) {
 	m := broker.Message{ID: d.MessageId, Name: d.Type, Body: d.Body, ContentType: d.ContentType, Time: d.Timestamp}
 	if m.Name == "" {
 		m.Name = d.RoutingKey
@@ -439,11 +440,15 @@ func toDelivery(d amqp.Delivery, queue string) (broker.Delivery, time.Time) {
 					returns = n
 				}
 			default:
-				m.Headers[k] = fmt.Sprint(v)
+				if sv, ok := v.(string); ok {
+					m.Headers[k] = sv // the usual case, without fmt
+				} else {
+					m.Headers[k] = fmt.Sprint(v)
+				}
 			}
 		}
 	}
 	attempt += returns // an upper bound of the handler's attempts: never an undercount
-	return broker.Delivery{Message: m, Attempt: attempt, Source: "queue " + queue, Origin: broker.Origin{System: "rabbitmq",
+	return broker.Delivery{Message: m, Attempt: attempt, Source: source, Origin: broker.Origin{System: "rabbitmq",
 		Destination: queue, Exchange: d.Exchange, RoutingKey: d.RoutingKey, Partition: -1}}, first
 }
