@@ -51,7 +51,10 @@
 // connection: RabbitMQ 3.10 keeps nacking a channel opened during a quorum
 // queue's leader election. Concurrent Publish calls share one channel and are
 // pipelined: up to [WithWindow] messages (default 1024) are in flight at
-// once, each caller waiting only for its own, bounded by its ctx.
+// once, each caller waiting only for its own, bounded by its ctx. Confirms
+// are applied in publish order: one the broker sends ahead of an earlier
+// message's (it may, e.g. for an unroutable message behind a persisted
+// one) takes effect when the earlier one's arrives.
 //
 // When the connection is lost (a close notification, or three missed
 // heartbeats on a silent network), the adapter reconnects by itself, trying
