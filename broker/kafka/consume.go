@@ -109,20 +109,116 @@ type groupHandler struct{ s *Subscriber }
 func (g groupHandler) Setup(sarama.ConsumerGroupSession) error { g.s.sessionUp(); return nil }
 func (groupHandler) Cleanup(sarama.ConsumerGroupSession) error { return nil }
 
+// claimQueue is how many records of one partition may wait for, or be in,
+// its handler: the claim's goroutine fetches and marks while the worker
+// handles, so the handler never waits for the hand-over of the next record.
+const claimQueue = 64
+
+// ConsumeClaim feeds a partition's records, in order, to one worker
+// goroutine that handles them one at a time, and marks each record once it
+// was handled (or dead-lettered), in order. When the claim ends (Close, a
+// rebalance) the worker finishes the record it is on, which is marked, and
+// starts no other: the rest is left unmarked for the partition's next
+// owner. When Close gives up, ConsumeClaim returns at once and the worker
+// ends with its handler.
 func (g groupHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) error {
-	c := g.s.startCaller()
-	defer c.stop()
+	s := g.s
+	w := s.startWorker(sess.Context())
+	msgs := claim.Messages()
+	pending := 0 // sent to the worker, outcome not yet received
+	for {
+		in := msgs
+		if pending == claimQueue {
+			in = nil
+		}
+		select {
+		case m, ok := <-in:
+			if !ok {
+				return w.finish(sess)
+			}
+			w.work <- m // never blocks: pending < claimQueue
+			pending++
+		case r := <-w.done:
+			pending--
+			if !r.ok {
+				return w.finish(sess) // partition lost or closing: not marked, handled again by its next owner
+			}
+			sess.MarkMessage(r.m, "")
+		case <-sess.Context().Done():
+			return w.finish(sess)
+		case <-s.abandon:
+			close(w.quit)
+			return nil
+		}
+	}
+}
+
+// claimWorker handles one claim's records on a goroutine of its own.
+type claimWorker struct {
+	s      *Subscriber
+	work   chan *sarama.ConsumerMessage // buffered claimQueue
+	done   chan handled                 // buffered claimQueue: the worker never blocks on it
+	quit   chan struct{}                // closed: start no other record
+	exited chan struct{}
+}
+
+// handled is a record's outcome: ok when it may be marked.
+type handled struct {
+	m  *sarama.ConsumerMessage
+	ok bool
+}
+
+func (s *Subscriber) startWorker(session context.Context) *claimWorker {
+	w := &claimWorker{s: s, work: make(chan *sarama.ConsumerMessage, claimQueue), done: make(chan handled, claimQueue),
+		quit: make(chan struct{}), exited: make(chan struct{})}
+	go func() {
+		defer close(w.exited)
+		for {
+			select {
+			case <-w.quit:
+				return
+			case m := <-w.work:
+				select {
+				case <-w.quit: // quitting wins over waiting records
+					return
+				default:
+				}
+				ok := s.handle(session, m)
+				w.done <- handled{m, ok}
+				if !ok {
+					return
+				}
+			}
+		}
+	}()
+	return w
+}
+
+// finish stops the worker after its current record and marks what it
+// handled, in order, until it has ended (or Close gives up).
+func (w *claimWorker) finish(sess sarama.ConsumerGroupSession) error {
+	close(w.quit)
+	failed := false
+	mark := func(r handled) {
+		failed = failed || !r.ok
+		if !failed {
+			sess.MarkMessage(r.m, "")
+		}
+	}
 	for {
 		select {
-		case m, ok := <-claim.Messages():
-			if !ok {
-				return nil
+		case r := <-w.done:
+			mark(r)
+		case <-w.exited:
+			for {
+				select {
+				case r := <-w.done:
+					mark(r)
+				default:
+					return nil
+				}
 			}
-			if !g.s.handle(sess.Context(), c, m) {
-				return nil // partition lost or closing: not marked, handled again by its next owner
-			}
-			sess.MarkMessage(m, "")
-		case <-sess.Context().Done():
+		case <-w.s.abandon:
 			return nil
 		}
 	}
@@ -130,14 +226,18 @@ func (g groupHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim saram
 
 // handle runs the handler with retries, dead-lettering when they run out.
 // It reports whether the record may be marked.
-func (s *Subscriber) handle(session context.Context, c *caller, m *sarama.ConsumerMessage) bool {
+func (s *Subscriber) handle(session context.Context, m *sarama.ConsumerMessage) bool {
 	d := toDelivery(m, s.groupID)
 	var first time.Time
 	for attempt := 1; ; attempt++ {
 		d.Attempt = attempt
-		err, ok := c.call(d)
-		if !ok {
-			return false // Close gave up on the handler
+		s.stats.inflight.Add(1)
+		err := adapter.CallHandler(s.handlers, s.handler, d)
+		s.stats.inflight.Add(-1)
+		select {
+		case <-s.abandon:
+			return false // Close gave up on the handler: its outcome is discarded
+		default:
 		}
 		if err == nil {
 			s.stats.handled.Add(1)
@@ -158,43 +258,6 @@ func (s *Subscriber) handle(session context.Context, c *caller, m *sarama.Consum
 		if !s.pause(session, wait) {
 			return false
 		}
-	}
-}
-
-// caller runs a claim's handler calls on a goroutine of its own, one
-// after another, so that a Close whose ctx ended need not wait for a
-// handler that ignores its ctx; one goroutine per claim, not per record.
-type caller struct {
-	s     *Subscriber
-	calls chan broker.Delivery
-	res   chan error // buffered: a call abandoned by Close still ends
-}
-
-func (s *Subscriber) startCaller() *caller {
-	c := &caller{s: s, calls: make(chan broker.Delivery), res: make(chan error, 1)}
-	go func() {
-		for d := range c.calls {
-			err := adapter.CallHandler(s.handlers, s.handler, d)
-			s.stats.inflight.Add(-1)
-			c.res <- err
-		}
-	}()
-	return c
-}
-
-// stop ends the goroutine once its handler call, if any, returns.
-func (c *caller) stop() { close(c.calls) }
-
-// call runs the handler on d. ok is false when Close gave up first; the
-// goroutine then ends with the handler.
-func (c *caller) call(d broker.Delivery) (err error, ok bool) {
-	c.s.stats.inflight.Add(1)
-	c.calls <- d // never blocks long: the goroutine waits for work between calls
-	select {
-	case err := <-c.res:
-		return err, true
-	case <-c.s.abandon:
-		return nil, false
 	}
 }
 

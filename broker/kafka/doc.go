@@ -109,7 +109,8 @@
 // # Consuming
 //
 // [NewSubscriber] joins a consumer group on the topic and hands records to
-// a broker.Handler, one at a time per partition (their order kept). An
+// a broker.Handler, one at a time per partition (their order kept; up to 64
+// of a partition's next records wait while one is handled). An
 // offset is marked and committed only after its handler succeeded, or after
 // the record was dead-lettered to "<topic>.dlq" (after [WithMaxAttempts]
 // tries with [WithRetryBackoff] between them, or at once for an error
