@@ -246,3 +246,12 @@ func consume(res *result, cc *consumeContender, c, n int, profDir string) error 
 	res.Verified = run.verify(int64(n + paced))
 	return nil
 }
+
+// closeWithin is a contender's stop function: close, bounded by 30 s.
+func closeWithin(close func(context.Context) error) func() error {
+	return func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		return close(ctx)
+	}
+}

@@ -194,11 +194,7 @@ func startOursKafka(topic, group string, _ int, seen func(string)) (func() error
 	if err != nil {
 		return nil, err
 	}
-	return func() error {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		return s.Close(ctx)
-	}, nil
+	return closeWithin(s.Close), nil
 }
 
 // startSaramaGroup: a sarama ConsumerGroup from the oldest offset, one

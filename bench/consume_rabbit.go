@@ -166,11 +166,7 @@ func startOurs(f *rabbitFixture, c int, seen func(string), extra ...rabbitmq.Sub
 	if err != nil {
 		return nil, err
 	}
-	return func() error {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		return s.Close(ctx)
-	}, nil
+	return closeWithin(s.Close), nil
 }
 
 // startRawAMQP: one channel, our default prefetch, c goroutines
