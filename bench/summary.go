@@ -46,13 +46,13 @@ func median(xs []float64) float64 {
 
 // sameRound pairs each run with its suite's baseline run of the same
 // concurrency and round, and returns f(run) ÷ f(baseline) for the pairs
-// where both are positive.
-func sameRound(g []result, all []result, f func(result) float64) []float64 {
+// where the baseline's value is above floor and the run's positive.
+func sameRound(g []result, all []result, f func(result) float64, floor float64) []float64 {
 	var out []float64
 	for _, r := range g {
 		for _, b := range all {
 			if b.Suite == r.Suite && b.Publishers == r.Publishers && b.Round == r.Round && b.Contender == baseline[r.Suite] &&
-				f(b) > 0 && f(r) > 0 {
+				f(b) > floor && f(r) > 0 {
 				out = append(out, f(r)/f(b))
 			}
 		}
@@ -98,11 +98,13 @@ func summarize(results []result) []row {
 		}
 		rw.Median, rw.P50us, rw.P99us = median(tput), median(p50), median(p99)
 		rw.CPUusPer, rw.AllocsPer, rw.BytesPer = median(cpu), median(allocs), median(bytes)
-		if rs := sameRound(g, results, func(r result) float64 { return r.MsgsPerSec }); len(rs) > 0 {
+		if rs := sameRound(g, results, func(r result) float64 { return r.MsgsPerSec }, 0); len(rs) > 0 {
 			rw.Ratio, rw.RatioMin, rw.RatioMax = median(rs), slices.Min(rs), slices.Max(rs)
 		}
-		rw.CPURatio = median(sameRound(g, results, func(r result) float64 { return r.CPUusPer }))
-		rw.AllocsRatio = median(sameRound(g, results, func(r result) float64 { return r.AllocsPer }))
+		rw.CPURatio = median(sameRound(g, results, func(r result) float64 { return r.CPUusPer }, 0))
+		// A baseline that allocates next to nothing (a direct call: a few
+		// runtime mallocs over millions of calls) has no meaningful ratio.
+		rw.AllocsRatio = median(sameRound(g, results, func(r result) float64 { return r.AllocsPer }, 0.01))
 		rows = append(rows, rw)
 	}
 	return rows
