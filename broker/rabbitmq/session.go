@@ -124,12 +124,11 @@ func (b *Broker) watch(s *session) {
 		select {
 		case <-front:
 			if b.settle(s) {
-				// The channel is closing: its close notice follows.
-				reason, ok := <-s.closed
-				if !ok {
-					reason = nil
-				}
-				b.lose(s, reason)
+				// The channel is closing: its close notice follows. Keep
+				// taking returns meanwhile: amqp091 may be handing one
+				// over (for a message whose ack it then applies), and
+				// the notice waits for that hand-over.
+				b.lose(s, b.awaitClose(s, returns))
 				return
 			}
 		case <-s.wake:
@@ -151,6 +150,26 @@ func (b *Broker) watch(s *session) {
 				continue
 			}
 			b.setBlocked(s, bl)
+		}
+	}
+}
+
+// awaitClose waits for s's close notice, marking the returns that arrive
+// before it, and returns the close reason (nil for a close without one).
+func (b *Broker) awaitClose(s *session, returns <-chan amqp.Return) *amqp.Error {
+	for {
+		select {
+		case reason, ok := <-s.closed:
+			if !ok {
+				return nil
+			}
+			return reason
+		case r, ok := <-returns:
+			if !ok {
+				returns = nil
+				continue
+			}
+			b.markReturned(s, r)
 		}
 	}
 }

@@ -236,23 +236,35 @@ func (s *Subscriber) supervise(deliveries <-chan amqp.Delivery) {
 	for {
 		if deliveries != nil {
 			// The handlers run on the workers themselves (no goroutine
-			// per delivery). A worker stuck in a handler that ignores its
-			// ctx is the one goroutine Close may leave behind: it ends when
-			// the handler returns, its outcome discarded with the channel.
-			var workers sync.WaitGroup
+			// per delivery). alive counts the workers still running, free
+			// those of them outside a handler call. When Close gives up,
+			// supervise waits for the free ones to end (Close closes the
+			// connection, which ends their range) and leaves behind only
+			// workers stuck in a handler that ignores its ctx: each ends
+			// when its handler returns, the outcome discarded.
+			var alive, free atomic.Int32
+			alive.Store(int32(s.opts.concurrency))
+			free.Store(int32(s.opts.concurrency))
+			changed := make(chan struct{}, 1)
+			w := workerState{free: &free, changed: changed}
 			for range s.opts.concurrency {
-				workers.Go(func() {
+				go func() {
+					defer func() { free.Add(-1); alive.Add(-1); w.poke() }()
 					for d := range deliveries {
-						s.process(d)
+						s.process(d, w)
 					}
-				})
+				}()
 			}
-			idle := make(chan struct{})
-			go func() { workers.Wait(); close(idle) }()
-			select {
-			case <-idle:
-			case <-s.abort:
-				return // Close gave up on a handler; it closes the connection
+			abort, aborted := s.abort, false
+			for alive.Load() > 0 && !(aborted && free.Load() == 0) {
+				select {
+				case <-changed:
+				case <-abort:
+					abort, aborted = nil, true
+				}
+			}
+			if aborted {
+				return // Close gave up on a handler; it closed the connection
 			}
 			s.mu.Lock()
 			link := s.link
@@ -285,8 +297,22 @@ func (s *Subscriber) supervise(deliveries <-chan amqp.Delivery) {
 	}
 }
 
+// workerState is what a worker tells supervise: whether it is in a
+// handler call (free counts the workers that are not).
+type workerState struct {
+	free    *atomic.Int32
+	changed chan struct{} // (buffered 1) a count changed
+}
+
+func (w workerState) poke() {
+	select {
+	case w.changed <- struct{}{}:
+	default:
+	}
+}
+
 // process handles one delivery on the calling worker.
-func (s *Subscriber) process(d amqp.Delivery) {
+func (s *Subscriber) process(d amqp.Delivery, w workerState) {
 	s.mu.Lock()
 	if s.closing.Begun() {
 		s.mu.Unlock()
@@ -298,7 +324,10 @@ func (s *Subscriber) process(d amqp.Delivery) {
 	defer s.busy.Done()
 
 	del, first := toDelivery(d, s.queue.Name, s.source)
+	w.free.Add(-1)
+	w.poke()
 	err := adapter.CallHandler(s.handlerCtx, s.handler, del)
+	w.free.Add(1)
 	select {
 	case <-s.abort:
 		return // Close gave up meanwhile: the delivery is redelivered once the connection closes

@@ -38,7 +38,10 @@ func (b *Broker) writeNext() bool {
 	}
 	r := b.queue[0]
 	s.mu.Lock()
-	ok := !s.dead && s.probe == nil && !(r.isolate && len(s.tags) > 0)
+	// A channel amqp091 already marked closed refuses every write: wait
+	// for its loss to be handled (and the next session's kick) rather
+	// than spin on ErrClosed.
+	ok := !s.dead && !s.ch.IsClosed() && s.probe == nil && !(r.isolate && len(s.tags) > 0)
 	var tag uint64
 	if ok {
 		tag = s.ch.GetNextPublishSeqNo()
@@ -58,14 +61,15 @@ func (b *Broker) writeNext() bool {
 	b.queue = b.queue[1:]
 	// Sent from now on (a failed write may have reached the broker in
 	// part), set under the lock already held rather than taking it again
-	// after the write; writeFailed clears it for a write refused before
-	// its first byte.
+	// after the write; a write refused before its first byte restores
+	// what it was (an earlier session may have carried the record).
+	wasSent := r.sent
 	r.sent = true
 	b.mu.Unlock()
 
 	conf, err := s.ch.PublishDeferred(b.exchange, r.key, true, r.pub)
 	if err != nil {
-		b.writeFailed(s, tag, r, err)
+		b.writeFailed(s, tag, r, err, wasSent)
 		return true
 	}
 	s.mu.Lock()
@@ -87,13 +91,13 @@ func (b *Broker) writeNext() bool {
 // back to the front of the queue (unless the session's loss already took
 // it), and a connection that failed a write is closed so that it is
 // replaced.
-func (b *Broker) writeFailed(s *session, tag uint64, r *record, err error) {
+func (b *Broker) writeFailed(s *session, tag uint64, r *record, err error, wasSent bool) {
 	// Both locks at once: between taking r back from s and putting it at
 	// the front of the queue, s's loss must not hand back the records
 	// written before r, or r would overtake them.
 	b.mu.Lock()
 	if errors.Is(err, amqp.ErrClosed) {
-		r.sent = false // refused before writing a byte: a caller may withdraw it
+		r.sent = wasSent // refused before writing a byte: this write sent nothing
 	}
 	s.mu.Lock()
 	if s.tags[tag] == r {
