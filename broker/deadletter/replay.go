@@ -142,10 +142,7 @@ func (s *Spool) rewrite(seg segment, replayed int, recs [][]byte) error {
 			_ = os.Remove(tmp)
 			return fmt.Errorf("deadletter: rewrite %s (kept, replay again): %w", seg.path, err)
 		}
-		if d, err := os.Open(s.dir); err == nil { // make the rename durable
-			_ = d.Sync()
-			_ = d.Close()
-		}
+		s.syncDir() // make the rename durable
 	}
 	s.mu.Lock()
 	s.total += size - seg.size

@@ -380,6 +380,16 @@ func (s *Spool) closeActiveLocked() error {
 	return nil
 }
 
+// syncDir fsyncs the spool's directory, which makes a file created or
+// renamed in it durable (best effort: a failure leaves the name to the
+// file system's own flush).
+func (s *Spool) syncDir() {
+	if d, err := os.Open(s.dir); err == nil {
+		_ = d.Sync()
+		_ = d.Close()
+	}
+}
+
 func (s *Spool) rotateLocked() error {
 	if err := s.closeActiveLocked(); err != nil {
 		return err
@@ -390,10 +400,7 @@ func (s *Spool) rotateLocked() error {
 	if err != nil {
 		return fmt.Errorf("deadletter: create segment: %w", err)
 	}
-	if d, err := os.Open(s.dir); err == nil { // make the new file's name durable
-		_ = d.Sync()
-		_ = d.Close()
-	}
+	s.syncDir() // make the new file's name durable
 	s.nextSeq++
 	s.active, s.activeSize = f, 0
 	return nil

@@ -73,6 +73,21 @@ func subscriberSetup(cfg broker.Config, opts []SubscriberOption) (broker.Config,
 	return cfg, o, sc, err
 }
 
+// producerConfig is the sarama configuration of a producer with the
+// options o, for a cfg already checked (the subscriber's dead-letter
+// producer, which shares the subscriber's connection options).
+func producerConfig(cfg broker.Config, o publisherOptions) (*sarama.Config, error) {
+	sc, err := saramaConfig(cfg, o.connOptions)
+	if err != nil {
+		return nil, configErr(err)
+	}
+	sc.Producer.Partitioner = o.partitioner
+	if err := sc.Validate(); err != nil {
+		return nil, configErr(fmt.Errorf("sarama config: %w", err))
+	}
+	return sc, nil
+}
+
 // setup is what both roles share: cfg checked, MESSAGE_BROKER_TLS as the
 // TLS default, the options applied (apply), the sarama configuration built,
 // adjusted for the role (role) and validated.

@@ -2,7 +2,8 @@ package kafka
 
 import (
 	"context"
-	"fmt"
+
+	"github.com/IBM/sarama"
 
 	"github.com/domainevents/domainevents/broker"
 )
@@ -18,11 +19,11 @@ import (
 // go to one topic. ctx bounds connecting, as in [New]. The sink's String
 // is "kafka topic <topic>.dlq"; its Close closes the producer.
 func NewDeadLetterSink(ctx context.Context, cfg broker.Config, opts ...PublisherOption) (*broker.BrokerSink, error) {
-	cfg, o, _, err := publisherSetup(cfg, opts)
+	cfg, o, sc, err := publisherSetup(cfg, opts)
 	if err != nil {
 		return nil, err
 	}
-	b, err := deadLetterBroker(ctx, cfg, o, "kafka dead-letter sink")
+	b, err := deadLetterBroker(ctx, cfg, o, sc, "kafka dead-letter sink")
 	if err != nil {
 		return nil, err
 	}
@@ -30,17 +31,10 @@ func NewDeadLetterSink(ctx context.Context, cfg broker.Config, opts ...Publisher
 }
 
 // deadLetterBroker starts a publisher for cfg.Topic+".dlq" (cfg checked)
-// with the options o, on one topic whatever o says.
-func deadLetterBroker(ctx context.Context, cfg broker.Config, o publisherOptions, component string) (*Broker, error) {
+// with the options o and their sarama configuration sc, on one topic
+// whatever o says.
+func deadLetterBroker(ctx context.Context, cfg broker.Config, o publisherOptions, sc *sarama.Config, component string) (*Broker, error) {
 	o.topicPerEvent = false
-	sc, err := saramaConfig(cfg, o.connOptions)
-	if err != nil {
-		return nil, configErr(err)
-	}
-	sc.Producer.Partitioner = o.partitioner
-	if err := sc.Validate(); err != nil {
-		return nil, configErr(fmt.Errorf("sarama config: %w", err))
-	}
 	topic := cfg.Topic + ".dlq"
 	return start(ctx, o, cfg.Addrs(), topic, component, dialProducer(cfg.Addrs(), sc, topic, true))
 }

@@ -87,7 +87,11 @@ func NewSubscriber(ctx context.Context, cfg broker.Config, groupID string, h bro
 	}
 	po := defaultPublisher()
 	po.connOptions = o.connOptions
-	dlq, err := deadLetterBroker(ctx, cfg, po, "kafka subscriber dead letters")
+	var dlq *Broker
+	psc, err := producerConfig(cfg, po)
+	if err == nil {
+		dlq, err = deadLetterBroker(ctx, cfg, po, psc, "kafka subscriber dead letters")
+	}
 	if err != nil {
 		if link != nil {
 			closeGroup(*link)

@@ -61,6 +61,13 @@ type connector struct {
 	next int
 }
 
+// closeOnStop closes conn if Close stops the connector before the
+// returned func is called: a broker that hangs during the declarations
+// after connecting must not hold Close.
+func (c *connector) closeOnStop(conn connection) (release func() bool) {
+	return context.AfterFunc(c.life, func() { _ = conn.CloseDeadline(time.Now().Add(time.Second)) })
+}
+
 func newConnector(component string, cfg broker.Config, o *connOptions) *connector {
 	c := &connector{component: component, opts: o, targets: targets(cfg, o)}
 	c.life, c.stop = context.WithCancel(context.Background())

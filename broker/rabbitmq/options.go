@@ -60,7 +60,7 @@ type publisherOptions struct {
 	alternate      string
 	window         int
 	maxMessageSize int
-	nackReplace    time.Duration // a test seam: 0 is 1s
+	nackReplace    time.Duration // how long a channel may nack everything before it is replaced (a test seam)
 }
 
 type subscriberOptions struct {
@@ -83,7 +83,7 @@ func defaultConnOptions() connOptions {
 }
 
 func defaultPublisherOptions() publisherOptions {
-	return publisherOptions{conn: defaultConnOptions(), window: 1024, maxMessageSize: 16 << 20}
+	return publisherOptions{conn: defaultConnOptions(), window: 1024, maxMessageSize: 16 << 20, nackReplace: time.Second}
 }
 
 func defaultSubscriberOptions() subscriberOptions {

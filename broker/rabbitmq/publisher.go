@@ -31,9 +31,6 @@ type Broker struct {
 	log      *slog.Logger
 	window   chan struct{} // a token per record between acceptance and outcome
 	maxSize  atomic.Int64  // bodies above it fail at once: the option, or what the server said
-	// nackReplace is how long a channel may nack everything before it is
-	// replaced (see nackedStreak).
-	nackReplace time.Duration
 
 	kick    chan struct{} // (buffered 1) wakes the writer
 	lost    chan struct{} // (buffered 1) wakes the supervisor: no session
@@ -98,10 +95,6 @@ func start(ctx context.Context, component string, cfg broker.Config, exchange st
 	}
 	b.conn = newConnector(component, cfg, &b.opts.conn)
 	b.maxSize.Store(int64(o.maxMessageSize))
-	b.nackReplace = time.Second
-	if o.nackReplace > 0 {
-		b.nackReplace = o.nackReplace
-	}
 	if !o.conn.lazy {
 		err := b.conn.eachOnce(ctx, func(ctx context.Context) error {
 			s, err := b.connectSession(ctx)

@@ -99,10 +99,7 @@ func (b *Broker) connectSession(ctx context.Context) (*session, error) {
 		return nil, err
 	}
 	blocked := conn.NotifyBlocked(make(chan amqp.Blocking, 4))
-	// A broker that hangs during the declarations must not hold Close:
-	// Close ends life, which closes this connection.
-	stop := context.AfterFunc(b.conn.life, func() { _ = conn.CloseDeadline(time.Now().Add(time.Second)) })
-	defer stop()
+	defer b.conn.closeOnStop(conn)()
 	s, err := b.openSession(conn, addr, blocked)
 	if err != nil {
 		_ = conn.CloseDeadline(time.Now().Add(time.Second))
@@ -295,7 +292,7 @@ func (b *Broker) nackedStreak(s *session) {
 		s.nackedSince = now
 		return
 	}
-	if s.replacing || now.Sub(s.nackedSince) < b.nackReplace {
+	if s.replacing || now.Sub(s.nackedSince) < b.opts.nackReplace {
 		return
 	}
 	s.replacing = true

@@ -146,10 +146,7 @@ func (s *Subscriber) consume(ctx context.Context) (<-chan amqp.Delivery, error) 
 		s.setErr(err)
 		return nil, err
 	}
-	// A broker that hangs during the declarations must not hold Close:
-	// Close ends life, which closes this connection.
-	stop := context.AfterFunc(s.conn.life, func() { _ = conn.CloseDeadline(time.Now().Add(time.Second)) })
-	defer stop()
+	defer s.conn.closeOnStop(conn)()
 	deliveries, ch, tag, err := s.setup(conn, addr)
 	if err != nil {
 		_ = conn.CloseDeadline(time.Now().Add(time.Second))
@@ -235,35 +232,7 @@ func (s *Subscriber) supervise(deliveries <-chan amqp.Delivery) {
 	defer s.wg.Done()
 	for {
 		if deliveries != nil {
-			// The handlers run on the workers themselves (no goroutine
-			// per delivery). alive counts the workers still running, free
-			// those of them outside a handler call. When Close gives up,
-			// supervise waits for the free ones to end (Close closes the
-			// connection, which ends their range) and leaves behind only
-			// workers stuck in a handler that ignores its ctx: each ends
-			// when its handler returns, the outcome discarded.
-			var alive, free atomic.Int32
-			alive.Store(int32(s.opts.concurrency))
-			free.Store(int32(s.opts.concurrency))
-			changed := make(chan struct{}, 1)
-			w := workerState{free: &free, changed: changed}
-			for range s.opts.concurrency {
-				go func() {
-					defer func() { free.Add(-1); alive.Add(-1); w.poke() }()
-					for d := range deliveries {
-						s.process(d, w)
-					}
-				}()
-			}
-			abort, aborted := s.abort, false
-			for alive.Load() > 0 && !(aborted && free.Load() == 0) {
-				select {
-				case <-changed:
-				case <-abort:
-					abort, aborted = nil, true
-				}
-			}
-			if aborted {
+			if s.work(deliveries) {
 				return // Close gave up on a handler; it closed the connection
 			}
 			s.mu.Lock()
@@ -297,7 +266,39 @@ func (s *Subscriber) supervise(deliveries <-chan amqp.Delivery) {
 	}
 }
 
-// workerState is what a worker tells supervise: whether it is in a
+// work runs the configured number of workers on a session's deliveries
+// until the channel closes, or until Close gives up (aborted). The
+// handlers run on the workers themselves (no goroutine per delivery).
+// alive counts the workers still running, free those of them outside a
+// handler call. When Close gives up, work waits for the free ones to end
+// (Close closes the connection, which ends their range) and leaves behind
+// only workers stuck in a handler that ignores its ctx: each ends when its
+// handler returns, the outcome discarded.
+func (s *Subscriber) work(deliveries <-chan amqp.Delivery) (aborted bool) {
+	var alive, free atomic.Int32
+	alive.Store(int32(s.opts.concurrency))
+	free.Store(int32(s.opts.concurrency))
+	w := workerState{free: &free, changed: make(chan struct{}, 1)}
+	for range s.opts.concurrency {
+		go func() {
+			defer func() { free.Add(-1); alive.Add(-1); w.poke() }()
+			for d := range deliveries {
+				s.process(d, w)
+			}
+		}()
+	}
+	abort := s.abort
+	for alive.Load() > 0 && !(aborted && free.Load() == 0) {
+		select {
+		case <-w.changed:
+		case <-abort:
+			abort, aborted = nil, true
+		}
+	}
+	return aborted
+}
+
+// workerState is what a worker tells work: whether it is in a
 // handler call (free counts the workers that are not).
 type workerState struct {
 	free    *atomic.Int32
