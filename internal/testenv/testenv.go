@@ -1,0 +1,33 @@
+// Package testenv holds the module's test-tier switch.
+//
+// The README's test command (go test -race ./...) runs the behaviour tests:
+// quick enough for a busy two-core machine. The long tier (fault injection
+// through long outages, crash tests that SIGKILL processes, RabbitMQ
+// clusters, soaks) runs only when DOMAINEVENTS_LONG_TESTS=1, which CI
+// (.ci/run) sets:
+//
+//	DOMAINEVENTS_LONG_TESTS=1 go test -race ./...
+package testenv
+
+import (
+	"os"
+	"testing"
+)
+
+// LongEnv is the variable that turns the long tier on.
+const LongEnv = "DOMAINEVENTS_LONG_TESTS"
+
+// LongEnabled reports whether the long tier runs.
+func LongEnabled() bool {
+	v := os.Getenv(LongEnv)
+	return v != "" && v != "0" && v != "false"
+}
+
+// Long skips t unless the long tier is on. what says what the test does
+// that makes it long ("a 5-minute broker outage", "SIGKILLs relays").
+func Long(t testing.TB, what string) {
+	t.Helper()
+	if !LongEnabled() {
+		t.Skipf("long test (%s): runs with %s=1 (CI sets it)", what, LongEnv)
+	}
+}
