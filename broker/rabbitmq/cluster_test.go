@@ -20,12 +20,14 @@ import (
 	"github.com/domainevents/domainevents/broker/rabbitmq"
 	"github.com/domainevents/domainevents/broker/retry"
 	"github.com/domainevents/domainevents/internal/rabbittest"
+	"github.com/domainevents/domainevents/internal/testenv"
 )
 
 // The tests below run on a private three-node RabbitMQ cluster on loopback
 // (scripts/rabbitmq-cluster.sh, through internal/rabbittest); they kill and
-// stop its nodes. The machine's node on 5672 is never touched. They skip
-// with -short (and without rabbitmq-server, failing in CI).
+// stop its nodes. The machine's node on 5672 is never touched. They belong
+// to the long test tier (DOMAINEVENTS_LONG_TESTS=1) and skip without
+// rabbitmq-server (failing in CI).
 
 func TestMain(m *testing.M) { os.Exit(rabbittest.Main(m)) }
 
@@ -112,6 +114,7 @@ func drainCluster(t *testing.T, c *rabbittest.LocalCluster, n int, queue string,
 // node's app is stopped at two thirds. Every confirmed id is in the queue;
 // duplicates are counted; the longest time without a confirm is measured.
 func TestClusterPublisherSurvivesNodeLoss(t *testing.T) {
+	testenv.Long(t, "starts a three-node RabbitMQ cluster")
 	c := rabbittest.Cluster(t)
 	cfg := clusterConfig(t, c)
 	queue := cfg.Exchange + ".q"
@@ -200,6 +203,7 @@ func TestClusterPublisherSurvivesNodeLoss(t *testing.T) {
 // TestClusterSubscriberSurvivesNodeLoss: a subscriber on a quorum queue
 // whose node dies (SIGKILL) mid-stream handles every event, 0 lost.
 func TestClusterSubscriberSurvivesNodeLoss(t *testing.T) {
+	testenv.Long(t, "starts a three-node RabbitMQ cluster")
 	c := rabbittest.Cluster(t)
 	cfg := clusterConfig(t, c)
 	queue := cfg.Exchange + ".q"
@@ -249,6 +253,7 @@ func TestClusterSubscriberSurvivesNodeLoss(t *testing.T) {
 // On a quorum queue the failures wait in <queue>.retry; on a classic one,
 // unacknowledged in the subscriber.
 func TestClusterRetriesSurviveNodeCrash(t *testing.T) {
+	testenv.Long(t, "starts a three-node RabbitMQ cluster")
 	for _, typ := range []rabbitmq.QueueType{rabbitmq.Quorum, rabbitmq.Classic} {
 		t.Run(string(typ), func(t *testing.T) { testRetriesSurviveNodeCrash(t, typ) })
 	}
@@ -323,6 +328,7 @@ func testRetriesSurviveNodeCrash(t *testing.T, typ rabbitmq.QueueType) {
 // 1 MiB, a 2 MiB message fails with ErrTooLarge within a second, the 1,000
 // ordinary publishes around it all succeed, with at most one reconnect.
 func TestOversizedMessageFailsAlone(t *testing.T) {
+	testenv.Long(t, "starts a three-node RabbitMQ cluster")
 	c := rabbittest.Cluster(t)
 	const node = 1
 	_, err := c.Ctl(node, "eval", "application:set_env(rabbit, max_message_size, 1048576).")
