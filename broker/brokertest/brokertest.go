@@ -46,7 +46,9 @@ type Harness struct {
 	// confirms from reaching it; the returned function restores them (the
 	// adapter may need a new connection, and re-sends).
 	Silence func() (restore func())
-	// Timeout bounds each wait for a message to arrive. Default 10s.
+	// Timeout bounds each wait for a message to arrive, and each Publish
+	// and Close that should succeed. Default a minute: wide enough for a
+	// busy machine; the suite takes that long only when a case fails.
 	Timeout time.Duration
 }
 
@@ -90,7 +92,7 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 				t.Fatal("the harness has no Broker")
 			}
 			if h.Timeout == 0 {
-				h.Timeout = 10 * time.Second
+				h.Timeout = time.Minute
 			}
 			t.Cleanup(func() {
 				ctx, cancel := context.WithTimeout(context.Background(), h.Timeout)

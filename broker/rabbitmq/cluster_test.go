@@ -108,6 +108,27 @@ func drainCluster(t *testing.T, c *rabbittest.LocalCluster, n int, queue string,
 	}
 }
 
+// waitProgress waits until count() reaches n, failing only when it has not
+// grown for stall: a loaded machine slows the work down (a fixed deadline
+// broke on one), a stuck test stops it.
+func waitProgress(t *testing.T, stall time.Duration, what string, n int, count func() int) {
+	t.Helper()
+	last, since := -1, time.Now()
+	for {
+		c := count()
+		if c >= n {
+			return
+		}
+		if c != last {
+			last, since = c, time.Now()
+		}
+		if time.Since(since) > stall {
+			t.Fatalf("no progress for %v waiting for %s: %d of %d", stall, what, c, n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // TestClusterPublisherSurvivesNodeLoss: a quorum queue on 3 nodes, a
 // publisher given all three addresses, 64 goroutines. The node the
 // publisher is connected to is SIGKILLed at a third, restarted, and another
@@ -236,7 +257,7 @@ func TestClusterSubscriberSurvivesNodeLoss(t *testing.T) {
 	}
 	waitFor(t, time.Minute, "some handled", func() bool { return handled.Load() >= n/4 })
 	require.NoError(t, c.Kill(subNode), "SIGKILL the subscriber's node")
-	waitFor(t, 3*time.Minute, "every event handled", func() bool { return handled.Load() >= n })
+	waitProgress(t, 3*time.Minute, "every event handled", n, func() int { return int(handled.Load()) })
 	lost := 0
 	for _, id := range ids {
 		if _, ok := seen.Load(id); !ok {
@@ -302,13 +323,13 @@ func testRetriesSurviveNodeCrash(t *testing.T, typ rabbitmq.QueueType) {
 		}
 		return k
 	}
-	waitFor(t, time.Minute, "every event failed once: all wait for their retry", func() bool { return countFailed() == n })
+	waitProgress(t, 2*time.Minute, "every event failed once: all wait for their retry", n, countFailed)
 	require.NoError(t, c.Kill(0), "SIGKILL the node while the retries wait")
 	require.NoError(t, c.Restart(0))
-	waitFor(t, 3*time.Minute, "every event handled successfully", func() bool {
+	waitProgress(t, 3*time.Minute, "every event handled successfully", n, func() int {
 		mu.Lock()
 		defer mu.Unlock()
-		return len(succeeded) == n
+		return len(succeeded)
 	})
 	mu.Lock()
 	defer mu.Unlock()
