@@ -57,8 +57,9 @@ type Harness struct {
 // messages, an unroutable destination, a ctx that ends while Publish waits
 // before and after the send, publish after Close, Close twice, concurrent
 // publishers, a Close that lets in-flight publishes finish, and on the
-// consuming side round trip, retry, poison not retried and a panicking
-// handler retried.
+// consuming side round trip, retry, poison not retried, a panicking
+// handler retried, and one that keeps panicking dead-lettered with a
+// bounded one-line reason.
 //
 // newHarness is called once per test, with that test's t, so that tests
 // share nothing.
@@ -84,6 +85,7 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 		{"ConsumeRetriesFailedHandler", testConsumeRetry},
 		{"ConsumeInvalidNotRetried", testConsumeInvalid},
 		{"ConsumePanicRetried", testConsumePanic},
+		{"ConsumePanicReasonIsOneLine", testConsumePanicReason},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
