@@ -1,7 +1,3 @@
-// Package reason makes failures fit where space is short: one bounded line
-// for a log attribute or a dead-letter header, and recovered panics as
-// errors whose text is that line while the stack is kept aside, to be
-// logged once.
 package reason
 
 import (
@@ -14,10 +10,10 @@ import (
 	"unicode/utf8"
 )
 
-// Line returns s on one line of at most limit bytes: each
-// line break becomes "; ", tabs and other control characters a space,
-// invalid UTF-8 "?", and a longer text is cut at a character boundary and
-// ends with "...".
+// Line returns s on one line of at most limit bytes: each line break
+// becomes "; ", tabs and other control characters a space, invalid UTF-8
+// "?", and a longer text is cut at a character boundary and ends with
+// "...".
 func Line(s string, limit int) string {
 	clean := true
 	for i := 0; i < len(s); i++ {
