@@ -5,6 +5,8 @@ import (
 	"maps"
 	"strconv"
 	"time"
+
+	"github.com/domainevents/domainevents/internal/reason"
 )
 
 // DeadLetter is a message that could not be published or handled,
@@ -28,6 +30,7 @@ type DeadLetter struct {
 
 // Header names carrying the reason of a dead letter on broker-side
 // dead-letter destinations (RabbitMQ message headers, Kafka record headers).
+// The reason header is one line of at most [MaxDeadLetterReason] bytes.
 const (
 	HeaderDeadLetterReason       = "dead-letter-reason"
 	HeaderDeadLetterCategory     = "dead-letter-category"
@@ -36,15 +39,20 @@ const (
 	HeaderDeadLetterLastFailure  = "dead-letter-last-failure"
 )
 
+// MaxDeadLetterReason bounds the dead-letter-reason header, in bytes.
+const MaxDeadLetterReason = 512
+
 // Annotated returns d.Message with the dead-letter headers added (reason,
 // category, attempts, first and last failure in RFC 3339 UTC); body, id,
 // name, key and content type are unchanged and d.Message.Headers is not
-// modified. Broker-side dead-letter destinations publish it.
+// modified. Broker-side dead-letter destinations publish it. The reason is
+// written on one line (line breaks become "; ") and cut to
+// [MaxDeadLetterReason] bytes.
 func (d DeadLetter) Annotated() Message {
 	m := d.Message
 	h := make(map[string]string, len(m.Headers)+5)
 	maps.Copy(h, m.Headers)
-	h[HeaderDeadLetterReason] = d.Reason
+	h[HeaderDeadLetterReason] = reason.Line(d.Reason, MaxDeadLetterReason)
 	h[HeaderDeadLetterCategory] = d.Category
 	h[HeaderDeadLetterAttempts] = strconv.Itoa(d.Attempts)
 	if !d.FirstFailure.IsZero() {

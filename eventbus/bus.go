@@ -6,10 +6,11 @@ import (
 	"fmt"
 	"reflect"
 	"runtime"
-	"runtime/debug"
 	"slices"
 	"sync"
 	"sync/atomic"
+
+	"github.com/domainevents/domainevents/internal/reason"
 )
 
 // Event is what the bus carries: anything with a stable name. The order
@@ -224,7 +225,8 @@ func (t *table) lookup(name string) []*sub {
 //
 // It returns nil when all handlers succeeded, otherwise the failures, each a
 // *HandlerError naming the event and handler, joined with errors.Join. A
-// panicking handler yields a *HandlerError that matches [ErrPanic]. Publish
+// panicking handler yields a *HandlerError that matches [ErrPanic], its
+// stack kept by [HandlerError.PanicStack]. Publish
 // does not allocate when the handlers are typed and succeed.
 func Publish[E Event](ctx context.Context, b *Bus, e E) error {
 	if b == nil {
@@ -266,7 +268,7 @@ func dispatch[E Event](ctx context.Context, t *table, e E, st *publishState) (fi
 				return
 			}
 			st.errs = append(st.errs, &HandlerError{Event: st.name, Handler: st.subs[st.next].handler,
-				Err: fmt.Errorf("%w: %v\n%s", ErrPanic, r, debug.Stack())})
+				Err: reason.NewPanic(ErrPanic, r)})
 			st.next++
 		}
 	}()
@@ -310,6 +312,19 @@ func (e *HandlerError) Error() string {
 
 // Unwrap returns the handler's error.
 func (e *HandlerError) Unwrap() error { return e.Err }
+
+// PanicStack returns the stack of the handler's goroutine when Err is a
+// recovered panic, nil otherwise. Error leaves it out (it names the value
+// and the frame that panicked, on one line), so that the error fits a log
+// line or a dead-letter header: log the stack once where you handle the
+// error. A broker subscriber does, for a bus behind bridge.NewHandler.
+func (e *HandlerError) PanicStack() []byte {
+	var s interface{ PanicStack() []byte }
+	if errors.As(e.Err, &s) {
+		return s.PanicStack()
+	}
+	return nil
+}
 
 func funcName(f any) string {
 	v := reflect.ValueOf(f)

@@ -26,7 +26,9 @@
 // A failing handler yields a [*HandlerError] (event name, handler function
 // name, cause); several are joined with errors.Join, so errors.Is and
 // errors.As see each cause. A panic is recovered into a *HandlerError
-// matching [ErrPanic], with the stack, and the bus keeps working.
+// matching [ErrPanic], on one line (the value and the frame that panicked)
+// with the stack kept by [HandlerError.PanicStack], and the bus keeps
+// working.
 //
 // # Concurrency
 //

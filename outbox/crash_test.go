@@ -25,18 +25,16 @@ import (
 	"github.com/domainevents/domainevents/broker/rabbitmq"
 	"github.com/domainevents/domainevents/events"
 	"github.com/domainevents/domainevents/internal/dbtest"
+	"github.com/domainevents/domainevents/internal/testenv"
 )
 
 // crashOrders is how many committed orders a crash run creates:
-// OUTBOX_CRASH_ORDERS, else 300 (120 with -short).
+// OUTBOX_CRASH_ORDERS, else 300 in the long test tier, 120 by default.
 func crashOrders() int {
 	if n, err := strconv.Atoi(os.Getenv("OUTBOX_CRASH_ORDERS")); err == nil && n > 0 {
 		return n
 	}
-	if testing.Short() {
-		return 120
-	}
-	return 300
+	return testenv.Count(120, 300)
 }
 
 // The crash test of issue 12, on PostgreSQL and MariaDB, with RabbitMQ and

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/domainevents/domainevents/broker"
-	"github.com/domainevents/domainevents/broker/adapter"
 	"github.com/domainevents/domainevents/internal/lifecycle"
 )
 
@@ -95,9 +94,11 @@ func NewInbox(s *Store, consumer string, opts ...InboxOption) (*Inbox, error) {
 // transaction in its ctx ([TxFrom]), so that its own writes commit
 // atomically with the inbox row, and the transaction commits before the
 // wrapper returns nil, so the subscriber acknowledges only what committed.
-// h's error (or panic) rolls everything back and is returned, so the
-// subscriber retries the delivery; messages h stores with [Store.Publish]
-// in that ctx roll back with it too.
+// h's error rolls everything back and is returned, so the subscriber
+// retries the delivery; messages h stores with [Store.Publish] in that ctx
+// roll back with it too. A panic of h rolls back as well and goes on up to
+// the subscriber, which recovers it (broker/adapter.CallHandler: the stack
+// logged once, the delivery retried).
 //
 // Two deliveries of one id handled at the same time take turns: the second
 // waits on the first's inbox row and, once that commits, is skipped. A
@@ -128,7 +129,7 @@ func (in *Inbox) Handler(h broker.Handler) broker.Handler {
 		} else if n == 0 {
 			return nil // handled before: acknowledge, do nothing
 		}
-		if err := adapter.CallHandler(WithTx(ctx, tx), h, d); err != nil {
+		if err := h(WithTx(ctx, tx), d); err != nil {
 			return err
 		}
 		if err := tx.Commit(); err != nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/domainevents/domainevents/broker"
 	"github.com/domainevents/domainevents/broker/brokertest"
 	"github.com/domainevents/domainevents/internal/dbtest"
+	"github.com/domainevents/domainevents/internal/testenv"
 )
 
 // The inbox test of issue 12, on PostgreSQL and MariaDB through RabbitMQ:
@@ -22,7 +23,8 @@ import (
 // consumer process SIGKILLed once mid-batch, right after a commit and
 // before its acknowledgement (so that delivery comes again, and every
 // other unacknowledged one in its prefetch). The handler adds one to a
-// counter in the inbox transaction: it ends at exactly 1,000.
+// counter in the inbox transaction: it ends at exactly 1,000. Outside the
+// long test tier: 400 events.
 func TestInboxCrash(t *testing.T) {
 	for _, open := range []func(testing.TB) *dbtest.DB{dbtest.RequirePostgres, dbtest.RequireMariaDB} {
 		db := open(t)
@@ -31,7 +33,8 @@ func TestInboxCrash(t *testing.T) {
 }
 
 func runInboxCrash(t *testing.T, db *dbtest.DB) {
-	const events, killAfter = 1000, 400
+	events := testenv.Count(400, 1000) // the long test tier's size
+	killAfter := events * 2 / 5
 	newStore(t, db) // migrates the inbox table
 	counter := db.Table("counter")
 	_, err := db.Exec("CREATE TABLE " + counter + " (id INT NOT NULL PRIMARY KEY, n BIGINT NOT NULL)")
@@ -84,7 +87,7 @@ func runInboxCrash(t *testing.T, db *dbtest.DB) {
 	for i := 2; ; i++ {
 		c := startChild(t, dir, fmt.Sprintf("consumer-%d", i), conf)
 		brokertest.WaitFor(t, 120*time.Second, "all handled", func() bool {
-			return n() >= events && ready(dest.queue) == 0 // a classic queue's failures wait unacked in the consumer
+			return n() >= int64(events) && ready(dest.queue) == 0 // a classic queue's failures wait unacked in the consumer
 		})
 		c.term(t)
 		if ready(dest.queue) == 0 {

@@ -355,7 +355,7 @@ func TestLeaseTakeoverAfterExpiry(t *testing.T) {
 		s := newStore(t, db)
 		orphan, free := newMsg("orphan"), newMsg("free")
 		write(t, s, orphan, free)
-		setLease(t, db, orphan.ID, "crashed-relay", 1500*time.Millisecond)
+		setLease(t, db, orphan.ID, "crashed-relay", time.Hour)
 
 		rec := &brokertest.Recorder{}
 		r := startRelay(t, s, rec, fastRelay()...)
@@ -364,6 +364,7 @@ func TestLeaseTakeoverAfterExpiry(t *testing.T) {
 		assert.Equal(t, 0, st.State, "still leased to the crashed relay")
 		assert.Equal(t, "crashed-relay", st.Owner.String)
 
+		setLease(t, db, orphan.ID, "crashed-relay", 0) // its lease runs out
 		brokertest.WaitFor(t, 10*time.Second, "orphan taken over", func() bool { return stateOf(t, db, orphan.ID).State == 1 })
 		brokertest.WaitFor(t, 10*time.Second, "counted", func() bool { return r.Stats().Published == 2 })
 	})
@@ -421,6 +422,10 @@ func TestPoisonKeyIsolated(t *testing.T) {
 		r := startRelay(t, s, rec, fastRelay(outbox.WithMaxAttempts(3), outbox.WithDeadLetter(sink), outbox.WithObserver(obs, time.Second))...)
 		brokertest.WaitFor(t, 20*time.Second, "poison key dead-lettered", func() bool { return len(sink.all()) == 3 })
 		brokertest.WaitFor(t, 20*time.Second, "others published", func() bool { return len(rec.Messages()) == len(good) })
+		// The sink takes a dead letter before its row is marked dead, and the
+		// observer hears of it after: wait for the last one's observation.
+		brokertest.WaitFor(t, 10*time.Second, "observed", func() bool { return dead.Load() == 3 })
+		assert.Equal(t, int64(3), r.Stats().DeadLettered)
 		for i, d := range sink.all() {
 			assert.Equal(t, poison[i].ID, d.Message.ID, "dead-lettered in seq order")
 			assert.Equal(t, 3, d.Attempts)
@@ -430,8 +435,6 @@ func TestPoisonKeyIsolated(t *testing.T) {
 			assert.Equal(t, 2, st.State)
 			assert.Contains(t, st.LastError.String, "nack")
 		}
-		brokertest.WaitFor(t, 10*time.Second, "counted", func() bool { return r.Stats().DeadLettered == 3 })
-		assert.Equal(t, int64(3), dead.Load())
 	})
 }
 

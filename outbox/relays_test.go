@@ -16,6 +16,7 @@ import (
 	"github.com/domainevents/domainevents/broker/brokertest"
 	"github.com/domainevents/domainevents/broker/rabbitmq"
 	"github.com/domainevents/domainevents/internal/dbtest"
+	"github.com/domainevents/domainevents/internal/testenv"
 	"github.com/domainevents/domainevents/outbox"
 )
 
@@ -125,13 +126,10 @@ func orderCounts(t *testing.T, db *dbtest.DB, table string, arrivals []arrival) 
 	return c
 }
 
-// relayLoad is the two-relay test's size: 10,000 events over 100 keys
-// (2,000 over 20 with -short).
+// relayLoad is the two-relay test's size: 10,000 events over 100 keys in
+// the long test tier, 2,000 over 20 by default.
 func relayLoad() (events, keys int) {
-	if testing.Short() {
-		return 2000, 20
-	}
-	return 10000, 100
+	return testenv.Count(2000, 10000), testenv.Count(20, 100)
 }
 
 // freezer publishes for real, then, while frozen, holds the outcome until
@@ -235,6 +233,7 @@ func runTwoRelays(t *testing.T, db *dbtest.DB) {
 	t2, c2, _, s2 := phase("two", 2, false)
 	e2 := explained
 	t3, c3, held, s3 := phase("takeover", 2, true)
+	e3 := explained - held // what else may have published twice: a loaded machine's timeouts
 	for _, c := range []counts{c1, c2, c3} {
 		assert.Zero(t, c.lost, "lost")
 		assert.Zero(t, c.unknown, "unknown")
@@ -246,8 +245,8 @@ func runTwoRelays(t *testing.T, db *dbtest.DB) {
 	// quiet machine; on a loaded one a publish can time out.
 	assert.LessOrEqual(t, int64(c1.dups), e1, "one relay: duplicates <= failed publishes + lost leases + adapter re-sends")
 	assert.LessOrEqual(t, int64(c2.dups), e2, "two relays: duplicates <= failed publishes + lost leases + adapter re-sends")
-	assert.LessOrEqual(t, int64(c3.dups), held, "duplicates <= rows in flight when the lease ran out")
-	assert.Equal(t, s3[0].LostLeases, held, "the frozen relay marked none of its held rows")
+	assert.LessOrEqual(t, int64(c3.dups), held+e3, "duplicates <= rows in flight when the lease ran out + failed publishes, other lost leases, re-sends")
+	assert.GreaterOrEqual(t, s3[0].LostLeases, held, "the frozen relay marked none of its held rows")
 	assert.Positive(t, s2[0].Published)
 	assert.Positive(t, s2[1].Published, "both relays worked")
 	t.Logf("%s: %d events over %d keys, per-key order 100%% in all phases. one relay: %v (%.0f/s, %d duplicates); two relays: %v (%.0f/s, %.2fx, split %d/%d, %d duplicates); "+

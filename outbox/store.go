@@ -7,12 +7,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"runtime/debug"
 	"sync"
 	"time"
 
 	"github.com/domainevents/domainevents/broker"
 	"github.com/domainevents/domainevents/internal/lifecycle"
+	"github.com/domainevents/domainevents/internal/reason"
 )
 
 // SchemaFiles holds the schema with the default table names as plain SQL,
@@ -242,10 +242,15 @@ func (s *Store) Publish(ctx context.Context, msg broker.Message) error {
 // in UTC whatever the driver's loc and parseTime settings.
 const mysqlTime = "2006-01-02 15:04:05.000000"
 
+// errTxPanic is the kind of the error Transact makes of fn's panic.
+var errTxPanic = errors.New("outbox: transaction function panicked")
+
 // Transact runs fn in a new transaction whose ctx carries it (so that
 // [Store.Publish], and eventbus.Publish through a bridge.Forwarder, store
 // into it), commits when fn returns nil and rolls back when fn returns an
-// error or panics (the panic becomes the returned error, with its stack).
+// error or panics (the panic becomes the returned error: one line naming
+// the value and the frame that panicked, with the stack kept by its
+// PanicStack method, which a subscriber's handler call logs once).
 // After a successful commit it wakes the relays of this process
 // ([Store.Notify]). Write your own rows with tx: they commit or roll back
 // together with the messages.
@@ -263,7 +268,7 @@ func (s *Store) Transact(ctx context.Context, fn func(ctx context.Context, tx *s
 	done := false
 	defer func() {
 		if r := recover(); r != nil {
-			err = fmt.Errorf("outbox: transaction function panicked: %v\n%s", r, debug.Stack())
+			err = reason.NewPanic(errTxPanic, r)
 		}
 		if !done {
 			if rerr := tx.Rollback(); rerr != nil && !errors.Is(rerr, sql.ErrTxDone) {

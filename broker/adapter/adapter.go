@@ -3,11 +3,11 @@ package adapter
 import (
 	"context"
 	"errors"
-	"fmt"
-	"runtime/debug"
+	"log/slog"
 	"time"
 
 	"github.com/domainevents/domainevents/broker"
+	"github.com/domainevents/domainevents/internal/reason"
 )
 
 // Wrap returns a *broker.Error for op ("<adapter>: <operation>"), kind and
@@ -24,15 +24,38 @@ func Wrap(op string, kind, cause error) error {
 var ErrPanic = errors.New("handler panicked")
 
 // CallHandler runs h, turning a panic into an error matching [ErrPanic]
-// that carries the panic value and stack. Such an error is not
-// [broker.Permanent]: the delivery is retried like after any failure.
-func CallHandler(ctx context.Context, h broker.Handler, d broker.Delivery) (err error) {
+// whose text is one line, "handler panicked: <value> at <function>
+// (<file>:<line>)", naming the frame that panicked; that text is what the
+// subscriber's retry logs and the dead letter's reason carry. The stack is
+// logged here, once, at Error on log with the delivery's source, id, name
+// and attempt. An error h returns that carries the stack of a panic
+// recovered further down (an eventbus handler's, behind bridge.NewHandler:
+// eventbus.HandlerError has a PanicStack method) has that stack logged
+// here too. A nil log is slog.Default().
+//
+// A panic is not [broker.Permanent]: the delivery is retried like after
+// any failure.
+func CallHandler(ctx context.Context, log *slog.Logger, h broker.Handler, d broker.Delivery) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			err = fmt.Errorf("%w: %v\n%s", ErrPanic, r, debug.Stack())
+			p := reason.NewPanic(ErrPanic, r)
+			logPanic(log, d, p)
+			err = p
 		}
 	}()
-	return h(ctx, d)
+	err = h(ctx, d)
+	if err != nil {
+		reason.Stacks(err, func(s reason.Stacker) { logPanic(log, d, s) })
+	}
+	return err
+}
+
+func logPanic(log *slog.Logger, d broker.Delivery, p reason.Stacker) {
+	if log == nil {
+		log = slog.Default()
+	}
+	log.Error("handler panicked", "source", d.Source, "id", d.ID, "name", d.Name, "attempt", d.Attempt,
+		"panic", p.Error(), "stack", string(p.PanicStack()))
 }
 
 // Outcome says what a subscriber does with a delivery whose handler

@@ -5,7 +5,8 @@
 //   - [Wrap] turns a classified native error into a *broker.Error, letting
 //     context errors pass through unwrapped as the contract requires.
 //   - [CallHandler] runs a [broker.Handler], turning a panic into an error
-//     (which is retried like any other handler failure).
+//     (which is retried like any other handler failure) whose text is one
+//     line, and logging the panic's stack once.
 //   - [Outcome] decides what a subscriber does with a failed delivery: retry
 //     it, or dead-letter it now ([broker.Permanent] errors, or the last
 //     attempt); [DeadLetterOf] builds the dead letter with the category and

@@ -46,7 +46,9 @@ type Harness struct {
 	// confirms from reaching it; the returned function restores them (the
 	// adapter may need a new connection, and re-sends).
 	Silence func() (restore func())
-	// Timeout bounds each wait for a message to arrive. Default 10s.
+	// Timeout bounds each wait for a message to arrive, and each Publish
+	// and Close that should succeed. Default a minute: wide enough for a
+	// busy machine; the suite takes that long only when a case fails.
 	Timeout time.Duration
 }
 
@@ -55,8 +57,9 @@ type Harness struct {
 // messages, an unroutable destination, a ctx that ends while Publish waits
 // before and after the send, publish after Close, Close twice, concurrent
 // publishers, a Close that lets in-flight publishes finish, and on the
-// consuming side round trip, retry, poison not retried and a panicking
-// handler retried.
+// consuming side round trip, retry, poison not retried, a panicking
+// handler retried, and one that keeps panicking dead-lettered with a
+// bounded one-line reason.
 //
 // newHarness is called once per test, with that test's t, so that tests
 // share nothing.
@@ -82,6 +85,7 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 		{"ConsumeRetriesFailedHandler", testConsumeRetry},
 		{"ConsumeInvalidNotRetried", testConsumeInvalid},
 		{"ConsumePanicRetried", testConsumePanic},
+		{"ConsumePanicReasonIsOneLine", testConsumePanicReason},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -90,7 +94,7 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 				t.Fatal("the harness has no Broker")
 			}
 			if h.Timeout == 0 {
-				h.Timeout = 10 * time.Second
+				h.Timeout = time.Minute
 			}
 			t.Cleanup(func() {
 				ctx, cancel := context.WithTimeout(context.Background(), h.Timeout)

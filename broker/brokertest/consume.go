@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 
@@ -168,5 +169,34 @@ func testConsumePanic(t *testing.T, h Harness) {
 	WaitFor(t, h.Timeout, "the message handled again after the panic", func() bool { return c.has([]string{m.ID}, 2) })
 	if got := c.of(m.ID); got[1].Attempt != 2 {
 		t.Errorf("attempt %d after the panic, want 2", got[1].Attempt)
+	}
+}
+
+// testConsumePanicReason: a handler that keeps panicking is dead-lettered
+// once its attempts are used up; the reason header is one line of at most
+// broker.MaxDeadLetterReason bytes naming the panic's value, without the
+// stack (which the subscriber logs instead).
+func testConsumePanicReason(t *testing.T, h Harness) {
+	if h.DeadLetters == nil {
+		t.Skip("reading dead letters back is not supported by this harness")
+	}
+	subscribe(t, h, func(context.Context, broker.Delivery) error {
+		panic(strings.Repeat("handler bug\n", 100))
+	})
+	m := NewMessage("order.created")
+	publish(t, h, m)
+	got, err := h.DeadLetters(ctxFor(t, h), []string{m.ID})
+	d, ok := got[m.ID]
+	if !ok {
+		t.Fatalf("the message whose handler kept panicking never reached the dead letters: %v", err)
+	}
+	r := d.Headers[broker.HeaderDeadLetterReason]
+	if !strings.Contains(r, "handler bug") || strings.ContainsAny(r, "\r\n") || len(r) > broker.MaxDeadLetterReason ||
+		strings.Contains(r, "goroutine ") {
+		t.Errorf("dead-letter reason (%d bytes) %q: want one line of at most %d bytes naming the panic, without its stack",
+			len(r), r, broker.MaxDeadLetterReason)
+	}
+	if c := d.Headers[broker.HeaderDeadLetterCategory]; c != broker.CategoryHandlerFailed {
+		t.Errorf("dead letter category %q, want %q", c, broker.CategoryHandlerFailed)
 	}
 }

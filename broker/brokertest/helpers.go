@@ -10,10 +10,13 @@ import (
 	"time"
 )
 
-// WaitFor polls cond every 10ms until it holds, failing the test after d.
-// Use it instead of sleeping.
+// WaitFor polls cond every 10ms until it holds, failing the test after d,
+// or after a minute when d is shorter: a busy machine is many times slower
+// than a quiet one, and the deadline only decides how late a real failure
+// is reported. Use it instead of sleeping.
 func WaitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
+	d = max(d, minWait)
 	deadline := time.Now().Add(d)
 	for !cond() {
 		if time.Now().After(deadline) {
@@ -22,6 +25,9 @@ func WaitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// minWait is the shortest deadline WaitFor gives a condition.
+const minWait = time.Minute
 
 // CheckNoLeak records the goroutines running now and, when the test ends
 // (after the cleanups registered later), fails it if more are left after

@@ -299,9 +299,6 @@ func TestCrashSafety(t *testing.T) {
 			w.Flush()
 		}
 	}
-	if testing.Short() {
-		t.Skip("subprocess crash test: skipped with -short")
-	}
 	dir := t.TempDir()
 	for round := range 3 {
 		cmd := exec.Command(os.Args[0], "-test.run=^TestCrashSafety$")

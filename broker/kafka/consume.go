@@ -232,7 +232,7 @@ func (s *Subscriber) handle(session context.Context, m *sarama.ConsumerMessage) 
 	for attempt := 1; ; attempt++ {
 		d.Attempt = attempt
 		s.stats.inflight.Add(1)
-		err := adapter.CallHandler(s.handlers, s.handler, d)
+		err := adapter.CallHandler(s.handlers, s.log, s.handler, d)
 		s.stats.inflight.Add(-1)
 		select {
 		case <-s.abandon:

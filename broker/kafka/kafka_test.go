@@ -17,6 +17,7 @@ import (
 	"github.com/domainevents/domainevents/broker"
 	"github.com/domainevents/domainevents/broker/brokertest"
 	"github.com/domainevents/domainevents/broker/kafka"
+	"github.com/domainevents/domainevents/internal/testenv"
 )
 
 func TestConformance(t *testing.T) {
@@ -67,7 +68,7 @@ func TestConformance(t *testing.T) {
 				return kafka.New(ctx, strict.config(uniqueTopic()), kafka.WithLogger(testLogger(t)))
 			},
 			Disconnect: disconnect,
-			Timeout:    20 * time.Second,
+			Timeout:    time.Minute,
 		}
 		if c.fake != nil {
 			h.Silence = func() func() { return c.silence(t) }
@@ -191,6 +192,7 @@ func TestUnknownTopicAtStart(t *testing.T) {
 // Lost acks: some produce responses never arrive (the connection drops
 // after the broker stored the batch). The idempotent producer retries with
 // the same sequence numbers, so every record is stored exactly once.
+// 2,000 records (500 outside the long test tier).
 func TestLostAcksStoreEachRecordOnce(t *testing.T) {
 	topic := uniqueTopic()
 	c := newCluster(t, []string{topic})
@@ -198,9 +200,9 @@ func TestLostAcksStoreEachRecordOnce(t *testing.T) {
 	b := c.open(t, topic)
 	c.ln.each(func(l *faultListener) { l.dropEvery.Store(7) })
 
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	const n = 2000
+	n := testenv.Count(500, 2000)
 	ids := make([]string, n)
 	var wg sync.WaitGroup
 	var failed atomic.Int32

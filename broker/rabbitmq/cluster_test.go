@@ -20,12 +20,14 @@ import (
 	"github.com/domainevents/domainevents/broker/rabbitmq"
 	"github.com/domainevents/domainevents/broker/retry"
 	"github.com/domainevents/domainevents/internal/rabbittest"
+	"github.com/domainevents/domainevents/internal/testenv"
 )
 
 // The tests below run on a private three-node RabbitMQ cluster on loopback
 // (scripts/rabbitmq-cluster.sh, through internal/rabbittest); they kill and
-// stop its nodes. The machine's node on 5672 is never touched. They skip
-// with -short (and without rabbitmq-server, failing in CI).
+// stop its nodes. The machine's node on 5672 is never touched. They belong
+// to the long test tier (DOMAINEVENTS_LONG_TESTS=1) and skip without
+// rabbitmq-server (failing in CI).
 
 func TestMain(m *testing.M) { os.Exit(rabbittest.Main(m)) }
 
@@ -106,12 +108,34 @@ func drainCluster(t *testing.T, c *rabbittest.LocalCluster, n int, queue string,
 	}
 }
 
+// waitProgress waits until count() reaches n, failing only when it has not
+// grown for stall: a loaded machine slows the work down (a fixed deadline
+// broke on one), a stuck test stops it.
+func waitProgress(t *testing.T, stall time.Duration, what string, n int, count func() int) {
+	t.Helper()
+	last, since := -1, time.Now()
+	for {
+		c := count()
+		if c >= n {
+			return
+		}
+		if c != last {
+			last, since = c, time.Now()
+		}
+		if time.Since(since) > stall {
+			t.Fatalf("no progress for %v waiting for %s: %d of %d", stall, what, c, n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // TestClusterPublisherSurvivesNodeLoss: a quorum queue on 3 nodes, a
 // publisher given all three addresses, 64 goroutines. The node the
 // publisher is connected to is SIGKILLed at a third, restarted, and another
 // node's app is stopped at two thirds. Every confirmed id is in the queue;
 // duplicates are counted; the longest time without a confirm is measured.
 func TestClusterPublisherSurvivesNodeLoss(t *testing.T) {
+	testenv.Long(t, "starts a three-node RabbitMQ cluster")
 	c := rabbittest.Cluster(t)
 	cfg := clusterConfig(t, c)
 	queue := cfg.Exchange + ".q"
@@ -200,6 +224,7 @@ func TestClusterPublisherSurvivesNodeLoss(t *testing.T) {
 // TestClusterSubscriberSurvivesNodeLoss: a subscriber on a quorum queue
 // whose node dies (SIGKILL) mid-stream handles every event, 0 lost.
 func TestClusterSubscriberSurvivesNodeLoss(t *testing.T) {
+	testenv.Long(t, "starts a three-node RabbitMQ cluster")
 	c := rabbittest.Cluster(t)
 	cfg := clusterConfig(t, c)
 	queue := cfg.Exchange + ".q"
@@ -232,7 +257,7 @@ func TestClusterSubscriberSurvivesNodeLoss(t *testing.T) {
 	}
 	waitFor(t, time.Minute, "some handled", func() bool { return handled.Load() >= n/4 })
 	require.NoError(t, c.Kill(subNode), "SIGKILL the subscriber's node")
-	waitFor(t, 3*time.Minute, "every event handled", func() bool { return handled.Load() >= n })
+	waitProgress(t, 3*time.Minute, "every event handled", n, func() int { return int(handled.Load()) })
 	lost := 0
 	for _, id := range ids {
 		if _, ok := seen.Load(id); !ok {
@@ -249,6 +274,7 @@ func TestClusterSubscriberSurvivesNodeLoss(t *testing.T) {
 // On a quorum queue the failures wait in <queue>.retry; on a classic one,
 // unacknowledged in the subscriber.
 func TestClusterRetriesSurviveNodeCrash(t *testing.T) {
+	testenv.Long(t, "starts a three-node RabbitMQ cluster")
 	for _, typ := range []rabbitmq.QueueType{rabbitmq.Quorum, rabbitmq.Classic} {
 		t.Run(string(typ), func(t *testing.T) { testRetriesSurviveNodeCrash(t, typ) })
 	}
@@ -297,13 +323,13 @@ func testRetriesSurviveNodeCrash(t *testing.T, typ rabbitmq.QueueType) {
 		}
 		return k
 	}
-	waitFor(t, time.Minute, "every event failed once: all wait for their retry", func() bool { return countFailed() == n })
+	waitProgress(t, 2*time.Minute, "every event failed once: all wait for their retry", n, countFailed)
 	require.NoError(t, c.Kill(0), "SIGKILL the node while the retries wait")
 	require.NoError(t, c.Restart(0))
-	waitFor(t, 3*time.Minute, "every event handled successfully", func() bool {
+	waitProgress(t, 3*time.Minute, "every event handled successfully", n, func() int {
 		mu.Lock()
 		defer mu.Unlock()
-		return len(succeeded) == n
+		return len(succeeded)
 	})
 	mu.Lock()
 	defer mu.Unlock()
@@ -323,6 +349,7 @@ func testRetriesSurviveNodeCrash(t *testing.T, typ rabbitmq.QueueType) {
 // 1 MiB, a 2 MiB message fails with ErrTooLarge within a second, the 1,000
 // ordinary publishes around it all succeed, with at most one reconnect.
 func TestOversizedMessageFailsAlone(t *testing.T) {
+	testenv.Long(t, "starts a three-node RabbitMQ cluster")
 	c := rabbittest.Cluster(t)
 	const node = 1
 	_, err := c.Ctl(node, "eval", "application:set_env(rabbit, max_message_size, 1048576).")

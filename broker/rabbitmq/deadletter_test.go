@@ -15,16 +15,14 @@ import (
 	"github.com/domainevents/domainevents/broker/deadletter"
 	"github.com/domainevents/domainevents/broker/rabbitmq"
 	"github.com/domainevents/domainevents/broker/retry"
+	"github.com/domainevents/domainevents/internal/testenv"
 )
 
-// TestOutageSpoolsThenReplays: with RabbitMQ unreachable, 1,000 events go
-// through retry into the local spool, each exactly once with its reason;
-// when RabbitMQ is back, replay delivers all of them to the queue and
-// empties the spool.
+// TestOutageSpoolsThenReplays: with RabbitMQ unreachable, 1,000 events
+// (200 outside the long test tier) go through retry into the local spool,
+// each exactly once with its reason; when RabbitMQ is back, replay
+// delivers all of them to the queue and empties the spool.
 func TestOutageSpoolsThenReplays(t *testing.T) {
-	if testing.Short() {
-		t.Skip("outage test: skipped with -short")
-	}
 	checkNoLeak(t)
 	f := newFixture(t)
 	p := newProxy(t)
@@ -38,7 +36,7 @@ func TestOutageSpoolsThenReplays(t *testing.T) {
 	require.NoError(t, err)
 
 	p.Refuse()
-	const n = 1000
+	n := testenv.Count(200, 1000)
 	ids := make([]string, n)
 	var wg sync.WaitGroup
 	errs := make([]error, n)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -62,7 +63,8 @@ type Subscriber struct {
 	handler  broker.Handler
 	opts     subscriberOptions
 	conn     *connector
-	pub      *Broker // retries and dead letters, through the default exchange
+	pub      *Broker      // retries and dead letters, through the default exchange
+	log      *slog.Logger // the connection's logger with the component, for CallHandler
 
 	closing       lifecycle.Closing
 	abort         chan struct{} // closed when Close gives up waiting for handlers
@@ -112,6 +114,7 @@ func NewSubscriber(ctx context.Context, cfg broker.Config, q Queue, h broker.Han
 	}
 	s := &Subscriber{exchange: cfg.Exchange, queue: q, source: "queue " + q.Name, handler: h, opts: o, abort: make(chan struct{})}
 	s.conn = newConnector("rabbitmq subscriber", cfg, &s.opts.conn)
+	s.log = s.opts.conn.logger.With("component", s.conn.component)
 	s.handlerCtx, s.cancelHandler = context.WithCancel(context.Background())
 	po := defaultPublisherOptions()
 	po.conn = s.opts.conn
@@ -327,7 +330,7 @@ func (s *Subscriber) process(d amqp.Delivery, w workerState) {
 	del, first := toDelivery(d, s.queue.Name, s.source)
 	w.free.Add(-1)
 	w.poke()
-	err := adapter.CallHandler(s.handlerCtx, s.handler, del)
+	err := adapter.CallHandler(s.handlerCtx, s.log, s.handler, del)
 	w.free.Add(1)
 	select {
 	case <-s.abort:

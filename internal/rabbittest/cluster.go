@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/domainevents/domainevents/internal/testenv"
 )
 
 // Nodes is the number of nodes of the cluster [Cluster] starts.
@@ -57,8 +59,9 @@ var shared struct {
 // test binary holds the cluster. When the test ends, the nodes it killed or
 // stopped are started again, so the next test gets all three nodes.
 //
-// It skips the test with -short, and when rabbitmq-server is not installed
-// (failing instead when CI is set). Call [Main] from TestMain so that the
+// It skips the test unless the long test tier is on
+// (DOMAINEVENTS_LONG_TESTS=1, see internal/testenv), and when
+// rabbitmq-server is not installed (failing instead when CI is set). Call [Main] from TestMain so that the
 // cluster is stopped when the binary's tests are done.
 //
 // Environment: DE_RABBIT_CLUSTER_SCRIPT overrides the script's path; the
@@ -66,9 +69,7 @@ var shared struct {
 // pass through.
 func Cluster(t testing.TB) *LocalCluster {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("rabbittest: the cluster tests are long; run them without -short")
-	}
+	testenv.Long(t, "starts a three-node RabbitMQ cluster")
 	shared.mu.Lock()
 	defer shared.mu.Unlock()
 	if shared.released {

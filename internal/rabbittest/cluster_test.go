@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/domainevents/domainevents/internal/rabbittest"
+	"github.com/domainevents/domainevents/internal/testenv"
 )
 
 // quorumQueue declares a fresh quorum queue through node i and deletes it
@@ -102,6 +103,7 @@ func consumeIDs(t *testing.T, c *rabbittest.LocalCluster, i int, queue string, w
 // TestClusterSmoke: the three nodes form one cluster; a message published
 // to a quorum queue through one node is read through another.
 func TestClusterSmoke(t *testing.T) {
+	testenv.Long(t, "starts a three-node RabbitMQ cluster")
 	c := rabbittest.Cluster(t)
 	require.Len(t, c.Addrs(), 3)
 	for i := range rabbittest.Nodes {
@@ -149,6 +151,7 @@ func TestClusterSmoke(t *testing.T) {
 // queue keeps its confirmed messages and accepts new ones through the
 // other nodes; the killed node rejoins on Restart.
 func TestClusterKillLeader(t *testing.T) {
+	testenv.Long(t, "starts a three-node RabbitMQ cluster")
 	c := rabbittest.Cluster(t)
 	q := quorumQueue(t, c, 0)
 	before := publishConfirmed(t, c, 1, q, "before", 200)
@@ -176,6 +179,7 @@ func TestClusterKillLeader(t *testing.T) {
 // TestClusterStopAppHealedAfterTest: a node whose app a test stopped is
 // running again for the next test.
 func TestClusterStopAppHealedAfterTest(t *testing.T) {
+	testenv.Long(t, "starts a three-node RabbitMQ cluster")
 	t.Run("stop", func(t *testing.T) {
 		c := rabbittest.Cluster(t)
 		require.NoError(t, c.StopApp(2))

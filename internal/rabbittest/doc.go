@@ -25,8 +25,9 @@
 // binary is waiting for it; a cluster started by hand
 // (scripts/rabbitmq-cluster.sh start) is left running, which makes repeated
 // runs fast, and DE_RABBIT_CLUSTER_KEEP=1 keeps one the tests started.
-// Without rabbitmq-server installed, cluster tests skip (fail with CI=true);
-// with -short they skip.
+// Cluster tests belong to the long test tier: they skip unless
+// DOMAINEVENTS_LONG_TESTS=1 (internal/testenv). Without rabbitmq-server
+// installed they skip too (fail with CI=true).
 //
 // # Faults
 //

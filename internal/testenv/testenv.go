@@ -7,6 +7,10 @@
 // (.ci/run) sets:
 //
 //	DOMAINEVENTS_LONG_TESTS=1 go test -race ./...
+//
+// A long test calls [Long] first. A test whose size makes it long (events,
+// orders, processes) runs a quick variant in the default tier and its full
+// size in the long tier: n := testenv.Count(2_000, 20_000).
 package testenv
 
 import (
@@ -30,4 +34,13 @@ func Long(t testing.TB, what string) {
 	if !LongEnabled() {
 		t.Skipf("long test (%s): runs with %s=1 (CI sets it)", what, LongEnv)
 	}
+}
+
+// Count returns full in the long tier, quick otherwise: the size (events,
+// orders) of a test that runs a quick variant by default.
+func Count(quick, full int) int {
+	if LongEnabled() {
+		return full
+	}
+	return quick
 }
