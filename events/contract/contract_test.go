@@ -58,6 +58,7 @@ type wide struct {
 	Pair    [2]int            `json:"pair"`
 	Labels  map[string]string `json:"labels"`
 	Status  events.OrderStatus
+	Price   *events.Money `json:"price"`
 	private int
 }
 
@@ -97,6 +98,8 @@ func TestReflectionFollowsEncodingJSON(t *testing.T) {
 		"pair":   map[string]any{"type": "array", "items": map[string]any{"type": "integer"}, "minItems": 2.0, "maxItems": 2.0},
 		"labels": map[string]any{"type": []any{"object", "null"}, "additionalProperties": map[string]any{"type": "string"}},
 		"Status": map[string]any{"type": "string", "enum": []any{"created", "in_progress", "cancelled"}},
+		"price": map[string]any{"type": []any{"number", "null"}, "minimum": 0.0, "examples": []any{12550.0},
+			"description": "An exact amount written with two decimals (12550.00); at most two decimals, never negative."},
 	}
 	assert.Equal(t, want, p)
 	assert.Equal(t, []any{"id"}, s["required"])

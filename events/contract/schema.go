@@ -86,6 +86,13 @@ type generator struct {
 // schema returns the schema of t's JSON encoding; at names the place in
 // the event (for errors).
 func (g generator) schema(t reflect.Type, at string) (map[string]any, error) {
+	if t.Kind() == reflect.Pointer { // nil is null, whatever the type says of its values
+		s, err := g.schema(t.Elem(), at)
+		if err != nil {
+			return nil, err
+		}
+		return nullable(s), nil
+	}
 	if s, ok, err := ownSchema(t); ok || err != nil {
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", at, err)
@@ -99,13 +106,6 @@ func (g generator) schema(t reflect.Type, at string) (map[string]any, error) {
 		return map[string]any{}, nil
 	case numberType:
 		return map[string]any{"type": "number"}, nil
-	}
-	if t.Kind() == reflect.Pointer {
-		s, err := g.schema(t.Elem(), at)
-		if err != nil {
-			return nil, err
-		}
-		return nullable(s), nil
 	}
 	marshaler := t.Implements(jsonMarsh) || reflect.PointerTo(t).Implements(jsonMarsh)
 	if !marshaler && (t.Implements(textMarsh) || reflect.PointerTo(t).Implements(textMarsh)) {
@@ -170,9 +170,6 @@ func ownSchema(t reflect.Type) (map[string]any, bool, error) {
 	switch {
 	case t.Implements(schemerType):
 		v = reflect.New(t).Elem()
-		if t.Kind() == reflect.Pointer {
-			v = reflect.New(t.Elem()) // a non-nil pointer to the zero value
-		}
 	case reflect.PointerTo(t).Implements(schemerType):
 		v = reflect.New(t)
 	default:
