@@ -24,6 +24,15 @@
 // event (events.OrderCreated, not a pointer) through a [Registry] keyed by
 // name. Unknown JSON fields are ignored so producers can add fields.
 //
+// # Contracts
+//
+// The jsonschema struct tags and the JSONSchema methods of [Money] and
+// [OrderStatus] describe what validation requires, for the JSON Schema and
+// AsyncAPI documents package
+// [github.com/domainevents/domainevents/events/contract] writes from a
+// registry ([Registry.Types]). They change nothing in encoding or
+// decoding.
+//
 // # Errors
 //
 // Every error from Encode and Decode matches one of [ErrInvalid] (a

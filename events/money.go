@@ -93,6 +93,21 @@ func (m Money) appendText(b []byte) []byte {
 // MarshalJSON writes m as a JSON number with two decimals.
 func (m Money) MarshalJSON() ([]byte, error) { return m.appendText(nil), nil }
 
+// JSONSchema describes Money on the wire, for the JSON Schema documents of
+// package [github.com/domainevents/domainevents/events/contract]: a
+// non-negative JSON number. The two decimals are in the description only:
+// "multipleOf": 0.01 would be exact in a validator with decimal arithmetic
+// but refuse amounts such as 12550.07 in the many that divide in floating
+// point (JavaScript's, Python's).
+func (Money) JSONSchema() map[string]any {
+	return map[string]any{
+		"type":        "number",
+		"minimum":     0,
+		"description": "An exact amount written with two decimals (12550.00); at most two decimals, never negative.",
+		"examples":    []any{json.Number("12550.00")},
+	}
+}
+
 // UnmarshalJSON reads a JSON number (12550, 12550.5, 12550.00). Strings,
 // negative amounts and more than two decimals are errors; they come back as
 // a *json.UnmarshalTypeError so that encoding/json names the field.

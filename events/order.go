@@ -50,13 +50,25 @@ func (s OrderStatus) Known() bool {
 	return false
 }
 
+// JSONSchema describes an OrderStatus on the wire, for the JSON Schema
+// documents of package
+// [github.com/domainevents/domainevents/events/contract]: one of the known
+// statuses, as validation requires.
+func (OrderStatus) JSONSchema() map[string]any {
+	enum := make([]any, len(knownStatuses))
+	for i, s := range knownStatuses {
+		enum[i] = string(s)
+	}
+	return map[string]any{"type": "string", "enum": enum}
+}
+
 // OrderItem is one line of an order. The seed leaves items open; this shape
 // ({"productId","quantity","price"}) is the one documented in the README.
 type OrderItem struct {
 	// ProductID identifies the product; required.
-	ProductID string `json:"productId"`
+	ProductID string `json:"productId" jsonschema:"required,minLength=1"`
 	// Quantity is how many units; at least 1.
-	Quantity int `json:"quantity"`
+	Quantity int `json:"quantity" jsonschema:"required,minimum=1"`
 	// Price is the unit price.
 	Price Money `json:"price"`
 }
@@ -65,15 +77,15 @@ type OrderItem struct {
 type OrderCreated struct {
 	// OrderID identifies the order and is the event's aggregate id (the
 	// Kafka key, the per-key order of the outbox); required.
-	OrderID string `json:"orderId"`
+	OrderID string `json:"orderId" jsonschema:"required,minLength=1,format=uuid"`
 	// UserID is the customer who placed the order; required.
-	UserID string `json:"userId"`
+	UserID string `json:"userId" jsonschema:"required,minLength=1,format=uuid"`
 	// Items are the order's lines.
 	Items []OrderItem `json:"items"`
 	// Total is what the order costs; not negative.
 	Total Money `json:"total"`
 	// Status is the order's status at creation, one of the known ones.
-	Status OrderStatus `json:"status"`
+	Status OrderStatus `json:"status" jsonschema:"required"`
 }
 
 // OrderStatusUpdated is published when an order moves from one status to
@@ -81,13 +93,13 @@ type OrderCreated struct {
 type OrderStatusUpdated struct {
 	// OrderID identifies the order and is the event's aggregate id;
 	// required.
-	OrderID string `json:"orderId"`
+	OrderID string `json:"orderId" jsonschema:"required,minLength=1,format=uuid"`
 	// UserID is the customer who placed the order; required.
-	UserID string `json:"userId"`
+	UserID string `json:"userId" jsonschema:"required,minLength=1,format=uuid"`
 	// OldStatus is the status the order left; a known one.
-	OldStatus OrderStatus `json:"oldStatus"`
+	OldStatus OrderStatus `json:"oldStatus" jsonschema:"required"`
 	// NewStatus is the status the order entered; a known one.
-	NewStatus OrderStatus `json:"newStatus"`
+	NewStatus OrderStatus `json:"newStatus" jsonschema:"required"`
 }
 
 // OrderCancelled is published when an order is cancelled ("order.cancelled").
@@ -95,13 +107,13 @@ type OrderStatusUpdated struct {
 type OrderCancelled struct {
 	// OrderID identifies the order and is the event's aggregate id;
 	// required.
-	OrderID string `json:"orderId"`
+	OrderID string `json:"orderId" jsonschema:"required,minLength=1,format=uuid"`
 	// UserID is the customer who placed the order; required.
-	UserID string `json:"userId"`
+	UserID string `json:"userId" jsonschema:"required,minLength=1,format=uuid"`
 	// OldStatus is the status the order left; a known one.
-	OldStatus OrderStatus `json:"oldStatus"`
+	OldStatus OrderStatus `json:"oldStatus" jsonschema:"required"`
 	// NewStatus is [StatusCancelled].
-	NewStatus OrderStatus `json:"newStatus"`
+	NewStatus OrderStatus `json:"newStatus" jsonschema:"required,const=cancelled"`
 }
 
 // EventName returns "order.created".

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"reflect"
 	"time"
 )
 
@@ -14,6 +16,7 @@ import (
 // concurrent Decode once registration is done.
 type Registry struct {
 	decoders map[string]func([]byte) (Event, error)
+	types    map[string]reflect.Type
 }
 
 // NewRegistry returns a registry that knows OrderCreated, OrderStatusUpdated
@@ -40,6 +43,7 @@ func Register[E Event](r *Registry) error {
 	}
 	if r.decoders == nil {
 		r.decoders = map[string]func([]byte) (Event, error){}
+		r.types = map[string]reflect.Type{}
 	}
 	if _, dup := r.decoders[name]; dup {
 		return fmt.Errorf("events: register %T: name %q already registered", zero, name)
@@ -51,8 +55,15 @@ func Register[E Event](r *Registry) error {
 		}
 		return e, nil
 	}
+	r.types[name] = reflect.TypeFor[E]()
 	return nil
 }
+
+// Types returns the Go type registered under each event name (a copy: changing
+// it changes nothing in r), for tools that describe the events on the wire:
+// package [github.com/domainevents/domainevents/events/contract] writes
+// their JSON Schema and AsyncAPI documents from it.
+func (r *Registry) Types() map[string]reflect.Type { return maps.Clone(r.types) }
 
 // Decode parses a wire body with the order-event registry. See [Registry.Decode].
 func Decode(body []byte) (Envelope, error) { return defaultRegistry.Decode(body) }

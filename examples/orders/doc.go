@@ -21,5 +21,12 @@
 // replayed when the broker is back; the cmd/deadletters command lists the
 // spool.
 //
+// With EXAMPLE_STATUS_ADDR set (127.0.0.1:8081, say) it also serves the
+// readiness probe and status page of package health, /healthz and
+// /status, and keeps serving after the three events until interrupted:
+//
+//	EXAMPLE_STATUS_ADDR=127.0.0.1:8081 go run ./examples/orders &
+//	curl -i 127.0.0.1:8081/healthz; curl 127.0.0.1:8081/status
+//
 // It exits non-zero if an event is neither published nor spooled.
 package main

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"time"
@@ -16,6 +18,7 @@ import (
 	"github.com/domainevents/domainevents/broker"
 	"github.com/domainevents/domainevents/eventbus"
 	"github.com/domainevents/domainevents/events"
+	"github.com/domainevents/domainevents/health"
 )
 
 func main() {
@@ -49,6 +52,21 @@ func run(ctx context.Context, log *slog.Logger, out io.Writer) (err error) {
 	bus := eventbus.New()
 	pub.Attach(bus)
 
+	// The readiness probe and status page, when EXAMPLE_STATUS_ADDR asks
+	// for them: the example then keeps serving until interrupted.
+	addr := os.Getenv("EXAMPLE_STATUS_ADDR")
+	if addr != "" {
+		h := &health.Handler{}
+		if err := h.Add("publisher", health.WithStatus(pub, pub.Status)); err != nil {
+			return err
+		}
+		stop, err := serveStatus(log, addr, h)
+		if err != nil {
+			return err
+		}
+		defer func() { err = errors.Join(err, stop()) }()
+	}
+
 	// The service's own code: publish on the bus.
 	orderID, userID := uuid.NewString(), uuid.NewString()
 	steps := []events.Event{
@@ -75,7 +93,35 @@ func run(ctx context.Context, log *slog.Logger, out io.Writer) (err error) {
 		}
 	}
 	log.Info("done", "status", pub.Status(ctx))
+	if addr != "" {
+		log.Info("serving the status endpoint until interrupted")
+		<-ctx.Done()
+	}
 	return nil
+}
+
+// serveStatus serves h's /healthz and /status on addr until stop.
+func serveStatus(log *slog.Logger, addr string, h *health.Handler) (stop func() error, err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("EXAMPLE_STATUS_ADDR: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/healthz", h)
+	mux.Handle("/status", h)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	log.Info("status endpoint", "addr", ln.Addr().String(), "health", "/healthz", "status", "/status")
+	return func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		err := srv.Shutdown(ctx)
+		if serr := <-done; !errors.Is(serr, http.ErrServerClosed) {
+			err = errors.Join(err, serr)
+		}
+		return err
+	}, nil
 }
 
 // printing is the broker used when MESSAGE_BROKER_ENABLED is false: it

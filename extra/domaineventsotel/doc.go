@@ -102,6 +102,11 @@
 // domainevents.spool.depth, domainevents.outbox.backlog,
 // domainevents.outbox.lag (see NewObserver for units and attributes).
 //
+// The module's folder has a Grafana dashboard over these metrics,
+// dashboards/domainevents.json, with their names as the OpenTelemetry
+// Prometheus exporter writes them (messaging_client_sent_messages_total,
+// domainevents_outbox_lag_seconds, ...; the README has the table).
+//
 // # Errors
 //
 // error.type is the broker category of the error (broker.Category):
