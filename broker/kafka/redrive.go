@@ -161,9 +161,35 @@ func (r *redriver) partition(ctx context.Context, p int32, res *broker.RedriveRe
 	defer func() { _ = pc.Close() }()
 	// Records are read up to the last one before end. (A partition whose
 	// last offsets are transaction markers would never deliver them: this
-	// library's producers are not transactional.)
+	// library's producers are not transactional.) The selected ones are
+	// re-produced in batches; the cursor then moves over the records
+	// moved, up to the first one that is not.
 	held := false // a record not moved holds the cursor
 	newCursor, atEnd := cursor, false
+	var window []readRecord             // read since the last flush, in order
+	var batch []*sarama.ProducerMessage // to re-produce
+	var owner []int                     // batch[i] is window[owner[i]]'s
+	flush := func() {
+		r.send(batch, func(i int, err error) {
+			w := &window[owner[i]]
+			res.Selected[w.item].Err = err
+			if err == nil {
+				res.Moved++
+				w.done = true
+				moved[w.offset] = true
+			}
+		})
+		for _, w := range window {
+			switch {
+			case held:
+			case w.done:
+				newCursor = w.offset + 1
+			default:
+				held, newCursor = true, w.offset
+			}
+		}
+		window, batch, owner = window[:0], batch[:0], owner[:0]
+	}
 	for !atEnd && !r.full(res) {
 		var rec *sarama.ConsumerMessage
 		select {
@@ -173,33 +199,28 @@ func (r *redriver) partition(ctx context.Context, p int32, res *broker.RedriveRe
 		case <-ctx.Done():
 			return ctx.Err()
 		}
-		done := moved[rec.Offset]
-		if !done {
+		w := readRecord{offset: rec.Offset, done: moved[rec.Offset], item: -1}
+		if !w.done {
 			res.Scanned++
 			item := r.inspect(rec)
 			if r.opts.Matches(item.DeadLetter) {
-				if !r.opts.DryRun {
-					item.Err = r.move(ctx, rec, item.To)
-					if ctx.Err() != nil {
-						return ctx.Err()
-					}
-					if item.Err == nil {
-						res.Moved++
-						done = true
-						moved[rec.Offset] = true
-					}
-				}
+				w.item = len(res.Selected)
 				res.Selected = append(res.Selected, item)
+				if !r.opts.DryRun {
+					owner = append(owner, len(window))
+					batch = append(batch, r.record(rec, item.To))
+				}
 			}
 		}
-		switch {
-		case held:
-		case done:
-			newCursor = rec.Offset + 1
-		default:
-			held, newCursor = true, rec.Offset
-		}
+		window = append(window, w)
 		atEnd = rec.Offset+1 >= end
+		if len(batch) >= redriveBatch {
+			flush()
+		}
+	}
+	flush()
+	if ctx.Err() != nil {
+		return ctx.Err()
 	}
 	if atEnd && !held {
 		newCursor = end
@@ -273,8 +294,19 @@ func (r *redriver) commit(p int32, offset int64, meta string) error {
 	return nil
 }
 
-// move re-produces rec to its topic and waits for the acknowledgement.
-func (r *redriver) move(ctx context.Context, rec *sarama.ConsumerMessage, to broker.Destination) error {
+// readRecord is a record of the dead-letter topic as a re-drive read it.
+type readRecord struct {
+	offset int64
+	done   bool // moved, now or by an earlier run
+	item   int  // its index in the result's Selected, -1 when not selected
+}
+
+// redriveBatch is how many records are re-produced at once.
+const redriveBatch = 256
+
+// record is the record rec goes back as: its key, value, timestamp and
+// headers, without those of the dead letter.
+func (r *redriver) record(rec *sarama.ConsumerMessage, to broker.Destination) *sarama.ProducerMessage {
 	pm := &sarama.ProducerMessage{Topic: to.Name, Value: sarama.ByteEncoder(rec.Value), Timestamp: rec.Timestamp}
 	if rec.Key != nil {
 		pm.Key = sarama.ByteEncoder(rec.Key)
@@ -284,10 +316,34 @@ func (r *redriver) move(ctx context.Context, rec *sarama.ConsumerMessage, to bro
 			pm.Headers = append(pm.Headers, *h)
 		}
 	}
-	if _, _, err := r.producer.SendMessage(pm); err != nil {
-		return r.fail(ctx, err, "produce to %q", to.Name)
+	return pm
+}
+
+// send produces batch, waits for every acknowledgement and calls done
+// with each record's index and outcome.
+func (r *redriver) send(batch []*sarama.ProducerMessage, done func(i int, err error)) {
+	if len(batch) == 0 {
+		return
 	}
-	return nil
+	err := r.producer.SendMessages(batch)
+	failed := map[*sarama.ProducerMessage]error{}
+	var perrs sarama.ProducerErrors
+	if errors.As(err, &perrs) {
+		for _, pe := range perrs {
+			failed[pe.Msg] = pe.Err
+		}
+	}
+	for i, pm := range batch {
+		ferr, ok := failed[pm]
+		if !ok && err != nil && len(perrs) == 0 {
+			ferr, ok = err, true // the whole batch failed
+		}
+		if ok {
+			done(i, wrap(opRedrive, ferr, "produce to %q", pm.Topic))
+			continue
+		}
+		done(i, nil)
+	}
 }
 
 // inspect reads a dead letter and where it goes back to.
