@@ -70,6 +70,19 @@ func (s *Store) DeadRows(ctx context.Context, f DeadFilter) ([]DeadRow, error) {
 	if err := f.validate(); err != nil {
 		return nil, invalid("dead rows", err)
 	}
+	return pages(f, func(after *DeadRow, n int) ([]DeadRow, error) {
+		rows, err := s.deadPage(ctx, s.db, f, after, n, false)
+		if err != nil {
+			return nil, dbErr("dead rows", err)
+		}
+		return rows, nil
+	})
+}
+
+// pages calls page for the dead rows f selects, deadBatch at a time in
+// (key, seq) order, each page after the last row of the one before, up to
+// f.Limit, and returns them all (those of the pages before an error too).
+func pages(f DeadFilter, page func(after *DeadRow, n int) ([]DeadRow, error)) ([]DeadRow, error) {
 	var out []DeadRow
 	var after *DeadRow
 	for f.Limit == 0 || len(out) < f.Limit {
@@ -77,13 +90,10 @@ func (s *Store) DeadRows(ctx context.Context, f DeadFilter) ([]DeadRow, error) {
 		if f.Limit > 0 {
 			n = min(n, f.Limit-len(out))
 		}
-		rows, err := s.deadPage(ctx, s.db, f, after, n, false)
-		if err != nil {
-			return out, dbErr("dead rows", err)
-		}
+		rows, err := page(after, n)
 		out = append(out, rows...)
-		if len(rows) < n {
-			break
+		if err != nil || len(rows) < n {
+			return out, err
 		}
 		after = &out[len(out)-1]
 	}
@@ -111,29 +121,15 @@ func (s *Store) Redrive(ctx context.Context, f DeadFilter) ([]DeadRow, error) {
 	if err := f.validate(); err != nil {
 		return nil, invalid("redrive", err)
 	}
-	var out []DeadRow
-	var after *DeadRow
-	for f.Limit == 0 || len(out) < f.Limit {
-		n := deadBatch
-		if f.Limit > 0 {
-			n = min(n, f.Limit-len(out))
-		}
-		// The pages follow the key order, so that a row re-driven and dead
-		// again while this runs is not taken twice.
+	// The pages follow the key order, so that a row re-driven and dead
+	// again while this runs is not taken twice.
+	return pages(f, func(after *DeadRow, n int) ([]DeadRow, error) {
 		rows, err := s.redriveBatch(ctx, f, after, n)
-		if err != nil {
-			return out, err
-		}
-		out = append(out, rows...)
 		if len(rows) > 0 {
 			s.Notify()
 		}
-		if len(rows) < n {
-			break
-		}
-		after = &out[len(out)-1]
-	}
-	return out, nil
+		return rows, err
+	})
 }
 
 // redriveBatch re-drives up to n rows after the row after, in one

@@ -5,8 +5,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -18,64 +16,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/domainevents/domainevents/broker"
+	"github.com/domainevents/domainevents/broker/brokertest"
 	"github.com/domainevents/domainevents/broker/kafka"
 )
-
-// levelCount counts log records per level and component.
-type levelCount struct {
-	mu sync.Mutex
-	n  map[string]int
-	b  strings.Builder
-}
-
-func (l *levelCount) Enabled(context.Context, slog.Level) bool { return true }
-func (l *levelCount) WithAttrs(as []slog.Attr) slog.Handler {
-	for _, a := range as {
-		if a.Key == "component" {
-			return &componentHandler{l, a.Value.String()}
-		}
-	}
-	return l
-}
-func (l *levelCount) WithGroup(string) slog.Handler                   { return l }
-func (l *levelCount) Handle(ctx context.Context, r slog.Record) error { return l.add("", r) }
-
-func (l *levelCount) add(comp string, r slog.Record) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.n == nil {
-		l.n = map[string]int{}
-	}
-	l.n[comp+" "+r.Level.String()]++
-	l.b.WriteString(comp + " " + r.Level.String() + " " + r.Message)
-	r.Attrs(func(a slog.Attr) bool { l.b.WriteString(" " + a.String()); return true })
-	l.b.WriteString("\n")
-	return nil
-}
-
-func (l *levelCount) count(key string) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.n[key]
-}
-
-func (l *levelCount) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-type componentHandler struct {
-	l    *levelCount
-	comp string
-}
-
-func (h *componentHandler) Enabled(context.Context, slog.Level) bool { return true }
-func (h *componentHandler) WithAttrs([]slog.Attr) slog.Handler       { return h }
-func (h *componentHandler) WithGroup(string) slog.Handler            { return h }
-func (h *componentHandler) Handle(_ context.Context, r slog.Record) error {
-	return h.l.add(h.comp, r)
-}
 
 // A lazily connecting publisher and subscriber whose SASL password the
 // cluster refuses keep trying, say so in Health (an error matching
@@ -109,7 +52,7 @@ func TestLazyRefusedPasswordShowsInHealth(t *testing.T) {
 	})
 	cfg := c.config(topic)
 	cfg.Username, cfg.Password = "svc", broker.NewSecret(password)
-	logs := &levelCount{}
+	logs := &brokertest.LogCounter{}
 	log := slog.New(logs)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -133,7 +76,7 @@ func TestLazyRefusedPasswordShowsInHealth(t *testing.T) {
 	}
 	waitFor(t, time.Minute, "attempts go on", func() bool { return refused.Load() >= 6 })
 	for _, comp := range []string{"kafka publisher", "kafka subscriber"} {
-		assert.Equal(t, 1, logs.count(comp+" ERROR"), "%s: the first refusal logged at Error, then at most every 30s:\n%s", comp, logs)
+		assert.Equal(t, 1, logs.Count(comp, slog.LevelError), "%s: the first refusal logged at Error, then at most every 30s:\n%s", comp, logs)
 	}
 	assert.NotContains(t, logs.String(), password)
 

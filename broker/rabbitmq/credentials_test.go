@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,64 +12,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/domainevents/domainevents/broker"
+	"github.com/domainevents/domainevents/broker/brokertest"
 	"github.com/domainevents/domainevents/broker/rabbitmq"
 )
-
-// logCount counts log records by component and level.
-type logCount struct {
-	mu    sync.Mutex
-	lines []string
-	n     map[string]int // "component level" -> records
-}
-
-func (l *logCount) Enabled(context.Context, slog.Level) bool { return true }
-func (l *logCount) WithAttrs([]slog.Attr) slog.Handler       { return l }
-func (l *logCount) WithGroup(string) slog.Handler            { return l }
-func (l *logCount) Handle(_ context.Context, r slog.Record) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var b strings.Builder
-	b.WriteString(r.Message)
-	comp := ""
-	r.Attrs(func(a slog.Attr) bool {
-		if a.Key == "component" {
-			comp = a.Value.String()
-		}
-		b.WriteString(" " + a.Key + "=" + a.Value.String())
-		return true
-	})
-	if l.n == nil {
-		l.n = map[string]int{}
-	}
-	l.n[comp+" "+r.Level.String()]++
-	l.lines = append(l.lines, b.String())
-	return nil
-}
-
-func (l *logCount) count(key string) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.n[key]
-}
-
-// most is the largest count of records at level of one component.
-func (l *logCount) most(level slog.Level) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	m := 0
-	for k, n := range l.n {
-		if strings.HasSuffix(k, " "+level.String()) {
-			m = max(m, n)
-		}
-	}
-	return m
-}
-
-func (l *logCount) all() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return strings.Join(l.lines, "\n")
-}
 
 // A lazily connecting publisher and subscriber whose password or virtual
 // host RabbitMQ refuses keep trying, say so in Health (an error matching
@@ -92,7 +35,7 @@ func TestLazyRefusedCredentialsShowInHealth(t *testing.T) {
 			p := newProxy(t)
 			cfg := f.config(p.Addr())
 			c.mutate(&cfg)
-			logs := &logCount{}
+			logs := &brokertest.LogCounter{}
 			log := slog.New(logs)
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
@@ -119,10 +62,10 @@ func TestLazyRefusedCredentialsShowInHealth(t *testing.T) {
 			// a refused login after about 3s).
 			waitFor(t, time.Minute, "attempts go on", func() bool { return p.Accepted() >= 6 })
 			for _, comp := range []string{"rabbitmq publisher", "rabbitmq subscriber"} {
-				assert.Equal(t, 1, logs.count(comp+" ERROR"), "%s: the first refusal logged at Error, then at most every 30s:\n%s", comp, logs.all())
+				assert.Equal(t, 1, logs.Count(comp, slog.LevelError), "%s: the first refusal logged at Error, then at most every 30s:\n%s", comp, logs)
 			}
-			assert.Equal(t, 1, logs.most(slog.LevelError), "no connection logs more than once:\n%s", logs.all())
-			assert.NotContains(t, logs.all(), "hunter2")
+			assert.Equal(t, 1, logs.Most(slog.LevelError), "no connection logs more than once:\n%s", logs)
+			assert.NotContains(t, logs.String(), "hunter2")
 		})
 	}
 }
