@@ -63,7 +63,12 @@ type Publisher struct {
 //   - a forwarder for typed events ([Publisher.Forward], [Publisher.Attach]).
 //
 // ctx bounds Open itself (and the first connection with
-// WithWaitForConnection). A bad cfg or option is an error matching
+// WithWaitForConnection). Wrong credentials or a virtual host the user may
+// not open do not fail Open (without WithWaitForConnection): the adapter
+// keeps trying, since an operator may fix the user, logs it at Error at
+// most every 30s, and [Publisher.Health] returns an error matching
+// broker.ErrUnauthorized that says so; wire Health to the readiness
+// probe. A bad cfg or option is an error matching
 // broker.ErrInvalid naming what is wrong; a spool directory another
 // process owns is an error matching deadletter.ErrLocked. Close the
 // Publisher when the service stops: it closes every part in order.
@@ -247,9 +252,10 @@ func (p *Publisher) Forward(ctx context.Context, e events.Event) error { return 
 func (p *Publisher) Attach(bus *eventbus.Bus) *eventbus.Subscription { return p.fwd.Attach(bus) }
 
 // Health reports whether the broker is reachable now: nil when connected,
-// otherwise an error matching broker.ErrUnavailable with the last
-// connection error (events are then retried and spooled, not lost), or
-// broker.ErrClosed after Close. It is what a readiness probe calls; it does
+// otherwise an error with the last connection error (events are then
+// retried and spooled, not lost) that matches broker.ErrUnauthorized when
+// the broker refused the credentials or the virtual host, and
+// broker.ErrUnavailable otherwise; or broker.ErrClosed after Close. It is what a readiness probe calls; it does
 // not touch the network.
 func (p *Publisher) Health(ctx context.Context) error {
 	p.closeMu.Lock()

@@ -18,7 +18,11 @@ import (
 // queues; on Kafka cfg.Topic in the consumer group cfg.ClientID. Like
 // [Open] it starts while the broker is down and connects in the background
 // (see [WithWaitForConnection]); the subscriber's Health says when it
-// consumes. ctx bounds OpenSubscriber itself. With cfg.Enabled false there
+// consumes. Wrong credentials or a virtual host the user may not open are
+// retried too (an operator may fix them), logged at Error at most every
+// 30s, and Health then returns an error matching broker.ErrUnauthorized
+// that says so: wire it to the readiness probe. ctx bounds OpenSubscriber
+// itself. With cfg.Enabled false there
 // is nothing to consume from: an error matching broker.ErrInvalid.
 func OpenSubscriber(ctx context.Context, cfg broker.Config, h broker.Handler, opts ...SubscriberOption) (broker.Subscriber, error) {
 	c := subscriberConfig{common: common{logger: slog.Default()}}

@@ -128,6 +128,16 @@
 // Published rows are deleted after [WithRetention]; pending and dead rows
 // never are.
 //
+// # Re-driving dead rows
+//
+// A dead row stays in the table with its last error. [Store.DeadRows]
+// lists them (by key, id, name, reason, age) and [Store.Redrive] puts the
+// same selection back to pending, attempts from 0, once the cause is
+// fixed; the command domainevents does both ("domainevents outbox list",
+// "domainevents outbox redrive --dry-run"). A re-driven row goes out
+// after the rows of its key that were published while it was dead, and
+// before those still pending; a key keeps at most one message in flight.
+//
 // # Inbox
 //
 // [Inbox.Handler] wraps a consumer's broker.Handler: in one transaction it

@@ -5,8 +5,10 @@ import (
 	"database/sql"
 	"fmt"
 	"log"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/domainevents/domainevents/bridge"
 	"github.com/domainevents/domainevents/broker"
@@ -114,4 +116,53 @@ func ExampleInbox_Handler() {
 	// Output:
 	// <nil> <nil>
 	// invoices: 1
+}
+
+// refusing is a broker that refuses every message for good, as a broker
+// does with one too large for it.
+type refusing struct{}
+
+func (refusing) Publish(_ context.Context, m broker.Message) error {
+	return &broker.Error{Op: "example", Kind: broker.ErrTooLarge, Err: fmt.Errorf("message %s is too large", m.ID)}
+}
+
+func (refusing) Close(context.Context) error { return nil }
+
+// A row the relay gave up on is listed with why, and put back to pending
+// once the cause is fixed; a relay then publishes it.
+func ExampleStore_Redrive() {
+	dir, _ := os.MkdirTemp("", "redrive-example-")
+	defer os.RemoveAll(dir)
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(dir, "orders.db")+"?_pragma=busy_timeout(5000)&_txlock=immediate")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer db.Close()
+	ctx := context.Background()
+	store, _ := outbox.New(db, outbox.SQLite)
+	_ = store.Migrate(ctx)
+	m := broker.Message{ID: "e-1", Name: "order.created", Key: "order-1", Body: []byte(`{}`)}
+	_ = store.Transact(ctx, func(ctx context.Context, _ *sql.Tx) error { return store.Publish(ctx, m) })
+
+	quiet := outbox.WithLogger(slog.New(slog.DiscardHandler))
+	relay, _ := outbox.NewRelay(store, refusing{}, quiet)
+	var dead []outbox.DeadRow
+	for len(dead) == 0 { // the relay dead-letters it at its first failure
+		time.Sleep(10 * time.Millisecond)
+		dead, _ = store.DeadRows(ctx, outbox.DeadFilter{Key: "order-1"})
+	}
+	_ = relay.Close(ctx)
+	fmt.Println(dead[0].Message.ID, "dead:", dead[0].Reason)
+
+	// The cause is fixed (the broker takes it now): re-drive it.
+	back, _ := store.Redrive(ctx, outbox.DeadFilter{Reason: "too large"})
+	fmt.Println("re-driven:", len(back))
+	b := make(announcing)
+	relay, _ = outbox.NewRelay(store, b, quiet)
+	defer relay.Close(ctx)
+	fmt.Println(<-b)
+	// Output:
+	// e-1 dead: example: message too large: message e-1 is too large
+	// re-driven: 1
+	// order.created of order order-1
 }

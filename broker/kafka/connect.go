@@ -80,12 +80,20 @@ func newConnector[T any](component string, addrs []string, topic string, o connO
 	}
 }
 
+// humanMax is the longest wait between attempts that fail for a reason
+// that needs a human (authentication, a missing topic): they go on, since
+// an operator may fix it, but need not hammer the cluster.
+const humanMax = 15 * time.Second
+
 // run dials until it succeeds or ctx ends (then the error matches
 // broker.ErrUnavailable and ctx.Err()). With stopOnFatal, an error that
 // retrying cannot heal (authentication, configuration, a missing topic)
-// is returned at once; without, it is retried like the others.
+// is returned at once; without, it is retried like the others, with waits
+// growing up to humanMax. Failures are logged, the first at once and then
+// at most every logEvery.
 func (c *connector[T]) run(ctx context.Context, stopOnFatal bool) (T, error) {
 	var lastLog time.Time
+	slow := backoff.Policy{Initial: c.policy.Initial, Max: max(c.policy.Max, humanMax)}
 	for n := 1; ; n++ {
 		v, err := c.attempt(ctx)
 		if err == nil {
@@ -103,14 +111,17 @@ func (c *connector[T]) run(ctx context.Context, stopOnFatal bool) (T, error) {
 			return zero, err
 		}
 		delay := c.policy.Delay(n)
-		level := slog.LevelDebug
+		if fatal {
+			delay = slow.Delay(n)
+		}
 		if now := c.now(); n == 1 || now.Sub(lastLog) >= logEvery {
-			level, lastLog = slog.LevelWarn, now
+			level := slog.LevelWarn
 			if fatal {
 				level = slog.LevelError
 			}
+			lastLog = now
+			c.log.Log(ctx, level, "kafka: cluster not reachable, retrying", "brokers", c.addrs, "attempt", n, "retry_in", delay, "err", err)
 		}
-		c.log.Log(ctx, level, "kafka: cluster not reachable, retrying", "brokers", c.addrs, "attempt", n, "retry_in", delay, "err", err)
 		t := time.NewTimer(delay)
 		select {
 		case <-ctx.Done():
@@ -186,7 +197,10 @@ func (c *connector[T]) tried() int {
 	return c.tries
 }
 
-// notReady is Health's answer while the connector has not succeeded yet.
+// notReady is Health's answer while the connector has not succeeded yet:
+// it matches broker.ErrUnauthorized when the last attempt was refused its
+// credentials (a human must fix them; the connector keeps trying),
+// broker.ErrUnavailable otherwise.
 func (c *connector[T]) notReady() error {
 	c.mu.Lock()
 	n, last := c.attempts, c.last
@@ -195,8 +209,18 @@ func (c *connector[T]) notReady() error {
 		return &broker.Error{Op: opConnect, Kind: broker.ErrUnavailable,
 			Err: fmt.Errorf("connecting to brokers %v", c.addrs)}
 	}
-	return &broker.Error{Op: opConnect, Kind: broker.ErrUnavailable,
+	return &broker.Error{Op: opConnect, Kind: healthKind(last),
 		Err: fmt.Errorf("brokers %v not reachable after %d attempts: last error: %w", c.addrs, n, last)}
+}
+
+// healthKind is the category of Health's error after last: the cluster
+// refused the credentials (broker.ErrUnauthorized), or anything else
+// (broker.ErrUnavailable).
+func healthKind(last error) error {
+	if errors.Is(last, broker.ErrUnauthorized) {
+		return broker.ErrUnauthorized
+	}
+	return broker.ErrUnavailable
 }
 
 // lastError is the last attempt's error text, for errors that must not

@@ -3,6 +3,7 @@ package kafka
 import (
 	"context"
 	"errors"
+	"strconv"
 	"time"
 
 	"github.com/IBM/sarama"
@@ -280,7 +281,11 @@ func (s *Subscriber) pause(session context.Context, d time.Duration) bool {
 func (s *Subscriber) deadLetter(session context.Context, d broker.Delivery, dl broker.DeadLetter, cause error) bool {
 	for try := 1; ; try++ {
 		ctx, cancel := context.WithTimeout(s.handlers, deadLetterTimeout)
-		err := s.dlq.Publish(ctx, dl.Annotated())
+		m := dl.Annotated()
+		m.Headers[HeaderOriginalTopic] = d.Origin.Destination
+		m.Headers[HeaderOriginalPartition] = strconv.Itoa(int(d.Origin.Partition))
+		m.Headers[HeaderOriginalOffset] = strconv.FormatInt(d.Origin.Offset, 10)
+		err := s.dlq.Publish(ctx, m)
 		cancel()
 		if err == nil {
 			s.stats.deadLettered.Add(1)

@@ -119,6 +119,12 @@
 // The Observer hears broker.ObservedRetry for each retry and
 // broker.ObservedDeadLetter for each dead letter.
 //
+// A dead letter keeps the record's key, value and headers and adds the
+// broker.HeaderDeadLetter* reason headers and where it came from
+// ([HeaderOriginalTopic], partition, offset). [Redrive] moves dead
+// letters back to their topic, selected by name, id or reason, with a dry
+// run; the command domainevents runs it ("domainevents dlq redrive").
+//
 // # Shutdown
 //
 // [Broker.Close] stops accepting (Publish returns broker.ErrClosed),

@@ -113,3 +113,17 @@ func ExampleNewDeadLetterSink() {
 	}
 	defer r.Close(ctx)
 }
+
+// Send the dead letters of "<topic>.dlq" whose handler failed back to
+// their topic; a later run does not move them again.
+func ExampleRedrive() {
+	cfg, err := broker.ConfigFromEnv()
+	if err != nil {
+		log.Fatal(err)
+	}
+	res, err := kafka.Redrive(context.Background(), cfg, cfg.Topic+".dlq", broker.RedriveOptions{Reason: broker.CategoryHandlerFailed})
+	if err != nil {
+		log.Fatal(err)
+	}
+	log.Printf("moved %d of %d (failed: %d)", res.Moved, len(res.Selected), res.Failed())
+}

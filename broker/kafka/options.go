@@ -199,7 +199,11 @@ func WithConnectBackoff(first, max time.Duration) Option {
 // broker.ErrUnavailable and the ctx error, not broker.ErrOutcomeUnknown: the
 // record was not sent), Health reports broker.ErrUnavailable with the last
 // error, and errors that cannot heal by retrying (authentication, a missing
-// topic) are retried too: someone may fix them. Default: off, New waits
+// topic) are retried too, with waits growing up to 15s, logged at Error
+// at most every 30s: someone may fix them. A refused login (a wrong SASL
+// password or mechanism, no permission on the topic) makes Health return
+// an error matching broker.ErrUnauthorized that says so (never the
+// password), so that a readiness probe shows it. Default: off, New waits
 // until connected or its ctx ends, and fails at once on those errors.
 func WithLazyConnect() Option {
 	return connOption(func(o *connOptions) error {

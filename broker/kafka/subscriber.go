@@ -192,7 +192,7 @@ func (s *Subscriber) Health(ctx context.Context) error {
 	case st >= stateClosing:
 		return &broker.Error{Op: opConsume, Kind: broker.ErrClosed}
 	case last != nil:
-		return &broker.Error{Op: opConsume, Kind: broker.ErrUnavailable,
+		return &broker.Error{Op: opConsume, Kind: healthKind(last),
 			Err: fmt.Errorf("consumer group %q on topic %q: last session failed: %v", s.groupID, s.topic, last)}
 	}
 	if err := s.dlq.Health(ctx); err != nil {

@@ -229,7 +229,7 @@ func TestStateSubscriberLazyConnect(t *testing.T) {
 	answers <- wrap(opConnect, sarama.ErrTopicAuthorizationFailed, "topic %q", "orders.events")
 	<-dialing // retried: someone may grant the ACL
 	err := s.Health(context.Background())
-	assert.ErrorIs(t, err, broker.ErrUnavailable)
+	assert.ErrorIs(t, err, broker.ErrUnauthorized, "a human must grant it: Health says so")
 	assert.Contains(t, err.Error(), "not authorized")
 	closeSub(t, s)
 	answers <- nil

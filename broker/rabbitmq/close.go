@@ -88,10 +88,12 @@ func (b *Broker) Close(ctx context.Context) error {
 }
 
 // Health reports whether the Broker can publish now: nil when connected;
-// otherwise an error matching broker.ErrUnavailable that says why (not
-// connected, with the last connection error; the broker blocking
-// publishers on a resource alarm), or broker.ErrClosed. It is what a
-// readiness probe calls; it does not touch the network.
+// otherwise an error that says why (not connected, with the last
+// connection error; the broker blocking publishers on a resource alarm),
+// matching broker.ErrUnauthorized when RabbitMQ refused the credentials or
+// the virtual host (the Broker keeps trying: an operator may fix the
+// user), broker.ErrUnavailable for any other reason, or broker.ErrClosed.
+// It is what a readiness probe calls; it does not touch the network.
 func (b *Broker) Health(context.Context) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -99,7 +101,11 @@ func (b *Broker) Health(context.Context) error {
 		return errClosed
 	}
 	if why := b.why(); why != "" {
-		return &broker.Error{Op: opPublish, Kind: broker.ErrUnavailable, Err: fmt.Errorf("exchange %s: %s", b.exchange, why)}
+		kind := broker.ErrUnavailable
+		if b.sess == nil {
+			kind = healthKind(b.lastErr)
+		}
+		return &broker.Error{Op: opPublish, Kind: kind, Err: fmt.Errorf("exchange %s: %s", b.exchange, why)}
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package rabbitmq
 
 import (
 	"context"
+	"maps"
 
 	"github.com/domainevents/domainevents/broker"
 )
@@ -12,7 +13,9 @@ import (
 // durable queue "<exchange>.dlq" bound to everything ("#"), declared on
 // every (re)connect. Each message keeps its body, message_id, type, routing
 // key and headers, plus the broker.HeaderDeadLetter* headers giving the
-// reason. ctx bounds connecting only.
+// reason and [HeaderOriginalExchange] and [HeaderOriginalRoutingKey]
+// saying where it was going ([Redrive] sends it there). ctx bounds
+// connecting only.
 func NewDeadLetterSink(ctx context.Context, cfg broker.Config, opts ...PublisherOption) (*broker.BrokerSink, error) {
 	cfg, o, err := publisherSetup(cfg, opts)
 	if err != nil {
@@ -25,5 +28,20 @@ func NewDeadLetterSink(ctx context.Context, cfg broker.Config, opts ...Publisher
 	if err != nil {
 		return nil, err
 	}
-	return broker.NewBrokerSink(b, "rabbitmq queue "+queue), nil
+	return broker.NewBrokerSink(origin{b, cfg.Exchange}, "rabbitmq queue "+queue), nil
+}
+
+// origin publishes through the dead-letter exchange, adding where each
+// message was going: the exchange, and its name as the routing key.
+type origin struct {
+	*Broker
+	exchange string
+}
+
+func (o origin) Publish(ctx context.Context, m broker.Message) error {
+	h := make(map[string]string, len(m.Headers)+2)
+	maps.Copy(h, m.Headers)
+	h[HeaderOriginalExchange], h[HeaderOriginalRoutingKey] = o.exchange, m.Name
+	m.Headers = h
+	return o.Broker.Publish(ctx, m)
 }

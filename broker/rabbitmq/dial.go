@@ -86,7 +86,7 @@ func (c *connector) connect(ctx context.Context) (connection, string, error) {
 	c.mu.Unlock()
 	conn, err := c.dial(ctx, t)
 	if err != nil {
-		return nil, t.addr, wrap(opConnect, t.addr, err)
+		return nil, t.addr, connectErr(t.addr, err)
 	}
 	return conn, t.addr, nil
 }
@@ -121,13 +121,19 @@ func (c *connector) eachOnce(ctx context.Context, try func(context.Context) erro
 // failure at once, then at most once per interval.
 const logEvery = 30 * time.Second
 
+// humanMax is the longest wait between attempts that fail for a reason
+// that needs a human (refused credentials or virtual host): they go on,
+// since an operator may fix the user, but need not hammer the broker.
+const humanMax = 15 * time.Second
+
 // retry calls try with the backoff policy between attempts until it
 // succeeds (true) or stop closes or life ends (false). try gets the attempt
 // number, from 1. Failures are logged, at Error when retrying cannot help
-// by itself (the password changed, say: it needs a human), the first at
-// once and then at most every logEvery.
+// by itself (the password changed, say: it needs a human; the waits then
+// grow up to humanMax), the first at once and then at most every logEvery.
 func (c *connector) retry(stop <-chan struct{}, what string, try func(attempt int) error) bool {
 	policy := backoff.Policy{Initial: c.opts.backoffInitial, Max: c.opts.backoffMax}
+	slow := backoff.Policy{Initial: c.opts.backoffInitial, Max: max(c.opts.backoffMax, humanMax)}
 	var lastLog time.Time
 	for attempt := 1; ; attempt++ {
 		select {
@@ -146,6 +152,9 @@ func (c *connector) retry(stop <-chan struct{}, what string, try func(attempt in
 			return false
 		}
 		delay := policy.Delay(attempt)
+		if !broker.IsRetryable(err) {
+			delay = slow.Delay(attempt)
+		}
 		if now := time.Now(); now.Sub(lastLog) >= logEvery {
 			lastLog = now
 			lvl := slog.LevelWarn

@@ -135,8 +135,15 @@
 // [WithRetryDelay] (default 1s) with its attempt number in the "x-attempt"
 // header; after [WithMaxAttempts] (default 5), or at once for an error
 // matching broker.ErrInvalid, it goes to "<queue>.dlq" with the
-// broker.HeaderDeadLetter* reason headers. The subscriber reconnects like
-// the publisher; unacknowledged deliveries are redelivered (at least once).
+// broker.HeaderDeadLetter* reason headers and the exchange and routing key
+// it was first published with ([HeaderOriginalExchange],
+// [HeaderOriginalRoutingKey]). The subscriber reconnects like the
+// publisher; unacknowledged deliveries are redelivered (at least once).
+//
+// [Redrive] moves dead letters from "<queue>.dlq" (or the publisher's
+// "<exchange>.dlq") back to their exchange and routing key, selected by
+// name, id or reason, with a dry run; the command domainevents runs it
+// ("domainevents dlq redrive").
 //
 // # Queue types and retries across a broker crash
 //

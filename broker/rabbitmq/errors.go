@@ -97,6 +97,30 @@ func wrap(op, what string, err error) error {
 	return adapter.Wrap(op, kind, err)
 }
 
+// connectErr is wrap for a failed dial of addr. RabbitMQ answers
+// connection.open for a virtual host the user may not open (it does not
+// exist, the user has no permission on it) with 530 NOT_ALLOWED: like a
+// refused login, that needs a human, so it matches broker.ErrUnauthorized.
+func connectErr(addr string, err error) error {
+	var ae *amqp.Error
+	if errors.As(err, &ae) && ae.Code == amqp.NotAllowed {
+		return adapter.Wrap(opConnect, broker.ErrUnauthorized,
+			fmt.Errorf("%s: the user may not open the virtual host (does it exist? has the user permissions on it?): %w", addr, err))
+	}
+	return wrap(opConnect, addr, err)
+}
+
+// healthKind is the category of Health's error while the adapter is not
+// connected and last is the last attempt's error: broker.ErrUnauthorized
+// when the credentials or the virtual host were refused (a human must fix
+// them; the adapter keeps trying), broker.ErrUnavailable otherwise.
+func healthKind(last error) error {
+	if errors.Is(last, broker.ErrUnauthorized) {
+		return broker.ErrUnauthorized
+	}
+	return broker.ErrUnavailable
+}
+
 // declareErr is wrap for a failed declaration, with the table's hint.
 func declareErr(what string, err error) error {
 	var ae *amqp.Error

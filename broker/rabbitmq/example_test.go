@@ -47,3 +47,25 @@ func ExampleNew() {
 		log.Fatal(err) // confirmed by RabbitMQ when nil
 	}
 }
+
+// Look at what a subscriber dead-lettered, then send the messages of one
+// event name back to their exchange and routing key.
+func ExampleRedrive() {
+	ctx := context.Background()
+	cfg, err := broker.ConfigFromEnv()
+	if err != nil {
+		log.Fatal(err)
+	}
+	dry, err := rabbitmq.Redrive(ctx, cfg, "billing.orders.dlq", broker.RedriveOptions{DryRun: true})
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, d := range dry.Selected {
+		log.Printf("%s %s -> %s %s: %s (%s)", d.Message.ID, d.Message.Name, d.To.Name, d.To.RoutingKey, d.Reason, d.Category)
+	}
+	res, err := rabbitmq.Redrive(ctx, cfg, "billing.orders.dlq", broker.RedriveOptions{Name: "order.created"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	log.Printf("moved %d of %d (failed: %d)", res.Moved, len(res.Selected), res.Failed())
+}

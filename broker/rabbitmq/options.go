@@ -266,10 +266,15 @@ func WithReconnectBackoff(initial, max time.Duration) Option {
 // WithLazyConnect makes New and NewSubscriber return at once, without a
 // connection: the adapter connects in the background, with the reconnect
 // backoff, logging failures (the first at Warn, then at most every 30s).
-// Meanwhile publishes wait (up to their ctx) and [Broker.Health] reports
-// the last error. Use it so that a service can start while the broker is
-// down. Default: New waits for the first connection and fails if no address
-// answers, or at once on bad credentials or topology.
+// Meanwhile publishes wait (up to their ctx) and [Broker.Health] (and
+// [Subscriber.Health]) reports the last error. Use it so that a service
+// can start while the broker is down. A wrong password or a virtual host
+// the user may not open is retried too (an operator may fix the user),
+// with waits growing up to 15s, logged at Error at most every 30s, and
+// Health then returns an error matching broker.ErrUnauthorized that says
+// so (never the password): a readiness probe shows it. Default: New waits
+// for the first connection and fails if no address answers, or at once on
+// bad credentials or topology.
 func WithLazyConnect() Option {
 	return connOption(func(o *connOptions) error {
 		o.lazy = true

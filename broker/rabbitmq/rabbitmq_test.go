@@ -180,7 +180,7 @@ func TestConnectErrors(t *testing.T) {
 	}{
 		{"wrong password", func(c *broker.Config) { c.Password = broker.NewSecret("hunter2-wrong") }, nil, broker.ErrUnauthorized, "password"},
 		{"unknown user", func(c *broker.Config) { c.Username = "nobody" }, nil, broker.ErrUnauthorized, ""},
-		{"missing vhost", func(c *broker.Config) { c.VHost = "no-such-vhost-" + uuid.NewString()[:6] }, nil, nil, "vhost"},
+		{"missing vhost", func(c *broker.Config) { c.VHost = "no-such-vhost-" + uuid.NewString()[:6] }, nil, broker.ErrUnauthorized, "virtual host"},
 		{"exchange type mismatch", func(c *broker.Config) { c.Exchange = fanout }, nil, broker.ErrInvalid, "different type"},
 		{"passive, missing exchange", func(c *broker.Config) { c.Exchange = "det.missing." + uuid.NewString()[:6] },
 			[]rabbitmq.PublisherOption{rabbitmq.WithPassive()}, broker.ErrUnroutable, "does not exist"},

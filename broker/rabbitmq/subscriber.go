@@ -27,9 +27,15 @@ const (
 	// HeaderFirstFailure carries when the delivery first failed (RFC 3339),
 	// so that its dead letter can say so.
 	HeaderFirstFailure = "x-first-failure"
-	// HeaderOriginalRoutingKey carries, on a dead letter, the routing key
-	// the message was first published with.
+	// HeaderOriginalRoutingKey carries, on a dead letter and on a retried
+	// delivery's copy, the routing key the message was first published
+	// with (the event name): a copy travels through the default exchange,
+	// and a quorum queue's retry queue dead-letters it back under the
+	// queue's name, so the copy's own routing key is not the original.
 	HeaderOriginalRoutingKey = "x-original-routing-key"
+	// HeaderOriginalExchange carries, with HeaderOriginalRoutingKey, the
+	// exchange the message was first published to.
+	HeaderOriginalExchange = "x-original-exchange"
 )
 
 // Subscriber consumes a durable queue bound to the exchange and hands each
@@ -350,10 +356,11 @@ func (s *Subscriber) process(d amqp.Delivery, w workerState) {
 	m.Headers = copyHeaders(m.Headers)
 	if adapter.Outcome(err, del.Attempt, s.opts.maxAttempts) {
 		m = adapter.DeadLetterOf(del, err, del.Attempt, first, now).Annotated()
-		m.Headers[HeaderOriginalRoutingKey] = d.RoutingKey
+		m.Headers[HeaderOriginalExchange], m.Headers[HeaderOriginalRoutingKey] = del.Origin.Exchange, del.Origin.RoutingKey
 		s.park(d, del, err, s.queue.Name+".dlq", m, broker.ObservedDeadLetter)
 		return
 	}
+	m.Headers[HeaderOriginalExchange], m.Headers[HeaderOriginalRoutingKey] = del.Origin.Exchange, del.Origin.RoutingKey
 	m.Headers[HeaderAttempt] = strconv.Itoa(del.Attempt + 1)
 	m.Headers[HeaderFirstFailure] = first.UTC().Format(time.RFC3339Nano)
 	if s.queue.Type == Quorum {
@@ -450,14 +457,14 @@ func copyHeaders(h map[string]string) map[string]string {
 }
 
 // toDelivery maps an AMQP delivery to a broker.Delivery, reading (and
-// removing) the retry headers: the attempt number and the first failure.
+// removing) the retry headers: the attempt number, the first failure, and
+// the exchange and routing key a retried copy was first published with
+// (its Origin).
 func toDelivery(d amqp.Delivery, queue, source string) (broker.Delivery, time.Time) {
 	m := broker.Message{ID: d.MessageId, Name: d.Type, Body: d.Body, ContentType: d.ContentType, Time: d.Timestamp}
-	if m.Name == "" {
-		m.Name = d.RoutingKey
-	}
 	attempt, returns := 1, 0
 	var first time.Time
+	exchange, key := d.Exchange, d.RoutingKey
 	if len(d.Headers) > 0 {
 		m.Headers = make(map[string]string, len(d.Headers))
 		for k, v := range d.Headers {
@@ -468,6 +475,10 @@ func toDelivery(d amqp.Delivery, queue, source string) (broker.Delivery, time.Ti
 				}
 			case HeaderFirstFailure:
 				first, _ = time.Parse(time.RFC3339Nano, fmt.Sprint(v))
+			case HeaderOriginalExchange:
+				exchange = fmt.Sprint(v)
+			case HeaderOriginalRoutingKey:
+				key = fmt.Sprint(v)
 			case "x-delivery-count": // quorum queues: this copy's returns (crash, disconnect, nack)
 				if n, err := strconv.Atoi(fmt.Sprint(v)); err == nil && n > 0 {
 					returns = n
@@ -481,7 +492,10 @@ func toDelivery(d amqp.Delivery, queue, source string) (broker.Delivery, time.Ti
 			}
 		}
 	}
+	if m.Name == "" {
+		m.Name = key
+	}
 	attempt += returns // an upper bound of the handler's attempts: never an undercount
 	return broker.Delivery{Message: m, Attempt: attempt, Source: source, Origin: broker.Origin{System: "rabbitmq",
-		Destination: queue, Exchange: d.Exchange, RoutingKey: d.RoutingKey, Partition: -1}}, first
+		Destination: queue, Exchange: exchange, RoutingKey: key, Partition: -1}}, first
 }

@@ -67,8 +67,10 @@ func (s *Subscriber) Close(ctx context.Context) error {
 }
 
 // Health reports whether the Subscriber is consuming: nil when connected;
-// otherwise an error matching broker.ErrUnavailable with the last
-// connection error, or broker.ErrClosed. It does not touch the network.
+// otherwise an error with the last connection error, matching
+// broker.ErrUnauthorized when RabbitMQ refused the credentials or the
+// virtual host (the Subscriber keeps trying), broker.ErrUnavailable
+// otherwise; or broker.ErrClosed. It does not touch the network.
 func (s *Subscriber) Health(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -80,7 +82,7 @@ func (s *Subscriber) Health(ctx context.Context) error {
 		if s.lastErr != nil {
 			why = fmt.Sprintf("not connected (last error: %v)", s.lastErr)
 		}
-		return &broker.Error{Op: opConsume, Kind: broker.ErrUnavailable, Err: fmt.Errorf("queue %s: %s", s.queue.Name, why)}
+		return &broker.Error{Op: opConsume, Kind: healthKind(s.lastErr), Err: fmt.Errorf("queue %s: %s", s.queue.Name, why)}
 	}
 	return s.pub.Health(ctx)
 }

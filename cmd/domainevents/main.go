@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -20,6 +22,9 @@ type command struct {
 
 // commands are the subcommands, in the order the usage lists them.
 var commands = []command{
+	{"spool", "list or replay the local spool: spool list|replay", runSpool},
+	{"outbox", "list or re-drive the outbox's dead rows: outbox list|redrive", runOutbox},
+	{"dlq", "list or re-drive the broker's dead-letter queue or topic: dlq list|redrive", runDLQ},
 	{"contracts", "write the JSON Schema and AsyncAPI contracts of the order events", runContracts},
 }
 
@@ -66,4 +71,30 @@ func usage(w io.Writer) {
 		fmt.Fprintf(w, "  %-12s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintf(w, "\n'domainevents <command> -h' describes a command's flags.\n")
+}
+
+// subcommand is one action of a command (spool list, outbox redrive...).
+type subcommand struct {
+	name string
+	run  func(ctx context.Context, log *slog.Logger, out io.Writer, args []string) error
+}
+
+// dispatch runs the subcommand args[0] of command name.
+func dispatch(ctx context.Context, log *slog.Logger, out io.Writer, name string, subs []subcommand, args []string) error {
+	var known []string
+	for _, s := range subs {
+		known = append(known, s.name)
+	}
+	if len(args) == 0 {
+		return fmt.Errorf("%s: want a subcommand: %s", name, strings.Join(known, ", "))
+	}
+	for _, s := range subs {
+		if s.name == args[0] {
+			if err := s.run(ctx, log, out, args[1:]); !errors.Is(err, flag.ErrHelp) {
+				return err
+			}
+			return nil
+		}
+	}
+	return fmt.Errorf("%s: unknown subcommand %q: want one of %s", name, args[0], strings.Join(known, ", "))
 }

@@ -18,7 +18,7 @@
 // somewhere to go; on Kafka the topic orders.events must exist (or be
 // auto-created by the cluster). It starts even if the broker is down: the
 // events are retried, then kept in the spool (MESSAGE_BROKER_SPOOL_DIR) and
-// replayed when the broker is back; the cmd/deadletters command lists the
+// replayed when the broker is back; "domainevents spool list" (cmd/domainevents) lists the
 // spool.
 //
 // With EXAMPLE_STATUS_ADDR set (127.0.0.1:8081, say) it also serves the

@@ -23,6 +23,7 @@ type Proxy struct {
 	conns    map[net.Conn]*proxyConn
 	refusing bool
 	closed   bool
+	accepted int            // connections accepted so far
 	wg       sync.WaitGroup // accept loops and pipes
 }
 
@@ -67,6 +68,14 @@ func (p *Proxy) Conns() int {
 	return len(p.conns)
 }
 
+// Accepted is the number of connections the proxy accepted so far: the
+// client's connection attempts.
+func (p *Proxy) Accepted() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.accepted
+}
+
 func (p *Proxy) serve(ln net.Listener) {
 	p.ln = ln
 	p.wg.Add(1)
@@ -77,6 +86,9 @@ func (p *Proxy) serve(ln net.Listener) {
 			if err != nil {
 				return
 			}
+			p.mu.Lock()
+			p.accepted++
+			p.mu.Unlock()
 			p.wg.Add(1)
 			go p.handle(c)
 		}

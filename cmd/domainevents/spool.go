@@ -3,12 +3,10 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
-	"os/signal"
 	"time"
 
 	"github.com/domainevents/domainevents"
@@ -16,39 +14,36 @@ import (
 	"github.com/domainevents/domainevents/broker/deadletter"
 )
 
-func main() {
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	flag.Usage = func() {
-		fmt.Fprintf(flag.CommandLine.Output(), "usage: deadletters list|replay\n\n"+
-			"The spool and the broker come from the MESSAGE_BROKER_* variables, as for the service.\n")
-	}
-	flag.Parse()
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
-	defer stop()
-	if err := run(ctx, log, os.Stdout, flag.Args()); err != nil {
-		log.Error("deadletters failed", "err", err)
-		os.Exit(1)
-	}
+// runSpool lists or replays the local spool of a service (see the
+// package doc).
+func runSpool(ctx context.Context, log *slog.Logger, out io.Writer, args []string) error {
+	return dispatch(ctx, log, out, "spool", []subcommand{
+		{"list", spoolList},
+		{"replay", spoolReplay},
+	}, args)
 }
 
-func run(ctx context.Context, log *slog.Logger, out io.Writer, args []string) error {
-	if len(args) != 1 || (args[0] != "list" && args[0] != "replay") {
-		flag.Usage()
-		return errors.New("want one command: list or replay")
+// spoolDir is the spool of the service the MESSAGE_BROKER_* variables
+// describe, after the flags (none but -h).
+func spoolDir(name string, args []string) (broker.Config, string, error) {
+	fs := newFlags("spool "+name, "The spool and the broker come from the MESSAGE_BROKER_* variables, as for the service.")
+	if err := parse(fs, args); err != nil {
+		return broker.Config{}, "", err
 	}
 	cfg, err := broker.ConfigFromEnv()
 	if err != nil {
-		return fmt.Errorf("configuration: %w", err)
+		return cfg, "", fmt.Errorf("configuration: %w", err)
 	}
-	dir := domainevents.SpoolDir(cfg)
-	if args[0] == "list" {
-		return list(out, dir)
-	}
-	return replay(ctx, log, out, cfg, dir)
+	return cfg, domainevents.SpoolDir(cfg), nil
 }
 
-// list reads the spool without its lock: it works while the service runs.
-func list(out io.Writer, dir string) error {
+// spoolList reads the spool without its lock: it works while the service
+// runs.
+func spoolList(_ context.Context, _ *slog.Logger, out io.Writer, args []string) error {
+	_, dir, err := spoolDir("list", args)
+	if err != nil {
+		return err
+	}
 	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
 		_, err := fmt.Fprintf(out, "0 event(s): %s does not exist\n", dir)
 		return err
@@ -56,12 +51,8 @@ func list(out io.Writer, dir string) error {
 	n := 0
 	rep, err := deadletter.Inspect(dir, func(d broker.DeadLetter) error {
 		n++
-		reason := d.Reason
-		if len(reason) > 160 {
-			reason = reason[:160] + "..."
-		}
 		_, err := fmt.Fprintf(out, "%s  %-22s key=%s  %s  attempts=%d  last=%s  %s\n", d.Message.ID, d.Message.Name,
-			d.Message.Key, d.Category, d.Attempts, d.LastFailure.Format(time.RFC3339), reason)
+			d.Message.Key, d.Category, d.Attempts, d.LastFailure.Format(time.RFC3339), clip(d.Reason))
 		return err
 	})
 	if err != nil {
@@ -74,9 +65,13 @@ func list(out io.Writer, dir string) error {
 	return err
 }
 
-// replay opens the spool (refused while a service owns it) and the broker
-// the way the service does, and replays.
-func replay(ctx context.Context, log *slog.Logger, out io.Writer, cfg broker.Config, dir string) error {
+// spoolReplay opens the spool (refused while a service owns it) and the
+// broker the way the service does, and replays.
+func spoolReplay(ctx context.Context, log *slog.Logger, out io.Writer, args []string) error {
+	cfg, dir, err := spoolDir("replay", args)
+	if err != nil {
+		return err
+	}
 	if !cfg.Enabled {
 		return errors.New("MESSAGE_BROKER_ENABLED is false: there is no broker to replay to")
 	}

@@ -1,10 +1,7 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"io"
-	"log/slog"
 	"os"
 	"strconv"
 	"testing"
@@ -19,12 +16,12 @@ import (
 	"github.com/domainevents/domainevents/internal/rabbittest"
 )
 
-// TestListAndReplay: list works while a service owns the spool, replay
-// refuses then (naming the owner), and replays everything to RabbitMQ once
-// the spool is free.
-func TestListAndReplay(t *testing.T) {
+// spool list works while a service owns the spool, spool replay refuses
+// then (naming the owner), and replays everything to RabbitMQ once the
+// spool is free.
+func TestSpoolListAndReplay(t *testing.T) {
 	admin := rabbittest.RequireRabbit(t)
-	exchange := "det.deadletters." + strconv.FormatInt(time.Now().UnixNano(), 36)
+	exchange := "det.domainevents." + strconv.FormatInt(time.Now().UnixNano(), 36)
 	queue := exchange + ".q"
 	t.Cleanup(func() {
 		ch, err := admin.Channel()
@@ -51,24 +48,23 @@ func TestListAndReplay(t *testing.T) {
 		ids = append(ids, m.ID)
 		require.NoError(t, service.Put(context.Background(), broker.DeadLetter{Message: m, Reason: "connection refused", Category: "unavailable", Attempts: 5}))
 	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 
-	var out bytes.Buffer
-	require.NoError(t, run(context.Background(), log, &out, []string{"list"}), "list works while the service runs")
+	out, err := cli(t, "spool", "list")
+	require.NoError(t, err, "list works while the service runs")
 	for _, id := range ids {
-		assert.Contains(t, out.String(), id)
+		assert.Contains(t, out, id)
 	}
-	assert.Contains(t, out.String(), "connection refused")
-	assert.Contains(t, out.String(), "3 event(s)")
+	assert.Contains(t, out, "connection refused")
+	assert.Contains(t, out, "3 event(s)")
 
-	err = run(context.Background(), log, &out, []string{"replay"})
+	_, err = cli(t, "spool", "replay")
 	require.ErrorIs(t, err, deadletter.ErrLocked, "replay refuses while the service owns the spool")
 	assert.Contains(t, err.Error(), "process "+strconv.Itoa(os.Getpid()))
 	require.NoError(t, service.Close())
 
-	out.Reset()
-	require.NoError(t, run(context.Background(), log, &out, []string{"replay"}))
-	assert.Contains(t, out.String(), "replayed 3/3")
+	out, err = cli(t, "spool", "replay")
+	require.NoError(t, err)
+	assert.Contains(t, out, "replayed 3/3")
 	ch, err := admin.Channel()
 	require.NoError(t, err)
 	defer ch.Close()
@@ -82,9 +78,7 @@ func TestListAndReplay(t *testing.T) {
 	for _, id := range ids {
 		assert.True(t, got[id], "event %s replayed", id)
 	}
-	out.Reset()
-	require.NoError(t, run(context.Background(), log, &out, []string{"list"}))
-	assert.Contains(t, out.String(), "0 event(s)")
-
-	assert.Error(t, run(context.Background(), log, &out, []string{"explode"}))
+	out, err = cli(t, "spool", "list")
+	require.NoError(t, err)
+	assert.Contains(t, out, "0 event(s)")
 }
