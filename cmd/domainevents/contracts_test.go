@@ -98,6 +98,6 @@ func TestContractsBadFlags(t *testing.T) {
 	}
 	t.Run("unknown command", func(t *testing.T) {
 		err := run(context.Background(), slog.New(slog.NewTextHandler(io.Discard, nil)), io.Discard, []string{"contract"})
-		require.ErrorContains(t, err, `unknown command "contract": want one of contracts`)
+		require.ErrorContains(t, err, `unknown command "contract": want one of spool, outbox, dlq, contracts`)
 	})
 }
