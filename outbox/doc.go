@@ -150,8 +150,11 @@
 // # Errors
 //
 // Bad arguments and options match broker.ErrInvalid and name what is
-// wrong; database failures match broker.ErrUnavailable and carry the
-// driver's error; context errors are returned as they are.
+// wrong. Database failures read "outbox: database: <operation>: <the
+// driver's error>" and match [ErrDatabase] (and broker.ErrUnavailable:
+// the transaction may succeed when tried again); errors.As reaches the
+// driver's error. They never read as the broker's, and never carry the
+// DSN. Context errors are returned as they are.
 //
 // # Shutdown
 //

@@ -117,22 +117,6 @@ func (s *Store) Dialect() Dialect { return s.dialect }
 // Tables returns the table names in use.
 func (s *Store) Tables() Tables { return s.tables }
 
-// Migrate creates the tables and indexes when they do not exist yet ([DDL]
-// with the Store's table names). It is idempotent and changes nothing that
-// exists.
-func (s *Store) Migrate(ctx context.Context) error {
-	stmts, err := ddl(s.dialect, s.tables)
-	if err != nil {
-		return invalid("migrate", err)
-	}
-	for _, st := range stmts {
-		if _, err := s.db.ExecContext(ctx, st); err != nil {
-			return dbErr("migrate", err)
-		}
-	}
-	return nil
-}
-
 type txKey struct{}
 
 // WithTx returns a ctx carrying tx: [Store.Publish] called with it (or with
@@ -170,7 +154,8 @@ func TxFrom(ctx context.Context) (*sql.Tx, bool) {
 // matching broker.ErrInvalid that says so (nothing is ever published
 // outside a transaction); after [Store.Close], broker.ErrClosed; a
 // database error (duplicate id, connection lost, transaction aborted)
-// matches broker.ErrUnavailable and carries the driver's error. A ctx that
+// matches [ErrDatabase] and broker.ErrUnavailable and carries the
+// driver's error. A ctx that
 // is already done returns ctx.Err(). The transaction is yours: Publish
 // never commits or rolls it back.
 func (s *Store) Publish(ctx context.Context, msg broker.Message) error {
@@ -394,13 +379,4 @@ WHERE NOT EXISTS (SELECT 1 FROM `+o+` o WHERE o.msg_key = k.msg_key) LIMIT ?`), 
 // invalid is a bad argument or option: it matches broker.ErrInvalid.
 func invalid(op string, err error) error {
 	return &broker.Error{Op: "outbox: " + op, Kind: broker.ErrInvalid, Err: err}
-}
-
-// dbErr is a database failure: it matches broker.ErrUnavailable (the store
-// could not take or give the message) and carries the driver's error.
-func dbErr(op string, err error) error {
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		return err
-	}
-	return &broker.Error{Op: "outbox: " + op, Kind: broker.ErrUnavailable, Err: err}
 }
