@@ -39,4 +39,3 @@ func dbErr(op string, err error) error {
 	}
 	return &dbError{op: op, err: err}
 }
-

@@ -176,4 +176,3 @@ func sqliteBusy(err error) bool {
 func discard(conn *sql.Conn) {
 	_ = conn.Raw(func(any) error { return driver.ErrBadConn })
 }
-

@@ -115,4 +115,3 @@ func runMigrateRounds(t *testing.T, db *dbtest.DB, rounds int) {
 	t.Logf("%s: %d rounds of %d processes calling Migrate at once on fresh tables: %d failures", db.Kind, rounds, procs, failures)
 	assert.Zero(t, failures)
 }
-
