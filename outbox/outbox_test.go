@@ -63,6 +63,7 @@ func TestBadArguments(t *testing.T) {
 			return err
 		}(), "unqualified"},
 		{"nil hook", func() error { _, err := outbox.New(db, outbox.SQLite, outbox.WithMessageHook(nil)); return err }(), "WithMessageHook"},
+		{"max size", func() error { _, err := outbox.New(db, outbox.SQLite, outbox.WithMaxMessageSize(0)); return err }(), "WithMaxMessageSize(0)"},
 		{"nil broker", func() error { _, err := outbox.NewRelay(s, nil); return err }(), "must not be nil"},
 		{"timeout vs lease", func() error {
 			_, err := outbox.NewRelay(s, &brokertest.Recorder{}, outbox.WithLease(time.Second), outbox.WithPublishTimeout(time.Second))
@@ -153,6 +154,7 @@ func TestWrite(t *testing.T) {
 			write(t, s, m)
 			err := s.Transact(ctx, func(ctx context.Context, _ *sql.Tx) error { return s.Publish(ctx, m) })
 			require.ErrorIs(t, err, broker.ErrUnavailable)
+			require.ErrorIs(t, err, outbox.ErrDatabase)
 			assert.Contains(t, err.Error(), m.ID)
 		})
 
