@@ -78,8 +78,14 @@ func OpenRelay(ctx context.Context, cfg broker.Config, store *outbox.Store, opts
 	if r.adapter, r.where, err = openRelayAdapter(ctx, cfg, c); err != nil {
 		return nil, err
 	}
+	hc, _ := r.adapter.(broker.HealthChecker)
 	for _, mw := range c.middleware {
 		r.adapter = mw(r.adapter)
+	}
+	if _, ok := r.adapter.(broker.HealthChecker); !ok && hc != nil {
+		// The relay learns from the adapter's Health when the broker is
+		// away and back: keep it visible through a middleware that hides it.
+		r.adapter = healthOf{Broker: r.adapter, hc: hc}
 	}
 	if limit := MaxMessageSize(cfg); cfg.Enabled && store.MaxMessageSize() > limit {
 		r.log.Warn("domainevents: the outbox store takes messages larger than the broker's default limit: they would fail in the relay instead of failing the writer's transaction; "+
@@ -137,6 +143,15 @@ func openRelayAdapter(ctx context.Context, cfg broker.Config, c relayConfig) (br
 	}
 	return nil, "", invalid(fmt.Errorf("%s=%q: unknown broker type", broker.EnvType, cfg.Type))
 }
+
+// healthOf is a broker with the Health of another (the adapter under a
+// middleware).
+type healthOf struct {
+	broker.Broker
+	hc broker.HealthChecker
+}
+
+func (h healthOf) Health(ctx context.Context) error { return h.hc.Health(ctx) }
 
 // MaxMessageSize is the largest message the broker cfg names takes with
 // the adapter's defaults, as outbox.WithMaxMessageSize counts it (body,

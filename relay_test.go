@@ -206,3 +206,31 @@ func TestOpenRelayUnroutableInHealth(t *testing.T) {
 	assert.Equal(t, 1, got[m.ID])
 	assert.Zero(t, r.Stats().DeadLettered)
 }
+
+// plainMiddleware hides what it wraps, Health included.
+type plainMiddleware struct{ next broker.Broker }
+
+func (p plainMiddleware) Publish(ctx context.Context, m broker.Message) error {
+	return p.next.Publish(ctx, m)
+}
+func (p plainMiddleware) Close(ctx context.Context) error { return p.next.Close(ctx) }
+
+// A middleware that does not pass Health on does not hide the adapter's
+// from the relay: its Health still says the broker is away.
+func TestOpenRelayKeepsTheAdaptersHealthUnderMiddleware(t *testing.T) {
+	admin := requireRabbit(t)
+	proxy := rabbittest.NewProxy(t, rabbittest.Addr())
+	proxy.Refuse()
+	cfg := rabbitConfig(t, admin, proxy.Addr())
+	db := dbtest.OpenSQLite(t)
+	s, err := outbox.New(db.DB, outbox.SQLite)
+	require.NoError(t, err)
+	require.NoError(t, s.Migrate(context.Background()))
+	r, err := domainevents.OpenRelay(context.Background(), cfg, s, domainevents.WithLogger(brokertest.Logger(t)),
+		domainevents.WithPublishMiddleware(func(next broker.Broker) broker.Broker { return plainMiddleware{next} }))
+	require.NoError(t, err)
+	defer r.Close(context.Background())
+	err = r.Health(context.Background())
+	require.ErrorIs(t, err, broker.ErrUnavailable)
+	assert.Contains(t, err.Error(), "not connected")
+}
