@@ -22,7 +22,12 @@ import (
 // course and without breaking per-key order; see the package doc for how.
 //
 // A Relay runs from [NewRelay] until [Relay.Close]. It does not own the
-// Broker: close the Relay first, then the Broker.
+// Broker: close the Relay first, then the Broker. Give it the adapter
+// itself (rabbitmq.New or kafka.New, with their WithLazyConnect to start
+// while the broker is down; domainevents.OpenRelay builds it from the
+// configuration), not a retry layer with a dead-letter sink: the table is
+// the durable store and the relay waits for the broker itself, while a
+// spool would take a key's event out of its order.
 type Relay struct {
 	s     *Store
 	b     broker.Broker
