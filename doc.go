@@ -2,7 +2,8 @@
 // publish its domain events reliably, or to consume them: [Open] and
 // [OpenSubscriber] read a broker.Config (broker.ConfigFromEnv: the
 // MESSAGE_BROKER_* variables) and wire the parts that live in the
-// subpackages.
+// subpackages; [OpenRelay] does the same for the relay of a transactional
+// outbox (package outbox).
 //
 //	cfg, err := broker.ConfigFromEnv()
 //	pub, err := domainevents.Open(ctx, cfg)
@@ -41,4 +42,15 @@
 // [Publisher.Health] (and the subscriber's Health) is what a readiness
 // probe calls: nil when connected. [Publisher.Status] adds the spool's
 // depth.
+//
+// # The outbox relay
+//
+// [OpenRelay] publishes what an outbox.Store holds through the adapter
+// cfg.Type names, connecting in the background so that it starts while
+// the broker is down, with no retry layer and no spool in front of it:
+// the outbox table is the durable store, and the relay waits for the
+// broker as long as it takes. [Relay.Health] says what stops it (the
+// database, the broker away, the broker refusing the messages), and
+// [Relay.Close] closes the relay, then the adapter. [MaxMessageSize] is
+// the configured broker's limit, for outbox.WithMaxMessageSize.
 package domainevents

@@ -11,13 +11,15 @@ import (
 	"github.com/domainevents/domainevents/broker/kafka"
 	"github.com/domainevents/domainevents/broker/rabbitmq"
 	"github.com/domainevents/domainevents/broker/retry"
+	"github.com/domainevents/domainevents/outbox"
 )
 
-// Option configures both [Open] and [OpenSubscriber]. Each option's doc
-// names its default.
+// Option configures [Open], [OpenSubscriber] and [OpenRelay]. Each
+// option's doc names its default.
 type Option interface {
 	PublisherOption
 	SubscriberOption
+	RelayOption
 }
 
 // PublisherOption configures [Open]; giving one to [OpenSubscriber] does
@@ -30,6 +32,17 @@ type PublisherOption interface {
 // not compile.
 type SubscriberOption interface {
 	applySubscriber(*subscriberConfig) error
+}
+
+// RelayOption configures [OpenRelay].
+type RelayOption interface {
+	applyRelay(*relayConfig) error
+}
+
+// AdapterOption configures the adapter of both [Open] and [OpenRelay].
+type AdapterOption interface {
+	PublisherOption
+	RelayOption
 }
 
 type common struct {
@@ -59,10 +72,45 @@ type subscriberConfig struct {
 	kafka  []kafka.SubscriberOption
 }
 
+type relayConfig struct {
+	common
+	rabbit     []rabbitmq.PublisherOption
+	kafka      []kafka.PublisherOption
+	outbox     []outbox.RelayOption
+	noop       broker.Broker
+	middleware []func(broker.Broker) broker.Broker
+}
+
+// adapterConfig is what Open and OpenRelay share: the adapter's options.
+type adapterConfig struct {
+	rabbit     *[]rabbitmq.PublisherOption
+	kafka      *[]kafka.PublisherOption
+	noop       *broker.Broker
+	middleware *[]func(broker.Broker) broker.Broker
+}
+
+func (c *publisherConfig) adapter() adapterConfig {
+	return adapterConfig{&c.rabbit, &c.kafka, &c.noop, &c.middleware}
+}
+
+func (c *relayConfig) adapter() adapterConfig {
+	return adapterConfig{&c.rabbit, &c.kafka, &c.noop, &c.middleware}
+}
+
 type commonOption func(*common) error
 
 func (f commonOption) applyPublisher(c *publisherConfig) error   { return f(&c.common) }
 func (f commonOption) applySubscriber(c *subscriberConfig) error { return f(&c.common) }
+func (f commonOption) applyRelay(c *relayConfig) error           { return f(&c.common) }
+
+type adapterOption func(adapterConfig) error
+
+func (f adapterOption) applyPublisher(c *publisherConfig) error { return f(c.adapter()) }
+func (f adapterOption) applyRelay(c *relayConfig) error         { return f(c.adapter()) }
+
+type relayOption func(*relayConfig) error
+
+func (f relayOption) applyRelay(c *relayConfig) error { return f(c) }
 
 type publisherOption func(*publisherConfig) error
 
@@ -73,8 +121,8 @@ type subscriberOption func(*subscriberConfig) error
 func (f subscriberOption) applySubscriber(c *subscriberConfig) error { return f(c) }
 
 // WithLogger sets where every part logs (each line names its component:
-// rabbitmq publisher, kafka subscriber, retry, spool replay...). Default
-// slog.Default().
+// rabbitmq publisher, kafka subscriber, retry, spool replay, outbox
+// relay...). Default slog.Default().
 func WithLogger(l *slog.Logger) Option {
 	return commonOption(func(c *common) error {
 		if l == nil {
@@ -86,7 +134,8 @@ func WithLogger(l *slog.Logger) Option {
 }
 
 // WithObserver gives every part the one instrumentation hook: retries,
-// dead letters, connections, spool depth. Default: none.
+// dead letters, connections, spool depth, outbox backlog (every 10 s).
+// Default: none.
 func WithObserver(o broker.Observer) Option {
 	return commonOption(func(c *common) error {
 		if o == nil {
@@ -97,11 +146,12 @@ func WithObserver(o broker.Observer) Option {
 	})
 }
 
-// WithWaitForConnection makes Open and OpenSubscriber wait for the first
-// connection (bounded by their ctx) and fail if the broker cannot be
-// reached. Default: they return at once and connect in the background, so
-// that a service starts while the broker is down; its events wait, retry,
-// and are spooled meanwhile.
+// WithWaitForConnection makes Open, OpenSubscriber and OpenRelay wait for
+// the first connection (bounded by their ctx) and fail if the broker
+// cannot be reached. Default: they return at once and connect in the
+// background, so that a service starts while the broker is down; its
+// events wait, retry, and are spooled (Open) or stay in the outbox
+// (OpenRelay) meanwhile.
 func WithWaitForConnection() Option {
 	return commonOption(func(c *common) error {
 		c.wait = true
@@ -109,20 +159,30 @@ func WithWaitForConnection() Option {
 	})
 }
 
-// WithRabbitMQ passes options to rabbitmq.New (and the dead-letter sink),
-// after Open's own. Default: none.
-func WithRabbitMQ(opts ...rabbitmq.PublisherOption) PublisherOption {
-	return publisherOption(func(c *publisherConfig) error {
-		c.rabbit = append(c.rabbit, opts...)
+// WithRabbitMQ passes options to rabbitmq.New (and Open's dead-letter
+// sink), after Open's or OpenRelay's own. Default: none.
+func WithRabbitMQ(opts ...rabbitmq.PublisherOption) AdapterOption {
+	return adapterOption(func(c adapterConfig) error {
+		*c.rabbit = append(*c.rabbit, opts...)
 		return nil
 	})
 }
 
-// WithKafka passes options to kafka.New (and the dead-letter sink), after
-// Open's own. Default: none.
-func WithKafka(opts ...kafka.PublisherOption) PublisherOption {
-	return publisherOption(func(c *publisherConfig) error {
-		c.kafka = append(c.kafka, opts...)
+// WithKafka passes options to kafka.New (and Open's dead-letter sink),
+// after Open's or OpenRelay's own. Default: none.
+func WithKafka(opts ...kafka.PublisherOption) AdapterOption {
+	return adapterOption(func(c adapterConfig) error {
+		*c.kafka = append(*c.kafka, opts...)
+		return nil
+	})
+}
+
+// WithOutboxRelay passes options to outbox.NewRelay, after OpenRelay's own
+// (outbox.WithLogger, and outbox.WithObserver when [WithObserver] is
+// given). Default: none.
+func WithOutboxRelay(opts ...outbox.RelayOption) RelayOption {
+	return relayOption(func(c *relayConfig) error {
+		c.outbox = append(c.outbox, opts...)
 		return nil
 	})
 }
@@ -179,28 +239,28 @@ func WithSpoolDir(dir string) PublisherOption {
 // WithDisabledBroker sets the broker used when the configuration disables
 // the real one (MESSAGE_BROKER_ENABLED=false), e.g. one that prints or
 // records what it gets. Default: broker/noop.
-func WithDisabledBroker(b broker.Broker) PublisherOption {
-	return publisherOption(func(c *publisherConfig) error {
+func WithDisabledBroker(b broker.Broker) AdapterOption {
+	return adapterOption(func(c adapterConfig) error {
 		if b == nil {
 			return errors.New("WithDisabledBroker: broker is nil")
 		}
-		c.noop = b
+		*c.noop = b
 		return nil
 	})
 }
 
 // WithPublishMiddleware wraps the adapter with mw: every attempt of every
-// publish (and every replay of the spool) goes through it, inside the
-// retry layer. Instrumentation uses it (the OpenTelemetry module's
-// WrapBroker makes a send span per attempt and carries the trace context
-// in the message headers). Given several times, the first wraps
-// innermost. Default: none.
-func WithPublishMiddleware(mw func(next broker.Broker) broker.Broker) PublisherOption {
-	return publisherOption(func(c *publisherConfig) error {
+// publish (and every replay of the spool) goes through it, inside Open's
+// retry layer; with OpenRelay, every publish of the relay. Instrumentation
+// uses it (the OpenTelemetry module's WrapBroker makes a send span per
+// attempt and carries the trace context in the message headers). Given
+// several times, the first wraps innermost. Default: none.
+func WithPublishMiddleware(mw func(next broker.Broker) broker.Broker) AdapterOption {
+	return adapterOption(func(c adapterConfig) error {
 		if mw == nil {
 			return errors.New("WithPublishMiddleware: middleware is nil")
 		}
-		c.middleware = append(c.middleware, mw)
+		*c.middleware = append(*c.middleware, mw)
 		return nil
 	})
 }

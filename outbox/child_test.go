@@ -81,6 +81,8 @@ func runChild(role string) int {
 		err = runRelayChild(c, log)
 	case "consumer":
 		err = runConsumer(c, log)
+	case "migrate":
+		err = runMigrateChild(c)
 	default:
 		err = fmt.Errorf("unknown child role %q", role)
 	}

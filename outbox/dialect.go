@@ -257,6 +257,10 @@ type queries struct {
 	markPublished, markRetry, markDead, release string
 	prune, pruneKeys, backlog                   string
 	inboxInsert, inboxCleanup                   string
+
+	// dueNow makes every pending row backing off due at once (the broker
+	// is back).
+	dueNow string
 }
 
 func newQueries(d Dialect, t Tables) queries {
@@ -318,6 +322,7 @@ WHERE state = 0 AND lease_owner = ? AND id = ?`
 	q.markDead = `UPDATE ` + o + ` SET state = 2, dead_at = ` + now + `, last_error = ?, lease_owner = NULL, lease_until = NULL
 WHERE state = 0 AND lease_owner = ? AND id = ?`
 	q.release = `UPDATE ` + o + ` SET lease_owner = NULL, lease_until = NULL WHERE state = 0 AND lease_owner = ?`
+	q.dueNow = `UPDATE ` + o + ` SET next_attempt_at = ` + now + ` WHERE state = 0 AND next_attempt_at > ` + now
 
 	older := q.plus("?") // now - retention: the parameter is negative
 	switch d {

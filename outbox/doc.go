@@ -111,19 +111,51 @@
 //
 // # Failures and poison messages
 //
-// A failed publish backs off (full jitter, [WithBackoff]) and its row is
-// tried again; meanwhile its key waits, other keys flow. A row that failed
-// [WithMaxAttempts] times (every claim counts, so a message that kills its
-// relay counts too), or that can never be published (the broker says
-// broker.ErrInvalid or broker.ErrTooLarge), goes to the [WithDeadLetter]
-// sink and is marked dead, and its key moves on: a poison message blocks
-// its own key only, for its attempts only. Unroutable, rejected and
-// unauthorized messages are retried, not dead-lettered at once as a direct
-// publish would: the row is safe in the table, an operator may bind the
-// missing queue, and dead-lettering would let the key's next event
-// overtake it. A broker that already dead-lettered the message (it
-// returned broker.ErrDeadLettered, as a retry.Broker with a sink does)
-// has it marked dead at once.
+// A failed publish leaves its row pending, to be tried again; meanwhile
+// its key waits, other keys flow. What happens next depends on the error's
+// category, and only these errors can make a row dead:
+//
+//   - broker.ErrInvalid or broker.ErrTooLarge: the message can never be
+//     published. Dead at its first failure.
+//   - broker.ErrDeadLettered: the broker already put the message in a
+//     dead-letter sink (a retry.Broker with one). Marked dead at once, not
+//     published twice. (Put no retry layer with a spool in front of a
+//     relay: the table is the durable store, and a spool would let a
+//     key's later events overtake the spooled one.)
+//   - An error of no category (a broker or middleware outside this module
+//     that does not classify its errors), or a panic in Publish (recovered
+//     by the relay): maybe the message's own fault. It backs off
+//     ([WithBackoff]) and is dead at its [WithMaxAttempts]-th such
+//     failure in the relay process.
+//
+// Every other failure is the broker's, and never makes a row dead, however
+// long it lasts:
+//
+//   - broker.ErrUnavailable (unreachable, reconnecting, nacked, outcome
+//     unknown), broker.ErrClosed, the publish's own deadline: the broker
+//     is away. The row is tried again after a backoff capped at
+//     [WithBrokerBackoff] (5 s), for as long as it takes. When publishes
+//     have failed this way for a second with none succeeding, the relay
+//     sends one row at a time until one goes through (a probe), instead
+//     of piling copies into an adapter that cannot deliver them.
+//   - broker.ErrUnroutable, broker.ErrUnauthorized, broker.ErrRejected:
+//     the broker is up and its configuration refuses the message (no
+//     queue bound, no permission). The row is held the same way, the
+//     relay reports it loudly ([Relay.Health] returns an error of that
+//     category with the broker's reason; the observer sees each retry;
+//     an Error log line at most every 30 s) and publishes it once an
+//     operator fixed it. Dead-lettering would lose the key's order: its
+//     next event would overtake it.
+//
+// Attempts are counted in the attempts column all the same (every claim
+// counts), for observability.
+//
+// When the broker comes back, the rows that were waiting go out at once,
+// not after the backoff each had reached: the relay learns it from the
+// broker's Health (broker.HealthChecker, which the RabbitMQ and Kafka
+// adapters implement) turning nil after it had said the broker was down,
+// or from the first publish that succeeds; it then makes every pending row
+// that is backing off due (one UPDATE) and claims.
 //
 // Published rows are deleted after [WithRetention]; pending and dead rows
 // never are.
@@ -160,8 +192,11 @@
 // # Errors
 //
 // Bad arguments and options match broker.ErrInvalid and name what is
-// wrong; database failures match broker.ErrUnavailable and carry the
-// driver's error; context errors are returned as they are.
+// wrong. Database failures read "outbox: database: <operation>: <the
+// driver's error>" and match [ErrDatabase] (and broker.ErrUnavailable:
+// the transaction may succeed when tried again); errors.As reaches the
+// driver's error. They never read as the broker's, and never carry the
+// DSN. Context errors are returned as they are.
 //
 // # Shutdown
 //

@@ -63,6 +63,7 @@ func TestBadArguments(t *testing.T) {
 			return err
 		}(), "unqualified"},
 		{"nil hook", func() error { _, err := outbox.New(db, outbox.SQLite, outbox.WithMessageHook(nil)); return err }(), "WithMessageHook"},
+		{"max size", func() error { _, err := outbox.New(db, outbox.SQLite, outbox.WithMaxMessageSize(0)); return err }(), "WithMaxMessageSize(0)"},
 		{"nil broker", func() error { _, err := outbox.NewRelay(s, nil); return err }(), "must not be nil"},
 		{"timeout vs lease", func() error {
 			_, err := outbox.NewRelay(s, &brokertest.Recorder{}, outbox.WithLease(time.Second), outbox.WithPublishTimeout(time.Second))
@@ -153,6 +154,7 @@ func TestWrite(t *testing.T) {
 			write(t, s, m)
 			err := s.Transact(ctx, func(ctx context.Context, _ *sql.Tx) error { return s.Publish(ctx, m) })
 			require.ErrorIs(t, err, broker.ErrUnavailable)
+			require.ErrorIs(t, err, outbox.ErrDatabase)
 			assert.Contains(t, err.Error(), m.ID)
 		})
 
@@ -326,7 +328,7 @@ func TestMarksOnlyAfterConfirm(t *testing.T) {
 			return nil
 		}
 		write(t, s, held, failing)
-		r := startRelay(t, s, g, fastRelay(outbox.WithBackoff(time.Hour, time.Hour))...)
+		r := startRelay(t, s, g, fastRelay(outbox.WithBackoff(time.Hour, time.Hour), outbox.WithBrokerBackoff(time.Hour))...)
 
 		brokertest.WaitFor(t, 10*time.Second, "publish in flight", func() bool { return g.isWaiting(held.ID) })
 		st := stateOf(t, db, held.ID)
@@ -344,7 +346,9 @@ func TestMarksOnlyAfterConfirm(t *testing.T) {
 		brokertest.WaitFor(t, 10*time.Second, "marked after the confirm", func() bool { return stateOf(t, db, held.ID).State == 1 })
 		assert.False(t, stateOf(t, db, held.ID).Owner.Valid)
 		brokertest.WaitFor(t, 10*time.Second, "counted", func() bool { return r.Stats().Published == 1 })
-		assert.Equal(t, int64(1), r.Stats().Retried)
+		// The held row's confirm tells the relay the broker is back, which
+		// makes the failing row due again at once: retried at least once.
+		assert.GreaterOrEqual(t, r.Stats().Retried, int64(1))
 	})
 }
 
@@ -392,14 +396,15 @@ func TestLostLeaseDoesNotMark(t *testing.T) {
 	})
 }
 
-// One key's messages always fail: each is dead-lettered after N attempts,
-// in seq order, while every other key flows.
+// One key's messages always fail with an error of no category (maybe
+// the message's own fault): each is dead-lettered after N attempts, in seq
+// order, while every other key flows.
 func TestPoisonKeyIsolated(t *testing.T) {
 	dbtest.All(t, func(t *testing.T, db *dbtest.DB) {
 		s := newStore(t, db)
 		rec := &brokertest.Recorder{Fail: func(m broker.Message) error {
 			if m.Key == "poison" {
-				return &broker.Error{Op: "test", Kind: broker.ErrRejected, Err: errors.New("nack")}
+				return errors.New("nack") // no category: counted against WithMaxAttempts
 			}
 			return nil
 		}}
@@ -429,7 +434,7 @@ func TestPoisonKeyIsolated(t *testing.T) {
 		for i, d := range sink.all() {
 			assert.Equal(t, poison[i].ID, d.Message.ID, "dead-lettered in seq order")
 			assert.Equal(t, 3, d.Attempts)
-			assert.Equal(t, broker.CategoryRejected, d.Category)
+			assert.Equal(t, broker.CategoryUnknown, d.Category)
 			assert.Contains(t, d.Reason, "nack")
 			st := stateOf(t, db, poison[i].ID)
 			assert.Equal(t, 2, st.State)

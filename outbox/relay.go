@@ -22,7 +22,12 @@ import (
 // course and without breaking per-key order; see the package doc for how.
 //
 // A Relay runs from [NewRelay] until [Relay.Close]. It does not own the
-// Broker: close the Relay first, then the Broker.
+// Broker: close the Relay first, then the Broker. Give it the adapter
+// itself (rabbitmq.New or kafka.New, with their WithLazyConnect to start
+// while the broker is down; domainevents.OpenRelay builds it from the
+// configuration), not a retry layer with a dead-letter sink: the table is
+// the durable store and the relay waits for the broker itself, while a
+// spool would take a key's event out of its order.
 type Relay struct {
 	s     *Store
 	b     broker.Broker
@@ -44,6 +49,15 @@ type Relay struct {
 
 	claimed, published, retried, deadLettered, lostLeases atomic.Int64
 	lastErr                                               atomic.Pointer[errBox]
+
+	// What the relay knows of the broker (relay_failure.go): its problems
+	// for Health, its Health if it has one, and the watcher that learns
+	// from it when an outage is over.
+	bstate  brokerState
+	health  broker.HealthChecker // b's, or nil
+	down    chan struct{}        // (buffered 1) a publish failed: the broker may be away
+	paused  atomic.Bool          // the broker's Health says it is away: claim nothing
+	watcher sync.WaitGroup
 }
 
 type errBox struct{ err error }
@@ -73,8 +87,11 @@ func NewRelay(s *Store, b broker.Broker, opts ...RelayOption) (*Relay, error) {
 	if c.owner == "" {
 		c.owner = defaultOwner()
 	}
+	c.logger = c.logger.With("component", "outbox relay")
 	r := &Relay{s: s, b: b, c: c, owner: c.owner, wake: make(chan struct{}, 1), results: make(chan result, c.maxInFlight),
-		advances: make(chan []string, 64)}
+		advances: make(chan []string, 64), down: make(chan struct{}, 1),
+		bstate: brokerState{problems: map[string]*problem{}, faults: map[string]int{}}}
+	r.health, _ = b.(broker.HealthChecker)
 	r.run, r.cancel = context.WithCancel(context.Background())
 	s.addWaker(r.wake)
 	r.claimer.Add(1)
@@ -85,6 +102,10 @@ func NewRelay(s *Store, b broker.Broker, opts ...RelayOption) (*Relay, error) {
 	go r.advanceLoop()
 	r.keeper.Add(1)
 	go r.housekeeping()
+	if r.health != nil {
+		r.watcher.Add(1)
+		go r.watchBroker()
+	}
 	return r, nil
 }
 
@@ -127,6 +148,12 @@ func (r *Relay) claimLoop() {
 			return
 		}
 		room := r.c.maxInFlight - int(r.inflight.Load())
+		switch {
+		case r.paused.Load():
+			room = 0 // the broker's Health says it is away: its watcher wakes us when it is back
+		case r.probing():
+			room = 1 - int(r.inflight.Load()) // the broker is away: one row at a time finds out when it is back
+		}
 		n := min(room, r.c.batch)
 		got := 0
 		if n > 0 {
@@ -223,7 +250,7 @@ func (r *Relay) sleep(d time.Duration) bool {
 func (r *Relay) publish(w row) {
 	defer r.publishers.Done()
 	ctx, cancel := context.WithTimeout(r.run, r.c.publishTimeout)
-	err := r.b.Publish(ctx, w.msg)
+	err := r.publishSafely(ctx, w.msg)
 	cancel()
 	res := result{row: w, err: err, when: time.Now()}
 	if err == nil {
@@ -354,21 +381,44 @@ func (r *Relay) setErr(err error) {
 	r.lastErr.Store(&errBox{err})
 }
 
-// Health returns nil while the relay runs and its last claim reached the
-// database; an error matching broker.ErrUnavailable with the last database
-// error otherwise, or broker.ErrClosed after Close. It pings the database
-// (bounded by ctx).
+// Health returns nil while the relay can do its work: the database
+// answers and the broker takes its messages. Otherwise it returns what is
+// wrong, every problem joined, each matching its category:
+//
+//   - the database does not answer, or the last claim failed: an error
+//     matching [ErrDatabase] (and broker.ErrUnavailable) with the driver's
+//     error;
+//   - the broker refuses the relay's messages (no queue bound for their
+//     routing key, no permission, a broker-specific refusal): an error
+//     matching broker.ErrUnroutable, broker.ErrUnauthorized or
+//     broker.ErrRejected with the broker's reason, while such failures go
+//     on (their rows stay pending and are published once it is fixed; the
+//     report ends a few backoffs after the last failure);
+//   - the broker is unavailable: the broker's own Health error, when it
+//     implements broker.HealthChecker, or an error matching
+//     broker.ErrUnavailable with the last failure, until a publish
+//     succeeds;
+//   - after Close: broker.ErrClosed.
+//
+// It pings the database and asks the broker's Health, bounded by ctx.
 func (r *Relay) Health(ctx context.Context) error {
 	if r.closing.Begun() {
 		return &broker.Error{Op: "outbox: health", Kind: broker.ErrClosed}
 	}
+	var errs []error
 	if err := r.s.db.PingContext(ctx); err != nil {
-		return dbErr("health", err)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		errs = append(errs, dbErr("health", err))
+	} else if b := r.lastErr.Load(); b != nil {
+		errs = append(errs, b.err)
 	}
-	if b := r.lastErr.Load(); b != nil {
-		return &broker.Error{Op: "outbox: health", Kind: broker.ErrUnavailable, Err: b.err}
+	errs = append(errs, r.brokerProblems(ctx)...)
+	if len(errs) == 1 {
+		return errs[0]
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // RelayStats counts a relay's work since it started.
@@ -411,6 +461,7 @@ func (r *Relay) Close(ctx context.Context) error {
 	go func() {
 		r.claimer.Wait()
 		r.keeper.Wait()
+		r.watcher.Wait()
 		r.spawnMu.Lock()
 		r.draining = true
 		r.spawnMu.Unlock()

@@ -22,6 +22,7 @@ type relayConfig struct {
 	poll           time.Duration
 	maxAttempts    int
 	backoff        backoff.Policy
+	brokerMax      time.Duration
 	sink           broker.DeadLetterSink
 	retention      time.Duration
 	pruneEvery     time.Duration
@@ -39,6 +40,7 @@ func defaultRelayConfig() relayConfig {
 		poll:           time.Second,
 		maxAttempts:    10,
 		backoff:        backoff.Policy{Initial: time.Second, Max: 5 * time.Minute},
+		brokerMax:      5 * time.Second,
 		retention:      24 * time.Hour,
 		pruneEvery:     time.Minute,
 		gaugeEvery:     10 * time.Second,
@@ -124,8 +126,17 @@ func WithPollInterval(d time.Duration) RelayOption {
 	}
 }
 
-// WithMaxAttempts sets how many times a row is claimed before, failing
-// again, it is dead-lettered (and its key moves on). Default 10.
+// WithMaxAttempts bounds the failures that may be the message's own: a
+// row whose publish fails n times in this relay process with an error of
+// no category (from a broker or middleware that does not classify its
+// errors as broker.Broker's contract asks) or with a panic in Publish is
+// dead-lettered, and its key moves on. Nothing else counts: the broker's
+// failures (unavailable, timed out, closed, unroutable, unauthorized,
+// rejected) never make a row dead however long they last, and a message
+// that can never be published (broker.ErrInvalid, broker.ErrTooLarge) is
+// dead at its first failure. The count is kept in memory: a row tried by
+// several relays, or across restarts, may fail more often than n. (The
+// attempts column counts every claim, for observability.) Default 10.
 func WithMaxAttempts(n int) RelayOption {
 	return func(c *relayConfig) error {
 		if n < 1 {
@@ -137,13 +148,33 @@ func WithMaxAttempts(n int) RelayOption {
 }
 
 // WithBackoff sets the wait before a failed row is tried again: full
-// jitter, up to initial·2^(attempt-1) capped at max. Default 1s, 5m.
+// jitter, up to initial·2^(attempt-1) capped at max. The rows the broker
+// held back (unavailable, unroutable...) are capped lower, at
+// [WithBrokerBackoff]. Default 1s, 5m.
 func WithBackoff(initial, max time.Duration) RelayOption {
 	return func(c *relayConfig) error {
 		if initial <= 0 || max < initial {
 			return fmt.Errorf("WithBackoff(%v, %v): want 0 < initial <= max", initial, max)
 		}
 		c.backoff = backoff.Policy{Initial: initial, Max: max}
+		return nil
+	}
+}
+
+// WithBrokerBackoff caps the backoff of rows that failed because of the
+// broker, not of the message: unavailable, timed out, outcome unknown,
+// unroutable, unauthorized, rejected. Such a row is tried again at least
+// every max (plus the poll interval), whatever its attempts, so that it
+// goes out within about max once the broker is back or its configuration
+// is fixed. A broker that implements broker.HealthChecker lets the relay
+// do better after an outage: when its Health turns nil, every row backing
+// off is made due at once. Default 5s.
+func WithBrokerBackoff(max time.Duration) RelayOption {
+	return func(c *relayConfig) error {
+		if max <= 0 {
+			return fmt.Errorf("WithBrokerBackoff(%v): must be positive", max)
+		}
+		c.brokerMax = max
 		return nil
 	}
 }

@@ -3,6 +3,7 @@ package outbox
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/domainevents/domainevents/broker"
 )
@@ -27,6 +28,11 @@ func (r *Relay) markPublished(ok []result) []string {
 	}
 	n, _ := res.RowsAffected()
 	r.published.Add(n)
+	ids := make([]string, len(ok))
+	for i, res := range ok {
+		ids[i] = res.row.msg.ID
+	}
+	r.noteSuccess(ids)
 	if lost := int64(len(ok)) - n; lost > 0 {
 		r.lostLeases.Add(lost)
 		r.c.logger.Warn("outbox relay: lease lost before marking: another relay published or will publish these rows again", "owner", r.owner, "rows", lost)
@@ -42,9 +48,14 @@ func (r *Relay) markPublished(ok []result) []string {
 	return keys
 }
 
-// fail settles a failed publish: back off, or dead-letter it when the
-// attempts are used up or retrying cannot help. A failure caused by the
-// relay's own shutdown only lets the row go.
+// fail settles a failed publish by what the failure says (see classify):
+// the broker's failures (unavailable, timed out, unroutable, unauthorized,
+// rejected) back off, capped at WithBrokerBackoff, for as long as it
+// takes; a message that can never be published (invalid, too large) is
+// dead-lettered at once, one the broker already dead-lettered is marked
+// dead; a failure that may be the message's own (no category, a panic)
+// backs off, and is dead-lettered at the WithMaxAttempts-th. A failure
+// caused by the relay's own shutdown only lets the row go.
 func (r *Relay) fail(res result) {
 	w := res.row
 	ctx, cancel := context.WithTimeout(r.run, r.c.lease/2)
@@ -55,27 +66,39 @@ func (r *Relay) fail(res result) {
 	cat := broker.Category(res.err)
 	reason := truncate(res.err.Error(), 2000)
 	var err error
-	switch {
-	case errors.Is(res.err, broker.ErrDeadLettered):
+	switch class := classify(res.err); {
+	case class == failParked:
 		// The broker (a retry.Broker with its own sink) already keeps it.
 		err = r.markDead(ctx, w, cat, reason)
+	case class == failPermanent:
+		err = r.deadLetter(ctx, w, res, cat, reason)
+	case class == failOwn && r.ownFault(w.msg.ID) >= r.c.maxAttempts:
+		err = r.deadLetter(ctx, w, res, cat, reason)
+	case class == failOwn:
+		err = r.retry(ctx, w, res, cat, reason, r.c.backoff.Delay(w.attempts))
 	case errors.Is(res.err, broker.ErrClosed) && !errors.Is(res.err, broker.ErrUnavailable):
 		// The broker was closed under us: nothing was tried; let it go.
+		r.noteBrokerFailure(class, cat, res.err)
 		_, err = r.s.db.ExecContext(ctx, r.s.q.markRetry, r.c.poll.Microseconds(), reason, r.owner, w.msg.ID)
-	case w.attempts >= r.c.maxAttempts || errors.Is(res.err, broker.ErrInvalid) || errors.Is(res.err, broker.ErrTooLarge):
-		err = r.deadLetter(ctx, w, res, cat, reason)
-	default:
-		delay := r.c.backoff.Delay(w.attempts)
-		r.retried.Add(1)
-		r.observe(broker.Observation{Kind: broker.ObservedRetry, MessageID: w.msg.ID, MessageName: w.msg.Name,
-			Category: cat, Attempt: w.attempts, Delay: delay, Value: delay.Seconds(), Err: res.err})
-		_, err = r.s.db.ExecContext(ctx, r.s.q.markRetry, delay.Microseconds(), reason, r.owner, w.msg.ID)
+	default: // failUnavailable, failRefused: the broker's doing, never the row's end
+		r.noteBrokerFailure(class, cat, res.err)
+		err = r.retry(ctx, w, res, cat, reason, r.brokerPolicy().Delay(w.attempts))
 	}
 	if err != nil {
+		err = dbErr("settle", err)
 		r.setErr(err)
 		r.c.logger.Warn("outbox relay: could not record a failed publish; the row is tried again after its lease", "owner", r.owner,
 			"id", w.msg.ID, "err", err)
 	}
+}
+
+// retry backs the row off for delay, counting and reporting the retry.
+func (r *Relay) retry(ctx context.Context, w row, res result, cat, reason string, delay time.Duration) error {
+	r.retried.Add(1)
+	r.observe(broker.Observation{Kind: broker.ObservedRetry, MessageID: w.msg.ID, MessageName: w.msg.Name,
+		Category: cat, Attempt: w.attempts, Delay: delay, Value: delay.Seconds(), Err: res.err})
+	_, err := r.s.db.ExecContext(ctx, r.s.q.markRetry, delay.Microseconds(), reason, r.owner, w.msg.ID)
+	return err
 }
 
 // deadLetter puts the message into the sink (if any), then marks its row
@@ -100,6 +123,7 @@ func (r *Relay) markDead(ctx context.Context, w row, cat, reason string) error {
 	if err != nil {
 		return err
 	}
+	r.forgetFaults(w.msg.ID)
 	if n, _ := res.RowsAffected(); n == 0 {
 		r.lostLeases.Add(1)
 		return nil

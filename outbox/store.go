@@ -34,6 +34,7 @@ type Store struct {
 	q       queries
 	hook    func(context.Context, *broker.Message)
 	txOpts  *sql.TxOptions
+	maxSize int // WithMaxMessageSize
 
 	closing lifecycle.Closing
 	mu      sync.Mutex
@@ -81,6 +82,32 @@ func WithTxOptions(o *sql.TxOptions) Option {
 	}
 }
 
+// DefaultMaxMessageSize is the largest message a Store takes unless
+// [WithMaxMessageSize] says otherwise: 16 MiB, the RabbitMQ adapter's
+// default limit.
+const DefaultMaxMessageSize = 16 << 20
+
+// WithMaxMessageSize makes [Store.Publish] refuse, inside the caller's
+// transaction, a message larger than n bytes: one the broker would refuse
+// for good, so that it fails the writer's transaction instead of
+// committing and then dying in the relay. A message's size here is its
+// body plus its headers (names and values), ID, Name, Key and
+// ContentType: a little more than RabbitMQ counts (the body only), about
+// what Kafka counts for a record (the adapter adds three headers and
+// some framing: leave 1 KiB for them). Set it to the limit of the broker
+// your relays publish to: domainevents.MaxMessageSize(cfg) is the
+// configured broker's default (RabbitMQ 16 MiB, Kafka 1 MiB less 1 KiB).
+// Default [DefaultMaxMessageSize].
+func WithMaxMessageSize(n int) Option {
+	return func(s *Store) error {
+		if n < 1 {
+			return fmt.Errorf("WithMaxMessageSize(%d): must be positive", n)
+		}
+		s.maxSize = n
+		return nil
+	}
+}
+
 // New returns a Store keeping messages in db, a database of dialect d. It
 // does not touch the database: call [Store.Migrate] (or apply [DDL]
 // yourself) before the first Publish. A nil db, an unknown dialect or a bad
@@ -92,7 +119,7 @@ func New(db *sql.DB, d Dialect, opts ...Option) (*Store, error) {
 	if _, err := ddl(d, Tables{}); err != nil {
 		return nil, invalid("options", fmt.Errorf("New: %w", err))
 	}
-	s := &Store{db: db, dialect: d, tables: DefaultTables, wakers: map[chan struct{}]struct{}{}}
+	s := &Store{db: db, dialect: d, tables: DefaultTables, maxSize: DefaultMaxMessageSize, wakers: map[chan struct{}]struct{}{}}
 	for _, o := range opts {
 		if o == nil {
 			continue
@@ -117,21 +144,9 @@ func (s *Store) Dialect() Dialect { return s.dialect }
 // Tables returns the table names in use.
 func (s *Store) Tables() Tables { return s.tables }
 
-// Migrate creates the tables and indexes when they do not exist yet ([DDL]
-// with the Store's table names). It is idempotent and changes nothing that
-// exists.
-func (s *Store) Migrate(ctx context.Context) error {
-	stmts, err := ddl(s.dialect, s.tables)
-	if err != nil {
-		return invalid("migrate", err)
-	}
-	for _, st := range stmts {
-		if _, err := s.db.ExecContext(ctx, st); err != nil {
-			return dbErr("migrate", err)
-		}
-	}
-	return nil
-}
+// MaxMessageSize returns the largest message Publish takes
+// ([WithMaxMessageSize]).
+func (s *Store) MaxMessageSize() int { return s.maxSize }
 
 type txKey struct{}
 
@@ -166,13 +181,20 @@ func TxFrom(ctx context.Context) (*sql.Tx, bool) {
 // Call it while the transaction is open: behind a synchronous
 // bridge.Forwarder (the default), not one made with bridge.WithAsync.
 //
-// Errors: no transaction in ctx, an empty ID, Name or Key: an error
-// matching broker.ErrInvalid that says so (nothing is ever published
-// outside a transaction); after [Store.Close], broker.ErrClosed; a
-// database error (duplicate id, connection lost, transaction aborted)
-// matches broker.ErrUnavailable and carries the driver's error. A ctx that
-// is already done returns ctx.Err(). The transaction is yours: Publish
-// never commits or rolls it back.
+// Publish refuses what no relay could ever publish, so that the caller's
+// transaction fails instead of committing an event that would die later:
+// a message over the size limit ([WithMaxMessageSize]) is an error
+// matching broker.ErrTooLarge; no transaction in ctx, an empty ID, Name or
+// Key, or an ID, Name, Key, ContentType or header name longer than 255
+// bytes is an error matching broker.ErrInvalid that says which (nothing is
+// ever published outside a transaction). Return the error from the
+// transaction's function and nothing commits.
+//
+// Other errors: after [Store.Close], broker.ErrClosed; a database error
+// (duplicate id, connection lost, transaction aborted) matches
+// [ErrDatabase] and broker.ErrUnavailable and carries the driver's error.
+// A ctx that is already done returns ctx.Err(). The transaction is yours:
+// Publish never commits or rolls it back.
 func (s *Store) Publish(ctx context.Context, msg broker.Message) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -191,8 +213,8 @@ func (s *Store) Publish(ctx context.Context, msg broker.Message) error {
 		msg = msg.Clone()
 		s.hook(ctx, &msg)
 	}
-	if msg.Key == "" {
-		return invalid("publish", fmt.Errorf("message %s: Key is empty: the outbox orders messages per aggregate key", msg.ID))
+	if err := s.check(msg); err != nil {
+		return err
 	}
 	var headers any // NULL when there are none
 	if len(msg.Headers) > 0 {
@@ -234,6 +256,39 @@ func (s *Store) Publish(ctx context.Context, msg broker.Message) error {
 			return ctx.Err()
 		}
 		return dbErr("publish", fmt.Errorf("message %s %s: %w", msg.Name, msg.ID, err))
+	}
+	return nil
+}
+
+// maxField is the longest ID, Name, Key, ContentType and header name a
+// Store takes, in bytes: an AMQP short string (RabbitMQ's routing key,
+// message id, type, content type and header names), and the MySQL
+// schema's VARCHAR(255).
+const maxField = 255
+
+// check refuses what no relay could ever publish: an empty Key, a field
+// longer than maxField, a message over the size limit. It runs before
+// anything is written, so that the caller's transaction fails instead of
+// committing a message that would die in the relay.
+func (s *Store) check(msg broker.Message) error {
+	if msg.Key == "" {
+		return invalid("publish", fmt.Errorf("message %s: Key is empty: the outbox orders messages per aggregate key", msg.ID))
+	}
+	size := len(msg.Body) + len(msg.ID) + len(msg.Name) + len(msg.Key) + len(msg.ContentType)
+	for _, f := range []struct{ name, v string }{{"ID", msg.ID}, {"Name", msg.Name}, {"Key", msg.Key}, {"ContentType", msg.ContentType}} {
+		if len(f.v) > maxField {
+			return invalid("publish", fmt.Errorf("message %.64s: %s is %d bytes, at most %d are allowed", msg.ID, f.name, len(f.v), maxField))
+		}
+	}
+	for k, v := range msg.Headers {
+		if len(k) > maxField {
+			return invalid("publish", fmt.Errorf("message %s: header name %.32q... is %d bytes, at most %d are allowed", msg.ID, k, len(k), maxField))
+		}
+		size += len(k) + len(v)
+	}
+	if size > s.maxSize {
+		return &broker.Error{Op: "outbox: publish", Kind: broker.ErrTooLarge,
+			Err: fmt.Errorf("message %s (%s) is %d bytes, the limit is %d (WithMaxMessageSize): the broker would never take it", msg.ID, msg.Name, size, s.maxSize)}
 	}
 	return nil
 }
@@ -399,13 +454,4 @@ WHERE NOT EXISTS (SELECT 1 FROM `+o+` o WHERE o.msg_key = k.msg_key) LIMIT ?`), 
 // invalid is a bad argument or option: it matches broker.ErrInvalid.
 func invalid(op string, err error) error {
 	return &broker.Error{Op: "outbox: " + op, Kind: broker.ErrInvalid, Err: err}
-}
-
-// dbErr is a database failure: it matches broker.ErrUnavailable (the store
-// could not take or give the message) and carries the driver's error.
-func dbErr(op string, err error) error {
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		return err
-	}
-	return &broker.Error{Op: "outbox: " + op, Kind: broker.ErrUnavailable, Err: err}
 }

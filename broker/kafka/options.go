@@ -93,6 +93,12 @@ type subscriberOption func(*subscriberOptions) error
 
 func (f subscriberOption) applySubscriber(o *subscriberOptions) error { return f(o) }
 
+// DefaultMaxRecordSize is the largest record the publisher produces
+// unless a [WithSaramaConfig] says otherwise: sarama's default
+// Producer.MaxMessageBytes (1 MiB), counted over the record's value, key,
+// headers and framing. A larger one fails with broker.ErrTooLarge.
+const DefaultMaxRecordSize = 1 << 20
+
 // SASL mechanisms for [WithSASL].
 const (
 	SASLPlain       = sarama.SASLTypePlaintext   // "PLAIN"

@@ -144,3 +144,8 @@ func TestOpScheme(t *testing.T) {
 	require.NoError(t, b.Close(ctx))
 	assertOp(t, b.Publish(ctx, broker.Message{ID: "1", Name: "order.created"}), "kafka: publish")
 }
+
+// DefaultMaxRecordSize is what it says: sarama's default limit.
+func TestDefaultMaxRecordSize(t *testing.T) {
+	assert.Equal(t, sarama.NewConfig().Producer.MaxMessageBytes, kafka.DefaultMaxRecordSize)
+}

@@ -83,7 +83,7 @@ func defaultConnOptions() connOptions {
 }
 
 func defaultPublisherOptions() publisherOptions {
-	return publisherOptions{conn: defaultConnOptions(), window: 1024, maxMessageSize: 16 << 20, nackReplace: time.Second}
+	return publisherOptions{conn: defaultConnOptions(), window: 1024, maxMessageSize: DefaultMaxMessageSize, nackReplace: time.Second}
 }
 
 func defaultSubscriberOptions() subscriberOptions {
@@ -394,13 +394,18 @@ func WithWindow(n int) PublisherOption {
 	})
 }
 
+// DefaultMaxMessageSize is the largest body a publisher sends unless
+// [WithMaxMessageSize] says otherwise: 16 MiB, RabbitMQ 4's default
+// max_message_size.
+const DefaultMaxMessageSize = 16 << 20
+
 // WithMaxMessageSize refuses bodies larger than n bytes with
 // broker.ErrTooLarge before sending them. Set it to the server's
 // max_message_size (RabbitMQ 3.x: 128 MiB by default, RabbitMQ 4: 16 MiB).
 // A larger message still sent makes RabbitMQ close the channel; the adapter
 // then fails that message alone with broker.ErrTooLarge, learns the
 // server's limit from the close reason and applies it from then on; the
-// other messages are re-sent. Default 16 MiB.
+// other messages are re-sent. Default [DefaultMaxMessageSize].
 func WithMaxMessageSize(n int) PublisherOption {
 	return publisherOption(func(o *publisherOptions) error {
 		if n < 1 {

@@ -193,6 +193,9 @@ func (b *Broker) publish(ctx context.Context, key string, msg broker.Message) er
 	if err := msg.Validate(); err != nil {
 		return err
 	}
+	if err := shortStrings(key, msg); err != nil {
+		return err
+	}
 	if limit := b.maxSize.Load(); int64(len(msg.Body)) > limit {
 		return &broker.Error{Op: opPublish, Kind: broker.ErrTooLarge,
 			Err: fmt.Errorf("message %s: body is %d bytes, the limit is %d (WithMaxMessageSize, or the server's max_message_size)", msg.ID, len(msg.Body), limit)}
@@ -230,6 +233,31 @@ func (b *Broker) publish(ctx context.Context, key string, msg broker.Message) er
 		return b.notSentErr(ctx, msg.ID, "")
 	}
 	return b.unknownErr(ctx, msg.ID)
+}
+
+// maxShortString is the longest AMQP short string: the routing key,
+// message id, type, content type and header names travel as such.
+const maxShortString = 255
+
+// shortStrings refuses a message whose routing key, id, type, content
+// type or a header name is longer than an AMQP short string. amqp091
+// fails such a write without saying which message was at fault; the
+// writer would take it for a broken connection and write it again after
+// every reconnect, holding up every message behind it.
+func shortStrings(key string, msg broker.Message) error {
+	for _, f := range []struct{ what, v string }{{"routing key", key}, {"ID", msg.ID}, {"Name", msg.Name}, {"ContentType", msg.ContentType}} {
+		if len(f.v) > maxShortString {
+			return &broker.Error{Op: opPublish, Kind: broker.ErrInvalid,
+				Err: fmt.Errorf("message %.64s: %s is %d bytes, AMQP allows at most %d", msg.ID, f.what, len(f.v), maxShortString)}
+		}
+	}
+	for k := range msg.Headers {
+		if len(k) > maxShortString {
+			return &broker.Error{Op: opPublish, Kind: broker.ErrInvalid,
+				Err: fmt.Errorf("message %s: header name %.32q... is %d bytes, AMQP allows at most %d", msg.ID, k, len(k), maxShortString)}
+		}
+	}
+	return nil
 }
 
 // withdraw takes r back if no session ever carried it (it waited in the

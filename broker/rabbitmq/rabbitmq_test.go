@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -160,6 +161,32 @@ func TestTooLarge(t *testing.T) {
 	err := b.Publish(context.Background(), m)
 	assert.ErrorIs(t, err, broker.ErrTooLarge)
 	assert.ErrorContains(t, err, "1025")
+}
+
+// A field longer than an AMQP short string fails that message alone, at
+// once, as invalid; the connection and the messages after it go on.
+func TestShortStringTooLong(t *testing.T) {
+	f := newFixture(t)
+	b := f.open(t, rabbitAddr())
+	long := strings.Repeat("x", 256)
+	for what, change := range map[string]func(*broker.Message){
+		"routing key": func(m *broker.Message) { m.Name = long },
+		"ID":          func(m *broker.Message) { m.ID = long },
+		"ContentType": func(m *broker.Message) { m.ContentType = long },
+		"header name": func(m *broker.Message) { m.Headers = map[string]string{long: "v"} },
+	} {
+		m := brokertest.NewMessage("order.created")
+		change(&m)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		err := b.Publish(ctx, m)
+		cancel()
+		require.ErrorIs(t, err, broker.ErrInvalid, what)
+		assert.Contains(t, err.Error(), what)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	require.NoError(t, b.Publish(ctx, brokertest.NewMessage("order.created")))
+	assert.Zero(t, b.Stats().Reconnects)
 }
 
 func TestConnectErrors(t *testing.T) {

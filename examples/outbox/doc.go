@@ -1,8 +1,11 @@
 // Command outbox shows an order and its events committed together, and a
 // rolled-back order producing no event, through the transactional outbox:
 // the service writes the order row and publishes its events on the bus in
-// one database transaction (Store.Transact); a relay publishes the events
-// once the transaction has committed.
+// one database transaction (Store.Transact); a relay, opened with
+// domainevents.OpenRelay from the same MESSAGE_BROKER_* configuration as
+// domainevents.Open, publishes the events once the transaction has
+// committed. The relay starts while the broker is down: the events wait
+// in the table until it is back.
 //
 // On a fresh clone, with nothing installed, it uses an embedded SQLite file
 // in a new temporary directory and prints each event body the relay

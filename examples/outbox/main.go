@@ -19,10 +19,9 @@ import (
 	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx"
 	_ "modernc.org/sqlite"             // database/sql driver "sqlite" (pure Go)
 
+	"github.com/domainevents/domainevents"
 	"github.com/domainevents/domainevents/bridge"
 	"github.com/domainevents/domainevents/broker"
-	"github.com/domainevents/domainevents/broker/kafka"
-	"github.com/domainevents/domainevents/broker/noop"
 	"github.com/domainevents/domainevents/broker/rabbitmq"
 	"github.com/domainevents/domainevents/eventbus"
 	"github.com/domainevents/domainevents/events"
@@ -56,11 +55,12 @@ func run(ctx context.Context, log *slog.Logger, out io.Writer) (res result, err 
 	defer db.Close()
 	prefix := os.Getenv("OUTBOX_TABLE_PREFIX") // lets tests run side by side; empty in real use
 	store, err := outbox.New(db, dialect, outbox.WithTables(outbox.Tables{
-		Outbox: prefix + "domainevents_outbox", Keys: prefix + "domainevents_outbox_keys", Inbox: prefix + "domainevents_inbox"}))
+		Outbox: prefix + "domainevents_outbox", Keys: prefix + "domainevents_outbox_keys", Inbox: prefix + "domainevents_inbox"}),
+		outbox.WithMaxMessageSize(domainevents.MaxMessageSize(cfg))) // what the broker would refuse fails the transaction
 	if err != nil {
 		return res, err
 	}
-	if err := store.Migrate(ctx); err != nil {
+	if err := store.Migrate(ctx); err != nil { // safe from every process at once
 		return res, err
 	}
 	orders := prefix + "outbox_example_orders"
@@ -69,20 +69,33 @@ func run(ctx context.Context, log *slog.Logger, out io.Writer) (res result, err 
 	}
 	log.Info("database ready", "database", where, "dialect", dialect)
 
-	b, dest, err := connect(ctx, cfg, log)
-	if err != nil {
-		return res, err
+	// The relay, from the same configuration as domainevents.Open: it
+	// starts while the broker is down (the rows wait in the table), and
+	// prints each body the broker accepted.
+	seen := make(chan string, 1024)
+	opts := []domainevents.RelayOption{domainevents.WithLogger(log),
+		domainevents.WithPublishMiddleware(func(next broker.Broker) broker.Broker { return &printing{Broker: next, out: out, seen: seen} }),
+		domainevents.WithOutboxRelay(outbox.WithPollInterval(200 * time.Millisecond))}
+	if cfg.Type == broker.RabbitMQ {
+		q := os.Getenv("EXAMPLE_QUEUE")
+		if q == "" {
+			q = "orders.events.all"
+		}
+		opts = append(opts, domainevents.WithRabbitMQ(rabbitmq.WithQueue(rabbitmq.Queue{Name: q, Keys: []string{"order.#"}})))
 	}
-	p := &printing{Broker: b, out: out, seen: make(chan string, 1024)}
-	relay, err := outbox.NewRelay(store, p, outbox.WithLogger(log), outbox.WithPollInterval(200*time.Millisecond))
+	relay, err := domainevents.OpenRelay(ctx, cfg, store, opts...)
 	if err != nil {
 		return res, err
 	}
 	defer func() {
 		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		err = errors.Join(err, relay.Close(cctx), b.Close(cctx))
+		err = errors.Join(err, relay.Close(cctx)) // the relay, then its adapter
 	}()
+	dest := relay.Destination()
+	if !cfg.Enabled {
+		dest = "stdout (MESSAGE_BROKER_ENABLED is false: each body is printed, not sent)"
+	}
 	log.Info("relay running", "destination", dest)
 
 	// Application code: the bus publishes into the outbox, in the
@@ -140,7 +153,7 @@ func run(ctx context.Context, log *slog.Logger, out io.Writer) (res result, err 
 	defer cancel()
 	for got := 0; got < 2; {
 		select {
-		case id := <-p.seen:
+		case id := <-seen:
 			if id == res.Committed {
 				got++
 			}
@@ -199,29 +212,6 @@ func openDB(url string) (*sql.DB, outbox.Dialect, string, error) {
 		return nil, "", "", fmt.Errorf("DATABASE_URL: %s does not answer: %w", where, err)
 	}
 	return db, dialect, where, nil
-}
-
-// connect picks the broker the configuration names.
-func connect(ctx context.Context, cfg broker.Config, log *slog.Logger) (broker.Broker, string, error) {
-	if !cfg.Enabled {
-		return noop.New(), "stdout (MESSAGE_BROKER_ENABLED is false: each body is printed, not sent)", nil
-	}
-	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	defer cancel()
-	switch cfg.Type {
-	case broker.RabbitMQ:
-		q := os.Getenv("EXAMPLE_QUEUE")
-		if q == "" {
-			q = "orders.events.all"
-		}
-		b, err := rabbitmq.New(cctx, cfg, rabbitmq.WithLogger(log), rabbitmq.WithQueue(rabbitmq.Queue{Name: q, Keys: []string{"order.#"}}))
-		return b, fmt.Sprintf("RabbitMQ exchange %q -> queue %q", cfg.Exchange, q), err
-	case broker.Kafka:
-		b, err := kafka.New(cctx, cfg, kafka.WithLogger(log))
-		return b, fmt.Sprintf("Kafka topic %q", cfg.Topic), err
-	default:
-		return nil, "", fmt.Errorf("MESSAGE_BROKER_TYPE=%s: unknown broker type", cfg.Type)
-	}
 }
 
 // printing writes each body the broker accepted as one line on out, and
