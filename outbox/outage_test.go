@@ -238,6 +238,7 @@ func TestWrongPasswordHeldRabbitMQ(t *testing.T) {
 	err = r.Health(context.Background())
 	require.Error(t, err)
 	t.Logf("Health with a wrong password: %v", err)
+	assert.ErrorIs(t, err, broker.ErrUnauthorized, "a refused login is a configuration problem, not an outage")
 	assert.Contains(t, strings.ToLower(err.Error()), "password")
 	assert.NotContains(t, err.Error(), "not-the-password")
 	assert.Zero(t, count(t, db, "state = 2"), "none dead")
