@@ -25,7 +25,7 @@ import (
 // they can, while one relay publishes; a sampler reads the backlog
 // (pending rows) every 250 ms. When the writers stop, the run waits until
 // the relay has published and marked every committed event (at most
-// catchupTail): a relay that kept up has a small backlog to finish; one
+// -catchup-tail): a relay that kept up has a small backlog to finish; one
 // that fell behind has a large one and, if its claim degraded, drains it
 // slowly (the tail rate). Throughput is commits per second of the window;
 // CPU, database and broker costs cover the window and the tail, per
@@ -35,8 +35,6 @@ import (
 // connections with plan_cache_mode=force_custom_plan, so that no cached
 // generic plan is used for the claim) and outbox-mariadb.
 
-const catchupTail = 5 * time.Minute
-
 // catchupStats is what a catch-up run saw of the backlog.
 type catchupStats struct {
 	Committed     int64   `json:"committed"`
@@ -45,7 +43,7 @@ type catchupStats struct {
 	MaxBacklog    int64   `json:"max_backlog"`
 	BacklogAtStop int64   `json:"backlog_at_stop"`
 	TailSeconds   float64 `json:"tail_seconds"` // from the writers' stop until every event was published
-	TailRate      float64 `json:"tail_rate"`    // BacklogAtStop ÷ TailSeconds
+	TailRate      float64 `json:"tail_rate"`    // events published after the stop ÷ TailSeconds
 	Drained       bool    `json:"drained"`
 	Series        []int64 `json:"backlog_series"` // pending rows every 250 ms, window then tail
 }
@@ -75,17 +73,17 @@ func runCatchupWorker(name string, p, round int, d time.Duration, o drainOpts, p
 func catchup(res *result, suite, cname string, p int, d time.Duration, o drainOpts, profDir string) error {
 	ctx := context.Background()
 	sys := strings.TrimPrefix(suite, "catchup-")
-	kind, pgOpts := "postgres", o.dbOptions
+	kind, relayOpts := "postgres", o.dbOptions
 	switch cname {
 	case "outbox-mariadb":
-		kind = "mysql"
+		kind, relayOpts = "mysql", o.mysqlParams
 	case "outbox-postgres-custom-plans":
-		pgOpts = strings.TrimSpace(pgOpts + " -c plan_cache_mode=force_custom_plan")
+		relayOpts = strings.TrimSpace(relayOpts + " -c plan_cache_mode=force_custom_plan")
 	case "outbox-postgres":
 	default:
 		return errors.New("unknown contender")
 	}
-	wd, rd := benchDB(kind, ""), benchDB(kind, pgOpts)
+	wd, rd := benchDB(kind, ""), benchDB(kind, relayOpts)
 	workerDB.kind, workerDB.writer, workerDB.relay = kind, newDBCounter(), newDBCounter()
 	db, err := wd.open(workerDB.writer)
 	if err != nil {
@@ -208,7 +206,7 @@ func catchup(res *result, suite, cname string, p int, d time.Duration, o drainOp
 	dbBefore := dbSnapshots()
 	bnames, bpids := brokerProcesses(suite)
 	stopProfile := cpuProfile(profilePath(profDir, *res))
-	sm := startServerMeter(dbProcesses(kind), bnames, bpids)
+	sm := startServerMeter(kind, bnames, bpids)
 	m := startMeter()
 	var committed, failed atomic.Int64
 	var firstErr atomic.Value
@@ -256,13 +254,13 @@ func catchup(res *result, suite, cname string, p int, d time.Duration, o drainOp
 		cs.BacklogAtStop = n
 	}
 	tailStart := time.Now()
-	tailErr := waitFor(ctx, "published after the writers stopped", catchupTail, func() (int64, int64) {
+	tailErr := waitFor(ctx, "published after the writers stopped", o.catchupTail, func() (int64, int64) {
 		return relay.Stats().Published, cs.Committed
 	})
 	cs.TailSeconds = time.Since(tailStart).Seconds()
 	cs.Drained = tailErr == nil
 	if cs.TailSeconds > 0 {
-		cs.TailRate = float64(cs.BacklogAtStop) / cs.TailSeconds
+		cs.TailRate = float64(relay.Stats().Published-cs.PublishedIn) / cs.TailSeconds
 	}
 	m.stop(res, cs.Committed)
 	sm.stop(res, cs.Committed)

@@ -131,7 +131,7 @@ var statementKinds = []struct{ kind, has string }{
 	// outbox relay, MySQL: heads, lock, lease in one transaction.
 	{"heads-advance", "GROUP BY msg_key) h"}, // refined below: with "msg_key IN"
 	{"lock", "FOR UPDATE SKIP LOCKED"},
-	{"lease", "SET lease_owner = ?, lease_until"},
+	{"lease", "attempts = attempts + 1"},
 	{"mark", "SET state = 1"},
 	{"retry", "SET next_attempt_at"},
 	{"dead", "SET state = 2"},

@@ -66,6 +66,19 @@ type drainOpts struct {
 	analyze       bool
 	prefillStore  bool
 	dbOptions     string // appended to the PostgreSQL DSN's options
+	mysqlParams   string // appended to the MariaDB DSN's parameters
+	protoBatch    int    // the prototype's rows per claim
+	protoRun      int    // the prototype's rows per key per claim
+	protoWorkers  int    // the prototype's concurrent batches
+	catchupTail   time.Duration
+}
+
+// optionsFor is what benchDB appends to kind's DSN.
+func (o drainOpts) optionsFor(kind string) string {
+	if kind == "mysql" {
+		return o.mysqlParams
+	}
+	return o.dbOptions
 }
 
 type drainRun struct {
@@ -110,6 +123,15 @@ func drainContenders(sys string) []drainContender {
 		out = append(out, drainContender{name: "watermill-sql-" + label, setup: func(ctx context.Context, o drainOpts) (*drainRun, error) {
 			return watermillDrain(ctx, sys, db, o)
 		}})
+		for _, del := range []bool{false, true} {
+			name := "proto-" + label
+			if del {
+				name += "-delete"
+			}
+			out = append(out, drainContender{name: name, setup: func(ctx context.Context, o drainOpts) (*drainRun, error) {
+				return protoDrain(ctx, sys, db, protoOpts{batch: o.protoBatch, run: o.protoRun, workers: o.protoWorkers, delete: del}, o)
+			}})
+		}
 	}
 	return out
 }
@@ -408,11 +430,23 @@ type dbConn struct {
 	dsn    string
 }
 
+// benchDB is the server of kind: PostgreSQL (DATABASE_URL) with
+// extraOptions added to its run-time options ("-c name=value ..."), or
+// MariaDB (MARIADB_DSN) with extraOptions added to its parameters
+// ("name=value&...": go-sql-driver/mysql sets unknown ones as session
+// variables).
 func benchDB(kind, extraOptions string) dbConn {
 	if kind == "mysql" {
 		dsn := os.Getenv("MARIADB_DSN")
 		if dsn == "" {
 			dsn = "root@tcp(127.0.0.1:3306)/test"
+		}
+		if extraOptions != "" {
+			sep := "?"
+			if strings.Contains(dsn, "?") {
+				sep = "&"
+			}
+			dsn += sep + extraOptions
 		}
 		return dbConn{kind: kind, driver: "mysql", dsn: dsn}
 	}
@@ -554,7 +588,7 @@ func prefillOutbox(ctx context.Context, d dbConn, db *sql.DB, tables outbox.Tabl
 // relayDrain drains the prefilled outbox with relays (each with its own
 // Store, pool and broker connection, as separate processes would have).
 func relayDrain(ctx context.Context, sys, kind string, relays int, o drainOpts) (*drainRun, error) {
-	d := benchDB(kind, o.dbOptions)
+	d := benchDB(kind, o.optionsFor(kind))
 	counter := newDBCounter()
 	msgs, err := drainMessages(o.rows, o.keys)
 	if err != nil {
@@ -662,7 +696,7 @@ func relayDrain(ctx context.Context, sys, kind string, relays int, o drainOpts) 
 // events were stored by watermill-sql's publisher wrapped in the
 // forwarder's envelope (1,000 per INSERT, not measured).
 func watermillDrain(ctx context.Context, sys, kind string, o drainOpts) (*drainRun, error) {
-	d := benchDB(kind, o.dbOptions)
+	d := benchDB(kind, o.optionsFor(kind))
 	counter := newDBCounter()
 	n := min(o.rows, o.peerRows)
 	msgs, err := drainMessages(n, o.keys)
@@ -823,7 +857,7 @@ func runDrainWorker(name string, round int, o drainOpts, profDir string) result 
 	bnames, bpids := brokerProcesses(suite)
 	before := run.counter.snapshot()
 	stopProfile := cpuProfile(profilePath(profDir, res))
-	sm := startServerMeter(dbProcesses(run.db), bnames, bpids)
+	sm := startServerMeter(run.db, bnames, bpids)
 	m := startMeter()
 	runErr := run.run(ctx)
 	elapsed := m.stop(&res, int64(run.n))

@@ -67,6 +67,7 @@ type result struct {
 	// window per event, and the share of the machine's CPU time that was
 	// busy (proccpu.go).
 	DBCPUusPer     float64 `json:"db_cpu_us_per_event,omitempty"`
+	DBLogBytesPer  float64 `json:"db_log_bytes_per_event,omitempty"` // WAL / InnoDB redo written over the window ÷ N
 	BrokerCPUusPer float64 `json:"broker_cpu_us_per_event,omitempty"`
 	MachineBusy    float64 `json:"machine_busy,omitempty"`
 	// Catch-up suites: the backlog (pending rows) while writers commit
@@ -123,7 +124,13 @@ func main() {
 		relayIn    = flag.Int("relay-inflight", 0, "drain, catchup: the relays' WithMaxInFlight (0: default)")
 		analyze    = flag.Bool("analyze", true, "drain: ANALYZE the tables after the prefill (autovacuum would have; it is off on this machine)")
 		prefStore  = flag.Bool("prefill-store", false, "drain: prefill through outbox.Store transactions (100 events each) instead of bulk INSERTs")
-		dbOptions  = flag.String("pg-options", "", "PostgreSQL run-time options for the relays' connections, e.g. '-c plan_cache_mode=force_custom_plan'")
+		dbOptions  = flag.String("pg-options", "", "drain, catchup: PostgreSQL run-time options for the relays' connections, e.g. '-c plan_cache_mode=force_custom_plan'")
+		myParams   = flag.String("mysql-params", "", "drain, catchup: DSN parameters for the relays' MariaDB connections, e.g. 'long_query_time=0'")
+		logSummary = flag.String("db-log", "", "instead: summarize a PostgreSQL log excerpt (log_min_duration_statement=0) or a MariaDB slow log by statement kind")
+		protoBatch = flag.Int("proto-batch", 1000, "drain: the prototype relay's rows per claim")
+		protoRun   = flag.Int("proto-run", 100, "drain: the prototype relay's rows per key per claim (1: one message per key in flight)")
+		protoWork  = flag.Int("proto-workers", 2, "drain: the prototype relay's batches in flight")
+		tail       = flag.Duration("catchup-tail", 2*time.Minute, "catchup: how long to wait for the relay to publish the backlog after the writers stop")
 		only       = flag.String("only", "", "run only these contenders (comma-separated; the baseline always runs)")
 		plans      = flag.Bool("claim-plans", false, "instead: show the claim's plans (generic vs custom) at several backlogs")
 		profDir    = flag.String("cpuprofile", "", "write a CPU profile of every measured window into this directory")
@@ -144,6 +151,11 @@ func main() {
 	switch {
 	case *serveKfake:
 		serveKfakeCluster(*kfakeStore)
+	case *logSummary != "":
+		if err := summarizeDBLog(*logSummary); err != nil {
+			fmt.Fprintln(os.Stderr, "db-log:", err)
+			os.Exit(1)
+		}
 	case *plans:
 		if err := claimPlans(); err != nil {
 			fmt.Fprintln(os.Stderr, "claim-plans:", err)
@@ -152,7 +164,8 @@ func main() {
 	case *worker != "":
 		var res result
 		do := drainOpts{rows: *prefill, keys: *keys, window: *window, peerRows: *peerRows, relayBatch: *relayBatch,
-			relayInFlight: *relayIn, analyze: *analyze, prefillStore: *prefStore, dbOptions: *dbOptions}
+			relayInFlight: *relayIn, analyze: *analyze, prefillStore: *prefStore, dbOptions: *dbOptions, mysqlParams: *myParams,
+			protoBatch: *protoBatch, protoRun: *protoRun, protoWorkers: *protoWork, catchupTail: *tail}
 		if suite, _, _ := strings.Cut(*worker, "/"); isConsume(suite) {
 			res = runConsumeWorker(*worker, *publishers, *round, *prefill, *profDir)
 		} else if isDrain(suite) {
@@ -208,7 +221,8 @@ type plan struct {
 }
 
 // passThrough are the flags every child gets as the orchestrator got them.
-var passThrough = []string{"keys", "window", "peer-rows", "relay-batch", "relay-inflight", "analyze", "prefill-store", "pg-options"}
+var passThrough = []string{"keys", "window", "peer-rows", "relay-batch", "relay-inflight", "analyze", "prefill-store", "pg-options", "mysql-params",
+	"proto-batch", "proto-run", "proto-workers", "catchup-tail"}
 
 func childFlags() []string {
 	var out []string
@@ -267,8 +281,8 @@ func orchestrate(names []string, o plan, out outputs) error {
 						extra = fmt.Sprintf("first=%.0fms dup=%d  ", res.FirstMs, res.Duplicates)
 					}
 					if res.DBTurnsPer > 0 || res.DBCPUusPer > 0 || isDrain(suite) {
-						extra += fmt.Sprintf("db: %.3f stmts %.3f trips %.1fµs cpu/msg  broker %.1fµs/msg  busy %.0f%%  ",
-							res.DBStmtsPer, res.DBTurnsPer, res.DBCPUusPer, res.BrokerCPUusPer, 100*res.MachineBusy)
+						extra += fmt.Sprintf("db: %.3f stmts %.3f trips %.1fµs cpu %.0fB log /msg  broker %.1fµs/msg  busy %.0f%%  ",
+							res.DBStmtsPer, res.DBTurnsPer, res.DBCPUusPer, res.DBLogBytesPer, res.BrokerCPUusPer, 100*res.MachineBusy)
 					}
 					if cs := res.Catchup; cs != nil {
 						extra += fmt.Sprintf("backlog max %d at-stop %d tail %.1fs (%.0f/s)  ", cs.MaxBacklog, cs.BacklogAtStop, cs.TailSeconds, cs.TailRate)
@@ -372,7 +386,7 @@ func runWorker(name string, p, round int, d time.Duration, profDir string) resul
 	dbBefore := dbSnapshots()
 	bnames, bpids := brokerProcesses(suite)
 	stopProfile := cpuProfile(profilePath(profDir, res))
-	sm := startServerMeter(dbProcesses(workerDB.kind), bnames, bpids)
+	sm := startServerMeter(workerDB.kind, bnames, bpids)
 	m := startMeter()
 	stop := make(chan struct{})
 	var wg sync.WaitGroup

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"database/sql"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -106,29 +108,36 @@ func machineBusy() (busy, total int64) {
 // serverMeter measures, over a window, the CPU of the database and the
 // broker processes and how busy the whole machine was.
 type serverMeter struct {
+	dbKind               string
+	log                  int64
 	dbNames, brokerNames []string
 	brokerPIDs           []int
 	db, broker           procCPU
 	busy, total          int64
 }
 
-func startServerMeter(dbNames, brokerNames []string, brokerPIDs []int) *serverMeter {
-	m := &serverMeter{dbNames: dbNames, brokerNames: brokerNames, brokerPIDs: brokerPIDs}
-	if len(dbNames) > 0 {
-		m.db = readProcCPU(dbNames, nil)
+func startServerMeter(dbKind string, brokerNames []string, brokerPIDs []int) *serverMeter {
+	m := &serverMeter{dbKind: dbKind, dbNames: dbProcesses(dbKind), brokerNames: brokerNames, brokerPIDs: brokerPIDs}
+	if len(m.dbNames) > 0 {
+		m.log = dbLogBytes(dbKind)
+		m.db = readProcCPU(m.dbNames, nil)
 	}
 	m.broker = readProcCPU(brokerNames, brokerPIDs)
 	m.busy, m.total = machineBusy()
 	return m
 }
 
-// stop sets res's server columns per event of n.
+// stop sets res's server columns per event of n. (The CPU is read before
+// the log position: the query that reads it is not the run's.)
 func (m *serverMeter) stop(res *result, n int64) {
 	if n <= 0 {
 		return
 	}
 	if len(m.dbNames) > 0 {
 		res.DBCPUusPer = float64(readProcCPU(m.dbNames, nil).since(m.db)) / 1e3 / float64(n)
+		if after := dbLogBytes(m.dbKind); m.log >= 0 && after >= m.log {
+			res.DBLogBytesPer = float64(after-m.log) / float64(n)
+		}
 	}
 	res.BrokerCPUusPer = float64(readProcCPU(m.brokerNames, m.brokerPIDs).since(m.broker)) / 1e3 / float64(n)
 	busy, total := machineBusy()
@@ -158,4 +167,33 @@ func dbProcesses(kind string) []string {
 		return []string{"mariadbd", "mysqld"}
 	}
 	return nil
+}
+
+// dbLogBytes reads how many bytes the database server has written to its
+// log so far: PostgreSQL's WAL position, InnoDB's redo log
+// (Innodb_os_log_written). It opens its own connection; -1 when it
+// cannot tell.
+func dbLogBytes(kind string) int64 {
+	if kind == "" {
+		return -1
+	}
+	d := benchDB(kind, "")
+	db, err := sql.Open(d.driver, d.dsn)
+	if err != nil {
+		return -1
+	}
+	defer db.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var n int64
+	if kind == "mysql" {
+		var name string
+		err = db.QueryRowContext(ctx, "SHOW GLOBAL STATUS LIKE 'Innodb_os_log_written'").Scan(&name, &n)
+	} else {
+		err = db.QueryRowContext(ctx, "SELECT (pg_current_wal_lsn() - '0/0')::bigint").Scan(&n)
+	}
+	if err != nil {
+		return -1
+	}
+	return n
 }

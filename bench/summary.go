@@ -34,8 +34,8 @@ type row struct {
 
 	// Medians over the rounds of the database, broker and machine columns
 	// (see result), and the statements by kind over all rounds.
-	DBStmtsPer, DBTurnsPer, DBCPUusPer, BrokerCPUusPer, MachineBusy float64
-	DBKinds                                                         []StmtCost
+	DBStmtsPer, DBTurnsPer, DBCPUusPer, DBLogBytesPer, BrokerCPUusPer, MachineBusy float64
+	DBKinds                                                                        []StmtCost
 	// Catch-up: medians over the rounds.
 	Catchup *catchupStats
 }
@@ -121,6 +121,7 @@ func summarize(results []result) []row {
 		rw.DBTurnsPer = col(func(r result) float64 { return r.DBTurnsPer })
 		rw.DBCPUusPer = col(func(r result) float64 { return r.DBCPUusPer })
 		rw.BrokerCPUusPer = col(func(r result) float64 { return r.BrokerCPUusPer })
+		rw.DBLogBytesPer = col(func(r result) float64 { return r.DBLogBytesPer })
 		rw.MachineBusy = col(func(r result) float64 { return r.MachineBusy })
 		rw.DBKinds = mergeKinds(g)
 		if g[0].Catchup != nil {
@@ -306,11 +307,11 @@ func printDBTables(w io.Writer, rows []row, suite string) {
 	}
 	fmt.Fprintf(w, "\n### %s (c = %s; ratios: median over rounds of the same-round ratio to %s, min–max in brackets)\n\n", suite, unit, base)
 	if isCatchup(suite) {
-		fmt.Fprintln(w, "| contender | c | "+rate+" | published/s in window | max backlog | backlog at stop | tail s | tail rows/s | drained | p50 commit µs | CPU µs/event | DB stmts/event | DB round trips/event | DB CPU µs/event | broker CPU µs/event | machine busy | verified |")
-		fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|:-:|---:|---:|---:|---:|---:|---:|---:|:-:|")
+		fmt.Fprintln(w, "| contender | c | "+rate+" | published/s in window | max backlog | backlog at stop | tail s | tail rows/s | drained | p50 commit µs | CPU µs/event | DB stmts/event | DB round trips/event | DB CPU µs/event | DB log B/event | broker CPU µs/event | machine busy | verified |")
+		fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|:-:|---:|---:|---:|---:|---:|---:|---:|---:|:-:|")
 	} else {
-		fmt.Fprintln(w, "| contender | c | "+rate+" | min–max | ratio (spread) | p50 µs | CPU µs/event | ratio | DB stmts/event | DB round trips/event | DB CPU µs/event | broker CPU µs/event | machine busy | verified |")
-		fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:-:|")
+		fmt.Fprintln(w, "| contender | c | "+rate+" | min–max | ratio (spread) | p50 µs | CPU µs/event | ratio | DB stmts/event | DB round trips/event | DB CPU µs/event | DB log B/event | broker CPU µs/event | machine busy | verified |")
+		fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:-:|")
 	}
 	for _, p := range concurrencies(rows, suite) {
 		for _, r := range rows {
@@ -326,9 +327,9 @@ func printDBTables(w io.Writer, rows []row, suite string) {
 				if !cs.Drained {
 					drained = "**no**"
 				}
-				fmt.Fprintf(w, "| %s | %d | %.0f | %.0f | %d | %d | %.1f | %.0f | %s | %.0f | %.1f | %.2f | %.2f | %.1f | %.1f | %.0f%% | %s |\n",
+				fmt.Fprintf(w, "| %s | %d | %.0f | %.0f | %d | %d | %.1f | %.0f | %s | %.0f | %.1f | %.2f | %.2f | %.1f | %.0f | %.1f | %.0f%% | %s |\n",
 					r.Contender, r.Publishers, r.Median, cs.PublishRate, cs.MaxBacklog, cs.BacklogAtStop, cs.TailSeconds, cs.TailRate, drained,
-					r.P50us, r.CPUusPer, r.DBStmtsPer, r.DBTurnsPer, r.DBCPUusPer, r.BrokerCPUusPer, 100*r.MachineBusy, v)
+					r.P50us, r.CPUusPer, r.DBStmtsPer, r.DBTurnsPer, r.DBCPUusPer, r.DBLogBytesPer, r.BrokerCPUusPer, 100*r.MachineBusy, v)
 				continue
 			}
 			spread := "—"
@@ -339,9 +340,9 @@ func printDBTables(w io.Writer, rows []row, suite string) {
 			if r.P50us > 0 {
 				p50 = fmt.Sprintf("%.0f", r.P50us)
 			}
-			fmt.Fprintf(w, "| %s | %d | %.0f | %.0f–%.0f | %s | %s | %.1f | %s | %.3f | %.3f | %.1f | %.1f | %.0f%% | %s |\n",
+			fmt.Fprintf(w, "| %s | %d | %.0f | %.0f–%.0f | %s | %s | %.1f | %s | %.3f | %.3f | %.1f | %.0f | %.1f | %.0f%% | %s |\n",
 				r.Contender, r.Publishers, r.Median, r.Min, r.Max, spread, p50, r.CPUusPer, ratioCell(r.CPURatio),
-				r.DBStmtsPer, r.DBTurnsPer, r.DBCPUusPer, r.BrokerCPUusPer, 100*r.MachineBusy, v)
+				r.DBStmtsPer, r.DBTurnsPer, r.DBCPUusPer, r.DBLogBytesPer, r.BrokerCPUusPer, 100*r.MachineBusy, v)
 		}
 	}
 	fmt.Fprintf(w, "\n%s: statements by kind (all rounds; calls per event, client-side mean µs from the call to its rows closed, rows per call)\n\n", suite)
