@@ -83,7 +83,11 @@ func catchup(res *result, suite, cname string, p int, d time.Duration, o drainOp
 	default:
 		return errors.New("unknown contender")
 	}
-	wd, rd := benchDB(kind, ""), benchDB(kind, relayOpts)
+	writerOpts := ""
+	if o.optionsWriters {
+		writerOpts = o.optionsFor(kind)
+	}
+	wd, rd := benchDB(kind, writerOpts), benchDB(kind, relayOpts)
 	workerDB.kind, workerDB.writer, workerDB.relay = kind, newDBCounter(), newDBCounter()
 	db, err := wd.open(workerDB.writer)
 	if err != nil {

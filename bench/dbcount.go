@@ -130,9 +130,15 @@ var statementKinds = []struct{ kind, has string }{
 	{"claim-full", "DISTINCT ON (msg_key)"},
 	// outbox relay, MySQL: heads, lock, lease in one transaction.
 	{"heads-advance", "GROUP BY msg_key) h"}, // refined below: with "msg_key IN"
+	{"proto-claim", "CROSS JOIN LATERAL (SELECT x."},
+	{"proto-heads", "p.seq = o.seq - 1"},
+	{"proto-runs", "FORCE INDEX"},
+	{"proto-lease", "lease_owner = 'proto'"},
 	{"lock", "FOR UPDATE SKIP LOCKED"},
 	{"lease", "attempts = attempts + 1"},
 	{"mark", "SET state = 1"},
+	{"proto-verify", "AND (msg_key, seq) IN"},
+	{"delete", "DELETE FROM "},
 	{"retry", "SET next_attempt_at"},
 	{"dead", "SET state = 2"},
 	{"release", "SET lease_owner = NULL, lease_until = NULL WHERE state = 0 AND lease_owner"},

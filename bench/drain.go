@@ -70,7 +70,12 @@ type drainOpts struct {
 	protoBatch    int    // the prototype's rows per claim
 	protoRun      int    // the prototype's rows per key per claim
 	protoWorkers  int    // the prototype's concurrent batches
+	protoFill     int    // PostgreSQL: the prototype's outbox table fillfactor (0: default)
+	protoLean     bool   // the prototype's table without the pending-heads and published indexes
 	catchupTail   time.Duration
+	// optionsWriters: catchup applies dbOptions / mysqlParams to the
+	// writers' connections too.
+	optionsWriters bool
 }
 
 // optionsFor is what benchDB appends to kind's DSN.
@@ -123,13 +128,13 @@ func drainContenders(sys string) []drainContender {
 		out = append(out, drainContender{name: "watermill-sql-" + label, setup: func(ctx context.Context, o drainOpts) (*drainRun, error) {
 			return watermillDrain(ctx, sys, db, o)
 		}})
-		for _, del := range []bool{false, true} {
-			name := "proto-" + label
-			if del {
-				name += "-delete"
-			}
-			out = append(out, drainContender{name: name, setup: func(ctx context.Context, o drainOpts) (*drainRun, error) {
-				return protoDrain(ctx, sys, db, protoOpts{batch: o.protoBatch, run: o.protoRun, workers: o.protoWorkers, delete: del}, o)
+		for _, v := range []struct {
+			suffix        string
+			delete, lease bool
+		}{{"", false, false}, {"-delete", true, false}, {"-lease", false, true}, {"-lease-delete", true, true}} {
+			out = append(out, drainContender{name: "proto-" + label + v.suffix, setup: func(ctx context.Context, o drainOpts) (*drainRun, error) {
+				return protoDrain(ctx, sys, db, protoOpts{batch: o.protoBatch, run: o.protoRun, workers: o.protoWorkers,
+					delete: v.delete, lease: v.lease}, o)
 			}})
 		}
 	}

@@ -130,6 +130,9 @@ func main() {
 		protoBatch = flag.Int("proto-batch", 1000, "drain: the prototype relay's rows per claim")
 		protoRun   = flag.Int("proto-run", 100, "drain: the prototype relay's rows per key per claim (1: one message per key in flight)")
 		protoWork  = flag.Int("proto-workers", 2, "drain: the prototype relay's batches in flight")
+		protoFill  = flag.Int("proto-fillfactor", 0, "drain: the prototype's PostgreSQL outbox fillfactor (0: the default, 100)")
+		protoLean  = flag.Bool("proto-lean", false, "drain: drop the pending-heads and published indexes from the prototype's table")
+		optWriters = flag.Bool("options-writers", false, "catchup: apply -pg-options / -mysql-params to the writers' connections too")
 		tail       = flag.Duration("catchup-tail", 2*time.Minute, "catchup: how long to wait for the relay to publish the backlog after the writers stop")
 		only       = flag.String("only", "", "run only these contenders (comma-separated; the baseline always runs)")
 		plans      = flag.Bool("claim-plans", false, "instead: show the claim's plans (generic vs custom) at several backlogs")
@@ -165,7 +168,7 @@ func main() {
 		var res result
 		do := drainOpts{rows: *prefill, keys: *keys, window: *window, peerRows: *peerRows, relayBatch: *relayBatch,
 			relayInFlight: *relayIn, analyze: *analyze, prefillStore: *prefStore, dbOptions: *dbOptions, mysqlParams: *myParams,
-			protoBatch: *protoBatch, protoRun: *protoRun, protoWorkers: *protoWork, catchupTail: *tail}
+			protoBatch: *protoBatch, protoRun: *protoRun, protoWorkers: *protoWork, protoFill: *protoFill, protoLean: *protoLean, catchupTail: *tail, optionsWriters: *optWriters}
 		if suite, _, _ := strings.Cut(*worker, "/"); isConsume(suite) {
 			res = runConsumeWorker(*worker, *publishers, *round, *prefill, *profDir)
 		} else if isDrain(suite) {
@@ -222,7 +225,7 @@ type plan struct {
 
 // passThrough are the flags every child gets as the orchestrator got them.
 var passThrough = []string{"keys", "window", "peer-rows", "relay-batch", "relay-inflight", "analyze", "prefill-store", "pg-options", "mysql-params",
-	"proto-batch", "proto-run", "proto-workers", "catchup-tail"}
+	"proto-batch", "proto-run", "proto-workers", "proto-fillfactor", "proto-lean", "catchup-tail", "options-writers"}
 
 func childFlags() []string {
 	var out []string

@@ -50,6 +50,11 @@ import (
 type protoOpts struct {
 	batch, run, workers int
 	delete              bool
+	// lease: commit a lease on the claimed rows (lease_owner, lease_until,
+	// attempts + 1) before publishing, as today's relay does, instead of
+	// holding the row locks while publishing; the settle is then its own
+	// statement.
+	lease bool
 }
 
 type protoRow struct {
@@ -173,6 +178,7 @@ type protoRelay struct {
 	ids              *idSet
 	published        atomic.Int64
 	claimSQL, settle string
+	leaseSQL         string
 	headsSQL, runSQL string // MariaDB
 	verifySQL        string // MariaDB, without its IN list
 }
@@ -185,7 +191,7 @@ func newProtoRelay(d dbConn, db *sql.DB, t outbox.Tables, o protoOpts, pub order
 		cols = "id, name, msg_key, seq, body, content_type, DATE_FORMAT(occurred_at, '%Y-%m-%d %H:%i:%s.%f')"
 		// The LIMIT is filled in per claim (see claim).
 		p.headsSQL = `SELECT o.msg_key, o.seq FROM ` + T + ` o
-WHERE o.state = 0 AND o.next_attempt_at <= UTC_TIMESTAMP(6)
+WHERE o.state = 0 AND o.next_attempt_at <= UTC_TIMESTAMP(6) AND (o.lease_until IS NULL OR o.lease_until <= UTC_TIMESTAMP(6))
   AND NOT EXISTS (SELECT 1 FROM ` + T + ` p WHERE p.msg_key = o.msg_key AND p.seq = o.seq - 1 AND p.state = 0)
 ORDER BY o.next_attempt_at LIMIT %d FOR UPDATE SKIP LOCKED`
 		// FORCE INDEX: each range on (msg_key, seq) exactly, not a scan of
@@ -199,11 +205,12 @@ ORDER BY o.next_attempt_at LIMIT %d FOR UPDATE SKIP LOCKED`
 		if o.delete {
 			p.settle = `DELETE FROM ` + T + ` WHERE id IN (%s)`
 		}
+		p.leaseSQL = `UPDATE ` + T + ` SET lease_owner = 'proto', lease_until = UTC_TIMESTAMP(6) + INTERVAL 30 SECOND, attempts = attempts + 1 WHERE id IN (%s)`
 		return p
 	}
 	p.claimSQL = fmt.Sprintf(`SELECT r.id, r.name, r.msg_key, r.seq, r.body, r.content_type, r.occurred_at
 FROM (SELECT o.msg_key, o.seq FROM %[1]s o
-      WHERE o.state = 0 AND o.next_attempt_at <= now()
+      WHERE o.state = 0 AND o.next_attempt_at <= now() AND (o.lease_until IS NULL OR o.lease_until <= now())
         AND NOT EXISTS (SELECT 1 FROM %[1]s p WHERE p.msg_key = o.msg_key AND p.seq = o.seq - 1 AND p.state = 0)
       ORDER BY o.next_attempt_at LIMIT %[2]d FOR UPDATE SKIP LOCKED) h
 CROSS JOIN LATERAL (SELECT x.%[4]s FROM %[1]s x
@@ -213,6 +220,7 @@ LIMIT %[2]d`, T, o.batch, o.run, strings.ReplaceAll(cols, ", ", ", x."))
 	if o.delete {
 		p.settle = `DELETE FROM ` + T + ` WHERE id = ANY($1)`
 	}
+	p.leaseSQL = `UPDATE ` + T + ` SET lease_owner = 'proto', lease_until = now() + interval '30 seconds', attempts = attempts + 1 WHERE id = ANY($1)`
 	return p
 }
 
@@ -354,20 +362,25 @@ func (p *protoRelay) claim(ctx context.Context, tx *sql.Tx, heads int) ([]protoR
 	return rows, nil
 }
 
-func (p *protoRelay) settleRows(ctx context.Context, tx *sql.Tx, rows []protoRow) error {
+type execer interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
+// byIDs runs stmt (the settle or the lease) for rows.
+func (p *protoRelay) byIDs(ctx context.Context, db execer, stmt string, rows []protoRow) error {
 	if p.d.kind != "mysql" {
 		ids := make([]string, len(rows))
 		for i, r := range rows {
 			ids[i] = r.id
 		}
-		_, err := tx.ExecContext(ctx, p.settle, ids)
+		_, err := db.ExecContext(ctx, stmt, ids)
 		return err
 	}
 	args := make([]any, len(rows))
 	for i, r := range rows {
 		args[i] = r.id
 	}
-	_, err := tx.ExecContext(ctx, fmt.Sprintf(p.settle, placeholders(len(rows))), args...)
+	_, err := db.ExecContext(ctx, fmt.Sprintf(stmt, placeholders(len(rows))), args...)
 	return err
 }
 
@@ -402,17 +415,32 @@ func (p *protoRelay) work(ctx context.Context, target int64) error {
 			time.Sleep(2 * time.Millisecond) // rows held by the other workers
 			continue
 		}
+		var settleIn execer = tx
+		if p.o.lease {
+			// The lease commits before the publish; the settle commits alone.
+			err = p.byIDs(ctx, tx, p.leaseSQL, rows)
+			if err == nil {
+				err = tx.Commit()
+			}
+			if err != nil {
+				_ = tx.Rollback()
+				return fmt.Errorf("lease: %w", err)
+			}
+			settleIn = p.db
+		}
 		wait, err := p.pub.send(ctx, rows)
 		if err == nil {
 			err = wait()
 		}
 		if err == nil {
-			err = p.settleRows(ctx, tx, rows)
+			err = p.byIDs(ctx, settleIn, p.settle, rows)
 		}
-		if err == nil {
-			err = tx.Commit()
-		} else {
-			_ = tx.Rollback()
+		if !p.o.lease {
+			if err == nil {
+				err = tx.Commit()
+			} else {
+				_ = tx.Rollback()
+			}
 		}
 		if err != nil {
 			return fmt.Errorf("batch: %w", err)
@@ -459,6 +487,20 @@ func protoDrain(ctx context.Context, sys, kind string, po protoOpts, o drainOpts
 	setupStore, err := outbox.New(setupDB, d.dialect(), outbox.WithTables(tables))
 	if err == nil {
 		err = setupStore.Migrate(ctx)
+	}
+	if err == nil && o.protoLean {
+		// Only the indexes the prototype reads: the primary key, (msg_key,
+		// seq) and the due rows'; the pending-heads and published indexes
+		// go (each is written on every insert and every state change).
+		if kind == "mysql" {
+			_, err = setupDB.ExecContext(ctx, "ALTER TABLE "+tables.Outbox+" DROP INDEX "+indexOf(tables.Outbox, "head")+", DROP INDEX "+indexOf(tables.Outbox, "published"))
+		} else {
+			_, err = setupDB.ExecContext(ctx, "DROP INDEX "+indexOf(tables.Outbox, "head")+", "+indexOf(tables.Outbox, "published"))
+		}
+	}
+	if err == nil && kind == "postgres" && o.protoFill > 0 {
+		// Room on each page for a HOT update (no index entries) of the lease.
+		_, err = setupDB.ExecContext(ctx, fmt.Sprintf("ALTER TABLE %s SET (fillfactor = %d)", tables.Outbox, o.protoFill))
 	}
 	if err == nil {
 		err = prefillOutbox(ctx, d, setupDB, tables, setupStore, msgs, o)
