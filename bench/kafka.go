@@ -45,26 +45,26 @@ func serveKfakeCluster(store bool) {
 
 // startKfake starts the cluster in a child process, so that its work and
 // memory are not counted against the contenders.
-func startKfake(self string, store bool) (addrs string, stop func(), err error) {
+func startKfake(self string, store bool) (addrs string, pid int, stop func(), err error) {
 	cmd := exec.Command(self, "-serve-kfake", "-kfake-store="+strconv.FormatBool(store))
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
-		return "", nil, err
+		return "", 0, nil, err
 	}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
-		return "", nil, err
+		return "", 0, nil, err
 	}
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
-		return "", nil, err
+		return "", 0, nil, err
 	}
 	line, err := bufio.NewReader(out).ReadString('\n')
 	if err != nil {
 		_ = cmd.Process.Kill()
-		return "", nil, fmt.Errorf("kfake did not start: %w", err)
+		return "", 0, nil, fmt.Errorf("kfake did not start: %w", err)
 	}
-	return strings.TrimSpace(line), func() { _ = stdin.Close(); _ = cmd.Wait() }, nil
+	return strings.TrimSpace(line), cmd.Process.Pid, func() { _ = stdin.Close(); _ = cmd.Wait() }, nil
 }
 
 func kafkaAddrs() []string { return strings.Split(os.Getenv("BENCH_KAFKA"), ",") }

@@ -12,6 +12,10 @@
 //	cd bench && go run . -suites bus -rounds 1      # one suite
 //	cd bench && go run . -memcheck                  # the outage memory check
 //	cd bench && go run . -suites outbox-rabbitmq,outbox-kafka   # commit-to-confirmed from PostgreSQL (DATABASE_URL)
+//	cd bench && go run . -suites outbox-rabbitmq-mariadb,outbox-kafka-mariadb   # the same from MariaDB (MARIADB_DSN)
+//	cd bench && go run . -suites drain-rabbitmq,drain-kafka -prefill 100000 -keys 1000   # a prefilled outbox drained, against raw
+//	cd bench && go run . -suites catchup-rabbitmq -publishers 16,256 -duration 20s   # writers not waiting: does the relay keep up?
+//	cd bench && go run . -claim-plans                # the relay's claim: plans and cost at several backlogs
 package main
 
 import (
@@ -52,6 +56,23 @@ type result struct {
 	PeakRSSKB  int64   `json:"peak_rss_kb"`
 	Verified   string  `json:"verified"`
 	Err        string  `json:"error,omitempty"`
+
+	// What the run asked of its database, per event (drain, outbox and
+	// catch-up suites; dbcount.go): statements (BEGIN and COMMIT
+	// included) and round trips on the wire, and the statements by kind.
+	DBStmtsPer float64    `json:"db_stmts_per_event,omitempty"`
+	DBTurnsPer float64    `json:"db_round_trips_per_event,omitempty"`
+	DBKinds    []StmtCost `json:"db_statements,omitempty"`
+	// CPU of the database server's and the broker's processes over the
+	// window per event, and the share of the machine's CPU time that was
+	// busy (proccpu.go).
+	DBCPUusPer     float64 `json:"db_cpu_us_per_event,omitempty"`
+	DBLogBytesPer  float64 `json:"db_log_bytes_per_event,omitempty"` // WAL / InnoDB redo written over the window ÷ N
+	BrokerCPUusPer float64 `json:"broker_cpu_us_per_event,omitempty"`
+	MachineBusy    float64 `json:"machine_busy,omitempty"`
+	// Catch-up suites: the backlog (pending rows) while writers commit
+	// without waiting for the publish, and after they stop.
+	Catchup *catchupStats `json:"catchup,omitempty"`
 }
 
 // contender publishes one ~300-byte order event per call.
@@ -70,22 +91,51 @@ func suites() map[string][]contender {
 		"consume-rabbitmq": consumeRabbitContenders(),
 		"consume-kafka":    consumeKafkaContenders(),
 		// Not in the default -suites: they need PostgreSQL (DATABASE_URL).
-		"outbox-rabbitmq": outboxContenders("rabbitmq"),
-		"outbox-kafka":    outboxContenders("kafka"),
+		"outbox-rabbitmq":         outboxContenders("rabbitmq", "postgres"),
+		"outbox-kafka":            outboxContenders("kafka", "postgres"),
+		"outbox-rabbitmq-mariadb": outboxContenders("rabbitmq", "mysql"),
+		"outbox-kafka-mariadb":    outboxContenders("kafka", "mysql"),
+		// Drain a prefilled outbox (PostgreSQL and MariaDB), against raw
+		// pipelined publishing of the same bodies.
+		"drain-rabbitmq": drainAsContenders("rabbitmq"),
+		"drain-kafka":    drainAsContenders("kafka"),
+		// Writers that do not wait for the publish: does the relay keep up?
+		"catchup-rabbitmq": catchupContenders("rabbitmq"),
+		"catchup-kafka":    catchupContenders("kafka"),
 	}
 }
 
 // baseline is the contender the ratios divide by.
 var baseline = map[string]string{"rabbitmq": "raw-amqp091-pipelined", "kafka": "raw-sarama-async", "bus": "direct-call",
 	"consume-rabbitmq": "raw-amqp091", "consume-kafka": "raw-sarama-group",
-	"outbox-rabbitmq": "direct", "outbox-kafka": "direct"}
+	"outbox-rabbitmq": "direct", "outbox-kafka": "direct", "outbox-rabbitmq-mariadb": "direct", "outbox-kafka-mariadb": "direct",
+	"drain-rabbitmq": "raw-amqp091-pipelined", "drain-kafka": "raw-sarama-async"}
 
 func main() {
 	var (
 		suiteList  = flag.String("suites", "rabbitmq,kafka,bus,consume-rabbitmq,consume-kafka", "suites to run")
 		pubList    = flag.String("publishers", "1,16,256", "concurrent publishers (publish suites)")
 		conList    = flag.String("consumers", "1,16", "handler concurrency (consume suites)")
-		prefill    = flag.Int("prefill", 100000, "events waiting before each consume run")
+		prefill    = flag.Int("prefill", 100000, "events waiting before each consume or drain run")
+		keys       = flag.Int("keys", 1000, "drain: keys (order ids) the prefilled events are spread over")
+		window     = flag.Int("window", 1000, "drain: the raw baseline's messages in flight (the relay's default WithMaxInFlight)")
+		peerRows   = flag.Int("peer-rows", 20000, "drain: at most this many events for Watermill's forwarder (it is slow)")
+		relayBatch = flag.Int("relay-batch", 0, "drain, catchup: the relays' WithBatchSize (0: default)")
+		relayIn    = flag.Int("relay-inflight", 0, "drain, catchup: the relays' WithMaxInFlight (0: default)")
+		analyze    = flag.Bool("analyze", true, "drain: ANALYZE the tables after the prefill (autovacuum would have; it is off on this machine)")
+		prefStore  = flag.Bool("prefill-store", false, "drain: prefill through outbox.Store transactions (100 events each) instead of bulk INSERTs")
+		dbOptions  = flag.String("pg-options", "", "drain, catchup: PostgreSQL run-time options for the relays' connections, e.g. '-c plan_cache_mode=force_custom_plan'")
+		myParams   = flag.String("mysql-params", "", "drain, catchup: DSN parameters for the relays' MariaDB connections, e.g. 'long_query_time=0'")
+		logSummary = flag.String("db-log", "", "instead: summarize a PostgreSQL log excerpt (log_min_duration_statement=0) or a MariaDB slow log by statement kind")
+		protoBatch = flag.Int("proto-batch", 1000, "drain: the prototype relay's rows per claim")
+		protoRun   = flag.Int("proto-run", 100, "drain: the prototype relay's rows per key per claim (1: one message per key in flight)")
+		protoWork  = flag.Int("proto-workers", 2, "drain: the prototype relay's batches in flight")
+		protoFill  = flag.Int("proto-fillfactor", 0, "drain: the prototype's PostgreSQL outbox fillfactor (0: the default, 100)")
+		protoLean  = flag.Bool("proto-lean", false, "drain: drop the pending-heads and published indexes from the prototype's table")
+		optWriters = flag.Bool("options-writers", false, "catchup: apply -pg-options / -mysql-params to the writers' connections too")
+		tail       = flag.Duration("catchup-tail", 2*time.Minute, "catchup: how long to wait for the relay to publish the backlog after the writers stop")
+		only       = flag.String("only", "", "run only these contenders (comma-separated; the baseline always runs)")
+		plans      = flag.Bool("claim-plans", false, "instead: show the claim's plans (generic vs custom) at several backlogs")
 		profDir    = flag.String("cpuprofile", "", "write a CPU profile of every measured window into this directory")
 		rounds     = flag.Int("rounds", 3, "rounds (contenders alternate within each)")
 		duration   = flag.Duration("duration", 3*time.Second, "length of one measured run")
@@ -98,16 +148,33 @@ func main() {
 		round      = flag.Int("round", 0, "internal: round for -worker")
 		serveKfake = flag.Bool("serve-kfake", false, "internal: serve a kfake cluster until stdin closes")
 		kfakeStore = flag.Bool("kfake-store", false, "internal: with -serve-kfake, keep produced records (to consume them)")
-		from       = flag.String("from", "", "re-print the tables and redraw the chart from a results.json, without running")
+		from       = flag.String("from", "", "re-print the tables and redraw the chart from a results.json (or several, comma-separated), without running")
 	)
 	flag.Parse()
 	switch {
 	case *serveKfake:
 		serveKfakeCluster(*kfakeStore)
+	case *logSummary != "":
+		if err := summarizeDBLog(*logSummary); err != nil {
+			fmt.Fprintln(os.Stderr, "db-log:", err)
+			os.Exit(1)
+		}
+	case *plans:
+		if err := claimPlans(); err != nil {
+			fmt.Fprintln(os.Stderr, "claim-plans:", err)
+			os.Exit(1)
+		}
 	case *worker != "":
 		var res result
+		do := drainOpts{rows: *prefill, keys: *keys, window: *window, peerRows: *peerRows, relayBatch: *relayBatch,
+			relayInFlight: *relayIn, analyze: *analyze, prefillStore: *prefStore, dbOptions: *dbOptions, mysqlParams: *myParams,
+			protoBatch: *protoBatch, protoRun: *protoRun, protoWorkers: *protoWork, protoFill: *protoFill, protoLean: *protoLean, catchupTail: *tail, optionsWriters: *optWriters}
 		if suite, _, _ := strings.Cut(*worker, "/"); isConsume(suite) {
 			res = runConsumeWorker(*worker, *publishers, *round, *prefill, *profDir)
+		} else if isDrain(suite) {
+			res = runDrainWorker(*worker, *round, do, *profDir)
+		} else if isCatchup(suite) {
+			res = runCatchupWorker(*worker, *publishers, *round, *duration, do, *profDir)
 		} else {
 			res = runWorker(*worker, *publishers, *round, *duration, *profDir)
 		}
@@ -123,7 +190,8 @@ func main() {
 			os.Exit(1)
 		}
 	default:
-		o := plan{pubs: ints(*pubList), cons: ints(*conList), rounds: *rounds, d: *duration, prefill: *prefill, profDir: *profDir}
+		o := plan{pubs: ints(*pubList), cons: ints(*conList), rounds: *rounds, d: *duration, prefill: *prefill, profDir: *profDir,
+			only: *only, childArgs: childFlags()}
 		if err := orchestrate(strings.Split(*suiteList, ","), o, outputs{*jsonOut, *svgOut, *ratioOut}); err != nil {
 			fmt.Fprintln(os.Stderr, "bench:", err)
 			os.Exit(1)
@@ -151,6 +219,22 @@ type plan struct {
 	d          time.Duration
 	prefill    int
 	profDir    string
+	only       string   // comma-separated contenders to run (and the baseline)
+	childArgs  []string // flags passed through to every child
+}
+
+// passThrough are the flags every child gets as the orchestrator got them.
+var passThrough = []string{"keys", "window", "peer-rows", "relay-batch", "relay-inflight", "analyze", "prefill-store", "pg-options", "mysql-params",
+	"proto-batch", "proto-run", "proto-workers", "proto-fillfactor", "proto-lean", "catchup-tail", "options-writers"}
+
+func childFlags() []string {
+	var out []string
+	flag.Visit(func(f *flag.Flag) {
+		if slices.Contains(passThrough, f.Name) {
+			out = append(out, "-"+f.Name+"="+f.Value.String())
+		}
+	})
+	return out
 }
 
 // outputs are where the orchestrator and -from write.
@@ -168,18 +252,26 @@ func orchestrate(names []string, o plan, out outputs) error {
 		if !ok {
 			return fmt.Errorf("unknown suite %q", suite)
 		}
+		if o.only != "" {
+			keep := strings.Split(o.only, ",")
+			cs = slices.DeleteFunc(slices.Clone(cs), func(c contender) bool {
+				return c.name != baseline[suite] && !slices.Contains(keep, c.name)
+			})
+		}
 		var env []string
-		if strings.HasSuffix(suite, "kafka") {
-			addrs, stop, err := startKfake(self, isConsume(suite))
+		if strings.HasSuffix(suite, "kafka") || strings.HasSuffix(suite, "kafka-mariadb") {
+			addrs, pid, stop, err := startKfake(self, isConsume(suite))
 			if err != nil {
 				return err
 			}
 			defer stop()
-			env = append(env, "BENCH_KAFKA="+addrs)
+			env = append(env, "BENCH_KAFKA="+addrs, "BENCH_KFAKE_PID="+strconv.Itoa(pid))
 		}
 		levels := o.pubs
 		if isConsume(suite) {
 			levels = o.cons
+		} else if isDrain(suite) {
+			levels = []int{1}
 		}
 		for r := range o.rounds {
 			for _, p := range levels {
@@ -190,6 +282,13 @@ func orchestrate(names []string, o plan, out outputs) error {
 					extra := ""
 					if isConsume(suite) {
 						extra = fmt.Sprintf("first=%.0fms dup=%d  ", res.FirstMs, res.Duplicates)
+					}
+					if res.DBTurnsPer > 0 || res.DBCPUusPer > 0 || isDrain(suite) {
+						extra += fmt.Sprintf("db: %.3f stmts %.3f trips %.1fµs cpu %.0fB log /msg  broker %.1fµs/msg  busy %.0f%%  ",
+							res.DBStmtsPer, res.DBTurnsPer, res.DBCPUusPer, res.DBLogBytesPer, res.BrokerCPUusPer, 100*res.MachineBusy)
+					}
+					if cs := res.Catchup; cs != nil {
+						extra += fmt.Sprintf("backlog max %d at-stop %d tail %.1fs (%.0f/s)  ", cs.MaxBacklog, cs.BacklogAtStop, cs.TailSeconds, cs.TailRate)
 					}
 					fmt.Fprintf(os.Stderr, "round %d  %-16s %-28s c=%-3d %9.0f msg/s  n=%-8d failed=%d  cpu=%.1fµs/msg  %s%s %s\n",
 						r+1, suite, c.name, p, res.MsgsPerSec, res.N, res.Failed, res.CPUusPer, extra, res.Verified, res.Err)
@@ -212,18 +311,24 @@ func writeCharts(rows []row, out outputs) error {
 	return os.WriteFile(out.ratioSVG, []byte(ratioChart(rows)), 0o644)
 }
 
-func replot(path string, out outputs) error {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return err
+// replot reads one results.json, or several separated by commas (runs of
+// different suites merged into one set of tables).
+func replot(paths string, out outputs) error {
+	var runs []result
+	for _, path := range strings.Split(paths, ",") {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		var doc struct {
+			Runs []result `json:"runs"`
+		}
+		if err := json.Unmarshal(b, &doc); err != nil {
+			return fmt.Errorf("%s: %w", path, err)
+		}
+		runs = append(runs, doc.Runs...)
 	}
-	var doc struct {
-		Runs []result `json:"runs"`
-	}
-	if err := json.Unmarshal(b, &doc); err != nil {
-		return err
-	}
-	rows := summarize(doc.Runs)
+	rows := summarize(runs)
 	printTables(os.Stdout, rows)
 	return writeCharts(rows, out)
 }
@@ -238,6 +343,7 @@ func runChild(self string, env []string, name string, p, round int, o plan) resu
 	if o.profDir != "" {
 		args = append(args, "-cpuprofile", o.profDir)
 	}
+	args = append(args, o.childArgs...)
 	cmd := exec.Command(self, args...)
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Stderr = os.Stderr
@@ -280,7 +386,10 @@ func runWorker(name string, p, round int, d time.Duration, profDir string) resul
 	var ok, failed atomic.Int64
 	var firstErr atomic.Value
 	lat := make([][]time.Duration, p)
+	dbBefore := dbSnapshots()
+	bnames, bpids := brokerProcesses(suite)
 	stopProfile := cpuProfile(profilePath(profDir, res))
+	sm := startServerMeter(workerDB.kind, bnames, bpids)
 	m := startMeter()
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -319,7 +428,11 @@ func runWorker(name string, p, round int, d time.Duration, profDir string) resul
 	close(stop)
 	wg.Wait()
 	elapsed := m.stop(&res, ok.Load())
+	sm.stop(&res, ok.Load())
 	stopProfile()
+	if workerDB.kind != "" {
+		dbPerEvent(&res, dbBefore, ok.Load())
+	}
 
 	res.N, res.Failed, res.Seconds = ok.Load(), failed.Load(), elapsed.Seconds()
 	res.MsgsPerSec = float64(res.N) / elapsed.Seconds()

@@ -38,11 +38,40 @@ import (
 //   - watermill-sql-forwarder: watermill-sql v4's publisher in the
 //     transaction, Watermill's forwarder component publishing through
 //     watermill-amqp / watermill-kafka, all with their defaults.
-func outboxContenders(sys string) []contender {
+func outboxContenders(sys, db string) []contender {
 	return []contender{
-		outboxContender(sys, "direct"),
-		outboxContender(sys, "outbox"),
-		outboxContender(sys, "watermill-sql-forwarder"),
+		outboxContender(sys, db, "direct"),
+		outboxContender(sys, db, "outbox"),
+		outboxContender(sys, db, "watermill-sql-forwarder"),
+	}
+}
+
+// workerDB is what the one contender of a worker process asks of its
+// database: the writers' statements and the relay's, counted apart (the
+// relay has its own pool, as a relay in another process would).
+var workerDB struct {
+	kind          string
+	writer, relay *dbCounter
+	store         *outbox.Store // the outbox contenders' store, for the backlog
+}
+
+func dbSnapshots() [2]dbSnapshot {
+	return [2]dbSnapshot{workerDB.writer.snapshot(), workerDB.relay.snapshot()}
+}
+
+// dbPerEvent sets res's database columns from the counters' change since
+// before: statements and round trips of writers and relay together, and
+// the kinds of each, prefixed "writer " or "relay ".
+func dbPerEvent(res *result, before [2]dbSnapshot, n int64) {
+	after := dbSnapshots()
+	for i, who := range []string{"writer ", "relay "} {
+		stmts, turns, kinds := perEvent(before[i], after[i], n)
+		res.DBStmtsPer += stmts
+		res.DBTurnsPer += turns
+		for _, k := range kinds {
+			k.Kind = who + k.Kind
+			res.DBKinds = append(res.DBKinds, k)
+		}
 	}
 }
 
@@ -143,16 +172,16 @@ func orderEvent(orderID string) events.OrderCreated {
 		Items: []events.OrderItem{{ProductID: "sku-1001", Quantity: 2, Price: events.Cents(500000)}}, Total: events.Cents(1255000)}
 }
 
-// outboxContender wires one way of publishing from a transaction to sys
-// ("rabbitmq" or "kafka").
-func outboxContender(sys, name string) contender {
+// outboxContender wires one way of publishing from a transaction on
+// database kind ("postgres" or "mysql") to sys ("rabbitmq" or "kafka").
+func outboxContender(sys, kind, name string) contender {
 	open := func(dest func() (broker.Broker, message.Publisher, error)) (func(context.Context) error, func(), error) {
-		db, err := sql.Open("pgx", databaseURL())
+		d := benchDB(kind, "")
+		workerDB.kind, workerDB.writer, workerDB.relay = kind, newDBCounter(), newDBCounter()
+		db, err := d.open(workerDB.writer)
 		if err != nil {
 			return nil, nil, err
 		}
-		db.SetMaxOpenConns(64)
-		db.SetMaxIdleConns(64)
 		prefix := "bench_" + uuid.NewString()[:8] + "_"
 		orders := prefix + "orders"
 		var cleanup []func()
@@ -162,15 +191,18 @@ func outboxContender(sys, name string) contender {
 			}
 			for _, t := range []string{orders, prefix + "outbox", prefix + "keys", prefix + "inbox",
 				"watermill_" + prefix + "fwd", "watermill_offsets_" + prefix + "fwd"} {
-				_, _ = db.Exec(`DROP TABLE IF EXISTS "` + t + `"`)
+				_, _ = db.Exec("DROP TABLE IF EXISTS " + d.quote(t))
 			}
 			_ = db.Close()
 		}
-		if _, err := db.Exec("CREATE TABLE " + orders + " (id TEXT PRIMARY KEY, created_at TIMESTAMPTZ NOT NULL DEFAULT now())"); err != nil {
-			teardown()
-			return nil, nil, fmt.Errorf("PostgreSQL at %s (DATABASE_URL): %w", databaseHost(), err)
+		ddl, insert := "CREATE TABLE "+orders+" (id TEXT PRIMARY KEY, created_at TIMESTAMPTZ NOT NULL DEFAULT now())", "INSERT INTO "+orders+" (id) VALUES ($1)"
+		if kind == "mysql" {
+			ddl, insert = "CREATE TABLE "+orders+" (id VARCHAR(64) PRIMARY KEY, created_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6))", "INSERT INTO "+orders+" (id) VALUES (?)"
 		}
-		insert := "INSERT INTO " + orders + " (id) VALUES ($1)"
+		if _, err := db.Exec(ddl); err != nil {
+			teardown()
+			return nil, nil, fmt.Errorf("%s: %w", d.label(), err)
+		}
 		conf := &confirmations{m: map[string]chan struct{}{}}
 		b, wmOut, err := dest()
 		if err != nil {
@@ -205,8 +237,8 @@ func outboxContender(sys, name string) contender {
 
 		case "outbox":
 			cleanup = append(cleanup, func() { _ = b.Close(context.Background()) })
-			store, err := outbox.New(db, outbox.Postgres, outbox.WithTables(outbox.Tables{
-				Outbox: prefix + "outbox", Keys: prefix + "keys", Inbox: prefix + "inbox"}))
+			tables := outbox.WithTables(outbox.Tables{Outbox: prefix + "outbox", Keys: prefix + "keys", Inbox: prefix + "inbox"})
+			store, err := outbox.New(db, d.dialect(), tables)
 			if err == nil {
 				err = store.Migrate(context.Background())
 			}
@@ -214,7 +246,22 @@ func outboxContender(sys, name string) contender {
 				teardown()
 				return nil, nil, err
 			}
-			relay, err := outbox.NewRelay(store, confirming{b, conf}, outbox.WithLogger(quiet()))
+			workerDB.store = store
+			rdb, err := d.open(workerDB.relay)
+			if err != nil {
+				teardown()
+				return nil, nil, err
+			}
+			cleanup = append(cleanup, func() { _ = rdb.Close() })
+			relayStore, err := outbox.New(rdb, d.dialect(), tables)
+			if err != nil {
+				teardown()
+				return nil, nil, err
+			}
+			// The relay's store is woken by the writers' commits, as a relay
+			// sharing the writers' process would be.
+			wake := relayStore.Notify
+			relay, err := outbox.NewRelay(relayStore, confirming{b, conf}, outbox.WithLogger(quiet()))
 			if err != nil {
 				teardown()
 				return nil, nil, err
@@ -240,15 +287,26 @@ func outboxContender(sys, name string) contender {
 					conf.forget(id)
 					return err
 				}
+				wake()
 				return conf.wait(ctx, ch, id)
 			}, teardown, nil
 
 		default: // watermill-sql-forwarder
 			logger := watermill.NopLogger{}
 			fwdTopic := prefix + "fwd"
-			schema := wmsql.DefaultPostgreSQLSchema{}
-			sub, err := wmsql.NewSubscriber(wmsql.BeginnerFromStdSQL(db), wmsql.SubscriberConfig{
-				SchemaAdapter: schema, OffsetsAdapter: wmsql.DefaultPostgreSQLOffsetsAdapter{}, InitializeSchema: true}, logger)
+			var schema wmsql.SchemaAdapter = wmsql.DefaultPostgreSQLSchema{}
+			var offsets wmsql.OffsetsAdapter = wmsql.DefaultPostgreSQLOffsetsAdapter{}
+			if kind == "mysql" {
+				schema, offsets = wmsql.DefaultMySQLSchema{}, wmsql.DefaultMySQLOffsetsAdapter{}
+			}
+			rdb, err := d.open(workerDB.relay)
+			if err != nil {
+				teardown()
+				return nil, nil, err
+			}
+			cleanup = append(cleanup, func() { _ = rdb.Close() })
+			sub, err := wmsql.NewSubscriber(wmsql.BeginnerFromStdSQL(rdb), wmsql.SubscriberConfig{
+				SchemaAdapter: schema, OffsetsAdapter: offsets, InitializeSchema: true}, logger)
 			if err != nil {
 				teardown()
 				return nil, nil, err

@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 )
 
@@ -30,6 +31,13 @@ type row struct {
 	Duplicates            int64
 	Verified              bool
 	Runs                  int
+
+	// Medians over the rounds of the database, broker and machine columns
+	// (see result), and the statements by kind over all rounds.
+	DBStmtsPer, DBTurnsPer, DBCPUusPer, DBLogBytesPer, BrokerCPUusPer, MachineBusy float64
+	DBKinds                                                                        []StmtCost
+	// Catch-up: medians over the rounds.
+	Catchup *catchupStats
 }
 
 func median(xs []float64) float64 {
@@ -102,6 +110,43 @@ func summarize(results []result) []row {
 			rw.Ratio, rw.RatioMin, rw.RatioMax = median(rs), slices.Min(rs), slices.Max(rs)
 		}
 		rw.CPURatio = median(sameRound(g, results, func(r result) float64 { return r.CPUusPer }, 0))
+		col := func(f func(result) float64) float64 {
+			var xs []float64
+			for _, r := range g {
+				xs = append(xs, f(r))
+			}
+			return median(xs)
+		}
+		rw.DBStmtsPer = col(func(r result) float64 { return r.DBStmtsPer })
+		rw.DBTurnsPer = col(func(r result) float64 { return r.DBTurnsPer })
+		rw.DBCPUusPer = col(func(r result) float64 { return r.DBCPUusPer })
+		rw.BrokerCPUusPer = col(func(r result) float64 { return r.BrokerCPUusPer })
+		rw.DBLogBytesPer = col(func(r result) float64 { return r.DBLogBytesPer })
+		rw.MachineBusy = col(func(r result) float64 { return r.MachineBusy })
+		rw.DBKinds = mergeKinds(g)
+		if g[0].Catchup != nil {
+			cs := func(f func(*catchupStats) float64) float64 {
+				return col(func(r result) float64 {
+					if r.Catchup == nil {
+						return 0
+					}
+					return f(r.Catchup)
+				})
+			}
+			rw.Catchup = &catchupStats{
+				PublishRate:   cs(func(c *catchupStats) float64 { return c.PublishRate }),
+				MaxBacklog:    int64(cs(func(c *catchupStats) float64 { return float64(c.MaxBacklog) })),
+				BacklogAtStop: int64(cs(func(c *catchupStats) float64 { return float64(c.BacklogAtStop) })),
+				TailSeconds:   cs(func(c *catchupStats) float64 { return c.TailSeconds }),
+				TailRate:      cs(func(c *catchupStats) float64 { return c.TailRate }),
+				Drained:       true,
+			}
+			for _, r := range g {
+				if r.Catchup == nil || !r.Catchup.Drained {
+					rw.Catchup.Drained = false
+				}
+			}
+		}
 		// A baseline that allocates next to nothing (a direct call: a few
 		// runtime mallocs over millions of calls) has no meaningful ratio.
 		rw.AllocsRatio = median(sameRound(g, results, func(r result) float64 { return r.AllocsPer }, 0.01))
@@ -110,9 +155,41 @@ func summarize(results []result) []row {
 	return rows
 }
 
+// mergeKinds sums the statement kinds of a contender's runs: calls per
+// event over all events, client time per call over all calls.
+func mergeKinds(g []result) []StmtCost {
+	type acc struct{ calls, us, rows float64 }
+	m := map[string]*acc{}
+	var events float64
+	for _, r := range g {
+		events += float64(r.N)
+		for _, k := range r.DBKinds {
+			a := m[k.Kind]
+			if a == nil {
+				a = &acc{}
+				m[k.Kind] = a
+			}
+			calls := k.CallsPer * float64(r.N)
+			a.calls += calls
+			a.us += k.MeanUs * calls
+			a.rows += k.RowsPerCall * calls
+		}
+	}
+	var out []StmtCost
+	for k, a := range m {
+		if a.calls == 0 || events == 0 {
+			continue
+		}
+		out = append(out, StmtCost{Kind: k, CallsPer: a.calls / events, MeanUs: a.us / a.calls, RowsPerCall: a.rows / a.calls})
+	}
+	slices.SortFunc(out, func(x, y StmtCost) int { return strings.Compare(x.Kind, y.Kind) })
+	return out
+}
+
 // suiteOrder is the order of the tables and the charts' panels; suites
 // not listed follow in the order they ran.
-var suiteOrder = []string{"rabbitmq", "kafka", "bus", "consume-rabbitmq", "consume-kafka", "outbox-rabbitmq", "outbox-kafka"}
+var suiteOrder = []string{"rabbitmq", "kafka", "bus", "consume-rabbitmq", "consume-kafka", "outbox-rabbitmq", "outbox-kafka",
+	"outbox-rabbitmq-mariadb", "outbox-kafka-mariadb", "drain-rabbitmq", "drain-kafka", "catchup-rabbitmq", "catchup-kafka"}
 
 // suitesOf lists the suites present in rows, in suiteOrder first.
 func suitesOf(rows []row) []string {
@@ -154,6 +231,10 @@ func ratioCell(x float64) string {
 
 func printTables(w io.Writer, rows []row) {
 	for _, suite := range suitesOf(rows) {
+		if hasDB(rows, suite) {
+			printDBTables(w, rows, suite)
+			continue
+		}
 		unit := "publishers"
 		if isConsume(suite) {
 			unit = "consumers"
@@ -198,6 +279,85 @@ func writeJSON(path string, results []result, rows []row) error {
 		return err
 	}
 	return os.WriteFile(path, b, 0o644)
+}
+
+func hasDB(rows []row, suite string) bool {
+	for _, r := range rows {
+		if r.Suite == suite && (r.DBTurnsPer > 0 || r.Catchup != nil) {
+			return true
+		}
+	}
+	return false
+}
+
+// printDBTables prints a suite that uses a database: throughput and the
+// relay process's cost against the baseline, what each event asked of the
+// database and the broker, and the statements by kind.
+func printDBTables(w io.Writer, rows []row, suite string) {
+	unit, rate := "writers", "events/s"
+	if isDrain(suite) {
+		unit = "1"
+	}
+	if isCatchup(suite) {
+		rate = "commits/s"
+	}
+	base := baseline[suite]
+	if base == "" {
+		base = "(none)"
+	}
+	fmt.Fprintf(w, "\n### %s (c = %s; ratios: median over rounds of the same-round ratio to %s, min–max in brackets)\n\n", suite, unit, base)
+	if isCatchup(suite) {
+		fmt.Fprintln(w, "| contender | c | "+rate+" | published/s in window | max backlog | backlog at stop | tail s | tail rows/s | drained | p50 commit µs | CPU µs/event | DB stmts/event | DB round trips/event | DB CPU µs/event | DB log B/event | broker CPU µs/event | machine busy | verified |")
+		fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|:-:|---:|---:|---:|---:|---:|---:|---:|---:|:-:|")
+	} else {
+		fmt.Fprintln(w, "| contender | c | "+rate+" | min–max | ratio (spread) | p50 µs | CPU µs/event | ratio | DB stmts/event | DB round trips/event | DB CPU µs/event | DB log B/event | broker CPU µs/event | machine busy | verified |")
+		fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:-:|")
+	}
+	for _, p := range concurrencies(rows, suite) {
+		for _, r := range rows {
+			if r.Suite != suite || r.Publishers != p {
+				continue
+			}
+			v := "yes"
+			if !r.Verified {
+				v = "**no**"
+			}
+			if cs := r.Catchup; cs != nil {
+				drained := "yes"
+				if !cs.Drained {
+					drained = "**no**"
+				}
+				fmt.Fprintf(w, "| %s | %d | %.0f | %.0f | %d | %d | %.1f | %.0f | %s | %.0f | %.1f | %.2f | %.2f | %.1f | %.0f | %.1f | %.0f%% | %s |\n",
+					r.Contender, r.Publishers, r.Median, cs.PublishRate, cs.MaxBacklog, cs.BacklogAtStop, cs.TailSeconds, cs.TailRate, drained,
+					r.P50us, r.CPUusPer, r.DBStmtsPer, r.DBTurnsPer, r.DBCPUusPer, r.DBLogBytesPer, r.BrokerCPUusPer, 100*r.MachineBusy, v)
+				continue
+			}
+			spread := "—"
+			if r.Ratio > 0 {
+				spread = fmt.Sprintf("%.2f× (%.2f–%.2f)", r.Ratio, r.RatioMin, r.RatioMax)
+			}
+			p50 := "—"
+			if r.P50us > 0 {
+				p50 = fmt.Sprintf("%.0f", r.P50us)
+			}
+			fmt.Fprintf(w, "| %s | %d | %.0f | %.0f–%.0f | %s | %s | %.1f | %s | %.3f | %.3f | %.1f | %.0f | %.1f | %.0f%% | %s |\n",
+				r.Contender, r.Publishers, r.Median, r.Min, r.Max, spread, p50, r.CPUusPer, ratioCell(r.CPURatio),
+				r.DBStmtsPer, r.DBTurnsPer, r.DBCPUusPer, r.DBLogBytesPer, r.BrokerCPUusPer, 100*r.MachineBusy, v)
+		}
+	}
+	fmt.Fprintf(w, "\n%s: statements by kind (all rounds; calls per event, client-side mean µs from the call to its rows closed, rows per call)\n\n", suite)
+	fmt.Fprintln(w, "| contender | c | statement | calls/event | mean µs | rows/call |")
+	fmt.Fprintln(w, "|---|---:|---|---:|---:|---:|")
+	for _, p := range concurrencies(rows, suite) {
+		for _, r := range rows {
+			if r.Suite != suite || r.Publishers != p {
+				continue
+			}
+			for _, k := range r.DBKinds {
+				fmt.Fprintf(w, "| %s | %d | %s | %.4f | %.0f | %.1f |\n", r.Contender, r.Publishers, k.Kind, k.CallsPer, k.MeanUs, k.RowsPerCall)
+			}
+		}
+	}
 }
 
 func isConsume(suite string) bool { return len(suite) > 8 && suite[:8] == "consume-" }
