@@ -36,6 +36,9 @@
 // sequence is gap-free and its order is the order in which the changes to
 // that aggregate committed, which neither a transaction id nor an identity
 // column gives: a transaction that took its id early can commit late.
+// The relay sends the number with the message, in the broker.HeaderSeq
+// header (both brokers; consumers read it as broker.Delivery.Seq), so that
+// an [Inbox] can apply a key's events in that order.
 //
 // # Relaying
 //

@@ -6,6 +6,8 @@
 //     context errors pass through unwrapped as the contract requires.
 //   - [CallHandler] runs a [broker.Handler], turning a panic into an error
 //     (which is retried like any other handler failure).
+//   - [SeqOf] reads a delivery's place in its key's sequence from the
+//     broker.HeaderSeq header.
 //   - [Outcome] decides what a subscriber does with a failed delivery: retry
 //     it, or dead-letter it now ([broker.Permanent] errors, or the last
 //     attempt); [DeadLetterOf] builds the dead letter with the category and

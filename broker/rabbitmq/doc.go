@@ -36,8 +36,11 @@
 //
 // Routing key and AMQP type = Message.Name; message_id = Message.ID;
 // delivery mode 2 (persistent); content_type = Message.ContentType;
-// timestamp = Message.Time (now if zero); headers = Message.Headers.
-// Message.Key is not sent (RabbitMQ has no record key).
+// timestamp = Message.Time (now if zero); headers = Message.Headers, plus
+// Message.Key in the broker.HeaderKey header ("event-key"; RabbitMQ has no
+// record key). The subscriber reads that header back into Delivery.Key,
+// and the broker.HeaderSeq header (the outbox's per-key sequence number)
+// into Delivery.Seq.
 //
 // # Delivery semantics
 //

@@ -73,6 +73,7 @@ func TestMessageProperties(t *testing.T) {
 	assert.Equal(t, f.exchange, d.Exchange)
 	assert.Equal(t, m.Time.Unix(), d.Timestamp.Unix())
 	assert.Equal(t, "t-1", d.Headers["trace"])
+	assert.Equal(t, m.Key, d.Headers[broker.HeaderKey], "the aggregate key as a header")
 	assert.Equal(t, m.Body, d.Body)
 }
 

@@ -465,6 +465,8 @@ func toDelivery(d amqp.Delivery, queue, source string) (broker.Delivery, time.Ti
 				}
 			case HeaderFirstFailure:
 				first, _ = time.Parse(time.RFC3339Nano, fmt.Sprint(v))
+			case broker.HeaderKey:
+				m.Key = fmt.Sprint(v)
 			case "x-delivery-count": // quorum queues: this copy's returns (crash, disconnect, nack)
 				if n, err := strconv.Atoi(fmt.Sprint(v)); err == nil && n > 0 {
 					returns = n
@@ -479,6 +481,6 @@ func toDelivery(d amqp.Delivery, queue, source string) (broker.Delivery, time.Ti
 		}
 	}
 	attempt += returns // an upper bound of the handler's attempts: never an undercount
-	return broker.Delivery{Message: m, Attempt: attempt, Source: source, Origin: broker.Origin{System: "rabbitmq",
+	return broker.Delivery{Message: m, Attempt: attempt, Seq: adapter.SeqOf(m.Headers), Source: source, Origin: broker.Origin{System: "rabbitmq",
 		Destination: queue, Exchange: d.Exchange, RoutingKey: d.RoutingKey, Partition: -1}}, first
 }
