@@ -305,7 +305,7 @@ func runConsumer(c childConf, log *slog.Logger) error {
 	sctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	sub, err := rabbitmq.NewSubscriber(sctx, c.config(), rabbitmq.Queue{Name: c.Queue}, wrapped,
-		rabbitmq.WithLogger(log), rabbitmq.WithConcurrency(8), rabbitmq.WithPrefetch(64), rabbitmq.WithRetryDelay(50*time.Millisecond))
+		rabbitmq.WithLogger(log), rabbitmq.WithConcurrency(8), rabbitmq.WithPrefetch(64), rabbitmq.WithRetryBackoff(10*time.Millisecond, 50*time.Millisecond))
 	if err != nil {
 		return err
 	}

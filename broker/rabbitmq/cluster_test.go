@@ -273,7 +273,7 @@ func testRetriesSurviveNodeCrash(t *testing.T, typ rabbitmq.QueueType) {
 			}
 			succeeded[d.ID] = true
 			return nil
-		}, rabbitmq.WithLogger(discardLogger()), rabbitmq.WithRetryDelay(3*time.Second), rabbitmq.WithMaxAttempts(10),
+		}, rabbitmq.WithLogger(discardLogger()), rabbitmq.WithRetryBackoff(3*time.Second, 3*time.Second), rabbitmq.WithMaxAttempts(10),
 		rabbitmq.WithPrefetch(2*n), rabbitmq.WithConcurrency(4), rabbitmq.WithReconnectBackoff(50*time.Millisecond, 500*time.Millisecond))
 	require.NoError(t, err)
 	defer sub.Close(context.Background())

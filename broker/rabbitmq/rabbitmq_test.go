@@ -30,7 +30,7 @@ func TestConformance(t *testing.T) {
 			Broker:  b,
 			Receive: f.receiver(t),
 			Subscribe: func(h broker.Handler) (broker.Subscriber, error) {
-				return f.subscribe(t, rabbitAddr(), h, rabbitmq.WithRetryDelay(50*time.Millisecond)), nil
+				return f.subscribe(t, rabbitAddr(), h, rabbitmq.WithRetryBackoff(10*time.Millisecond, 50*time.Millisecond)), nil
 			},
 			DeadLetters: f.dlqReceiver(t),
 			Unroutable: func() (broker.Broker, error) {
