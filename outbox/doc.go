@@ -139,6 +139,17 @@
 // the handler's database side effects happen once per event id however
 // often the broker redelivers.
 //
+// It also keeps each key's commit order: with the sequence number the relay
+// sends (broker.HeaderSeq, Delivery.Seq), it applies a key's event n only
+// after n-1, tracking the last applied number per (consumer, key) in the
+// inbox-keys table, in the same transaction. An event that arrives ahead of
+// a gap is refused with an error matching [ErrOutOfOrder], which the
+// subscriber retries with backoff while holding the key; a gap that never
+// fills (its event was dead-lettered) blocks the key, listed by
+// [Inbox.Blocked] and logged, until the missing event is re-driven or
+// given up with [Inbox.Skip]. Several consumer processes on one queue keep
+// the order too: each refuses what the others have not applied yet.
+//
 // # Dialects and schema
 //
 // [Postgres], [MySQL] (MariaDB >= 10.6, MySQL >= 8.0) and [SQLite]
