@@ -26,6 +26,7 @@ func TestConformance(t *testing.T) {
 		p := newProxy(t) // the broker is reached through a fault proxy, to cut it off
 		b := f.open(t, p.Addr(), rabbitmq.WithHeartbeat(time.Second),
 			rabbitmq.WithReconnectBackoff(10*time.Millisecond, 100*time.Millisecond))
+		ps := newProxy(t) // the key-ordered subscriber's
 		return brokertest.Harness{
 			Broker:  b,
 			Receive: f.receiver(t),
@@ -33,6 +34,15 @@ func TestConformance(t *testing.T) {
 				return f.subscribe(t, rabbitAddr(), h, rabbitmq.WithRetryBackoff(10*time.Millisecond, 50*time.Millisecond)), nil
 			},
 			DeadLetters: f.dlqReceiver(t),
+			SubscribeKeyOrdered: func(h broker.Handler) (broker.Subscriber, error) {
+				return f.subscribe(t, ps.Addr(), h, rabbitmq.WithConcurrency(16), rabbitmq.WithRetryBackoff(5*time.Millisecond, 50*time.Millisecond),
+					rabbitmq.WithReconnectBackoff(10*time.Millisecond, 100*time.Millisecond)), nil
+			},
+			CutSubscriber: func() {
+				if ps.Cut() == 0 {
+					t.Error("the subscriber had no connection to cut")
+				}
+			},
 			Unroutable: func() (broker.Broker, error) {
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 				defer cancel()
