@@ -69,6 +69,8 @@ func suites() map[string][]contender {
 		"bus":              busContenders(),
 		"consume-rabbitmq": consumeRabbitContenders(),
 		"consume-kafka":    consumeKafkaContenders(),
+		// Not in the default -suites: a 2 ms handler (run with -prefill 5000).
+		"consume-rabbitmq-2ms": consumeRabbitSlowContenders(),
 		// Not in the default -suites: they need PostgreSQL (DATABASE_URL).
 		"outbox-rabbitmq": outboxContenders("rabbitmq"),
 		"outbox-kafka":    outboxContenders("kafka"),
@@ -77,7 +79,7 @@ func suites() map[string][]contender {
 
 // baseline is the contender the ratios divide by.
 var baseline = map[string]string{"rabbitmq": "raw-amqp091-pipelined", "kafka": "raw-sarama-async", "bus": "direct-call",
-	"consume-rabbitmq": "raw-amqp091", "consume-kafka": "raw-sarama-group",
+	"consume-rabbitmq": "raw-amqp091", "consume-rabbitmq-2ms": "raw-amqp091", "consume-kafka": "raw-sarama-group",
 	"outbox-rabbitmq": "direct", "outbox-kafka": "direct"}
 
 func main() {
@@ -86,6 +88,7 @@ func main() {
 		pubList    = flag.String("publishers", "1,16,256", "concurrent publishers (publish suites)")
 		conList    = flag.String("consumers", "1,16", "handler concurrency (consume suites)")
 		prefill    = flag.Int("prefill", 100000, "events waiting before each consume run")
+		only       = flag.String("only", "", "contenders to run, comma-separated (default all; the suite's baseline always runs)")
 		profDir    = flag.String("cpuprofile", "", "write a CPU profile of every measured window into this directory")
 		rounds     = flag.Int("rounds", 3, "rounds (contenders alternate within each)")
 		duration   = flag.Duration("duration", 3*time.Second, "length of one measured run")
@@ -124,6 +127,9 @@ func main() {
 		}
 	default:
 		o := plan{pubs: ints(*pubList), cons: ints(*conList), rounds: *rounds, d: *duration, prefill: *prefill, profDir: *profDir}
+		if *only != "" {
+			o.only = strings.Split(*only, ",")
+		}
 		if err := orchestrate(strings.Split(*suiteList, ","), o, outputs{*jsonOut, *svgOut, *ratioOut}); err != nil {
 			fmt.Fprintln(os.Stderr, "bench:", err)
 			os.Exit(1)
@@ -151,6 +157,7 @@ type plan struct {
 	d          time.Duration
 	prefill    int
 	profDir    string
+	only       []string // contenders to run (and the baseline); nil: all
 }
 
 // outputs are where the orchestrator and -from write.
@@ -167,6 +174,11 @@ func orchestrate(names []string, o plan, out outputs) error {
 		cs, ok := all[suite]
 		if !ok {
 			return fmt.Errorf("unknown suite %q", suite)
+		}
+		if o.only != nil {
+			cs = slices.DeleteFunc(slices.Clone(cs), func(c contender) bool {
+				return c.name != baseline[suite] && !slices.Contains(o.only, c.name)
+			})
 		}
 		var env []string
 		if strings.HasSuffix(suite, "kafka") {
