@@ -246,8 +246,8 @@ func TestClusterSubscriberSurvivesNodeLoss(t *testing.T) {
 // TestClusterRetriesSurviveNodeCrash: 1,000 events whose handler fails
 // twice each, the node holding the queue SIGKILLed while they wait for
 // their retry, then restarted: every event handled successfully, 0 lost.
-// On a quorum queue the failures wait in <queue>.retry; on a classic one,
-// unacknowledged in the subscriber.
+// On both queue types the failures wait unacknowledged in the subscriber:
+// the broker redelivers them after its restart.
 func TestClusterRetriesSurviveNodeCrash(t *testing.T) {
 	for _, typ := range []rabbitmq.QueueType{rabbitmq.Quorum, rabbitmq.Classic} {
 		t.Run(string(typ), func(t *testing.T) { testRetriesSurviveNodeCrash(t, typ) })
