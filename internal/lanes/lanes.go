@@ -123,6 +123,7 @@ type Dispatcher[T any] struct {
 	waiters int                 // Add and Idle calls waiting on room
 	closed  bool
 	running int
+	spare   []*lane[T] // lanes emptied by their worker, for new keys: no allocation per key
 
 	workers, timers sync.WaitGroup
 	aborted         atomic.Bool // Close gave up on the running handlers
@@ -207,7 +208,8 @@ func (d *Dispatcher[T]) Add(ctx context.Context, it Item[T]) error {
 		if d.total < d.c.Capacity && (l == nil || len(l.q) < d.c.LaneCapacity) {
 			e := &entry[T]{Item: it}
 			if l == nil {
-				l = &lane[T]{key: it.Key, q: []*entry[T]{e}}
+				l = d.newLane(it.Key)
+				l.q = append(l.q, e)
 				d.lanes[it.Key] = l
 				d.push(l)
 			} else {
@@ -242,6 +244,19 @@ func (d *Dispatcher[T]) wait(ctx context.Context) error {
 		d.mu.Unlock()
 	}
 	return err
+}
+
+// newLane returns an empty lane for key, a spare one if there is. Called
+// with mu held.
+func (d *Dispatcher[T]) newLane(key string) *lane[T] {
+	if n := len(d.spare); n > 0 {
+		l := d.spare[n-1]
+		d.spare[n-1] = nil
+		d.spare = d.spare[:n-1]
+		l.key = key
+		return l
+	}
+	return &lane[T]{key: key}
 }
 
 // push queues lane l for a worker. Called with mu held.
@@ -307,13 +322,21 @@ func (d *Dispatcher[T]) run(l *lane[T]) {
 		d.mu.Unlock()
 		d.settle(e, o)
 		d.mu.Lock()
-		l.q[0] = nil
-		l.q = l.q[1:]
+		copy(l.q, l.q[1:]) // the array keeps its start, to be reused (lanes are short)
+		l.q[len(l.q)-1] = nil
+		l.q = l.q[:len(l.q)-1]
 		d.left(1)
 		switch {
 		case len(l.q) == 0:
 			delete(d.lanes, l.key)
 			d.running--
+			// Spare it: only a lane its worker emptied is in no ready
+			// queue and has no timer (a late timer's gen no longer
+			// matches: gen only grows).
+			if len(d.spare) < d.c.Capacity {
+				l.q = l.q[:0]
+				d.spare = append(d.spare, l)
+			}
 			return
 		case len(d.ready) > 0:
 			// Another lane waits for a worker: take turns.
