@@ -295,25 +295,36 @@ func toDelivery(d amqp.Delivery, queue, source string) broker.Delivery {
 		m.Name = d.RoutingKey
 	}
 	attempt := 1
-	if len(d.Headers) > 0 {
-		m.Headers = make(map[string]string, len(d.Headers))
-		for k, v := range d.Headers {
-			sv, ok := v.(string)
-			if !ok {
-				sv = fmt.Sprint(v)
+	others := 0 // headers other than the two read here: a map only for them
+	for k, v := range d.Headers {
+		switch k {
+		case broker.HeaderKey:
+			m.Key = headerString(v)
+		case "x-delivery-count":
+			if n, err := strconv.Atoi(headerString(v)); err == nil && n > 0 {
+				attempt += n
 			}
-			switch k {
-			case broker.HeaderKey:
-				m.Key = sv
-			case "x-delivery-count":
-				if n, err := strconv.Atoi(sv); err == nil && n > 0 {
-					attempt += n
-				}
-			default:
-				m.Headers[k] = sv
+		default:
+			others++
+		}
+	}
+	if others > 0 {
+		m.Headers = make(map[string]string, others)
+		for k, v := range d.Headers {
+			if k != broker.HeaderKey && k != "x-delivery-count" {
+				m.Headers[k] = headerString(v)
 			}
 		}
 	}
 	return broker.Delivery{Message: m, Attempt: attempt, Seq: adapter.SeqOf(m.Headers), Source: source, Origin: broker.Origin{System: "rabbitmq",
 		Destination: queue, Exchange: d.Exchange, RoutingKey: d.RoutingKey, Partition: -1}}
+}
+
+// headerString is an AMQP header value as a string: the usual case without
+// fmt.
+func headerString(v any) string {
+	if s, ok := v.(string); ok {
+		return s
+	}
+	return fmt.Sprint(v)
 }
