@@ -267,9 +267,9 @@ func (s *Subscriber) feed(deliveries <-chan amqp.Delivery) {
 		if key == "" || s.opts.unordered {
 			key = unorderedKey(session, d.DeliveryTag)
 		}
-		if err := s.lanes.Add(context.Background(), lanes.Item[amqp.Delivery]{Key: key, Delivery: del, Value: d, Gone: gone}); err != nil {
-			_ = d.Nack(false, true) // closing: back to the queue for the next consumer
-		}
+		// Closing refuses it: it stays unacknowledged, back to the queue
+		// when Close closes the channel (see settle).
+		_ = s.lanes.Add(context.Background(), lanes.Item[amqp.Delivery]{Key: key, Delivery: del, Value: d, Gone: gone})
 	}
 }
 

@@ -8,9 +8,10 @@ import (
 	"github.com/domainevents/domainevents/broker"
 )
 
-// Close stops consuming (deliveries not started, or waiting for a retry,
-// go back to the queue), waits for the running handlers to finish and be
-// acknowledged, then disconnects. If ctx ends first, it cancels the
+// Close stops consuming, waits for the running handlers to finish and be
+// acknowledged, then disconnects: the deliveries not started, or waiting
+// for a retry, go back to the queue then, in queue order (none of them
+// before an earlier delivery of its key that was running). If ctx ends first, it cancels the
 // handlers' ctx, closes the connection (what they did not finish is
 // redelivered later) and returns ctx.Err() at once, even if a handler
 // ignores its ctx: that handler's goroutine ends when the handler returns,
@@ -60,8 +61,8 @@ type SubscriberStats struct {
 	Retried int64
 	// DeadLettered counts deliveries moved to "<queue>.dlq".
 	DeadLettered int64
-	// Returned counts deliveries handed back unfinished: to the queue by
-	// Close, or to the broker with a lost connection (it redelivers them).
+	// Returned counts deliveries given up unfinished, left to the broker
+	// to deliver again: by Close, or with a lost connection.
 	Returned int64
 	// Held counts deliveries in the subscriber now: waiting for their key,
 	// for a retry, or running.

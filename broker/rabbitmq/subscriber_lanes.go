@@ -32,15 +32,16 @@ func (s *Subscriber) newLanes(h broker.Handler) (*lanes.Dispatcher[amqp.Delivery
 	})
 }
 
-// settle acknowledges a delivery that was handled or dead-lettered, and
-// returns an abandoned one to the queue (Close), or leaves it to the
-// broker (its channel is gone: a nack cannot reach it).
+// settle acknowledges a delivery that was handled or dead-lettered. An
+// abandoned one is left unacknowledged: its channel is gone (the broker
+// redelivers it), or Close will close it once the running handlers are
+// done, returning the abandoned deliveries to the queue then, in queue
+// order, behind no later delivery of their key (a nack now could hand one
+// to another consumer while an earlier delivery of its key still runs
+// here).
 func (s *Subscriber) settle(it *lanes.Item[amqp.Delivery], o lanes.Outcome) {
-	switch o {
-	case lanes.Handled, lanes.DeadLettered:
+	if o == lanes.Handled || o == lanes.DeadLettered {
 		_ = it.Value.Ack(false) // if the channel died, the broker redelivers: at least once
-	case lanes.Abandoned:
-		_ = it.Value.Nack(false, true)
 	}
 }
 
