@@ -100,10 +100,10 @@ const maxRetryBudget = 20 * time.Minute
 
 // validate checks what options can only check together.
 func (o subscriberOptions) validate() error {
-	if budget := time.Duration(o.maxAttempts-1) * o.retryMax; o.maxAttempts > 1 && (budget > maxRetryBudget || budget/time.Duration(o.maxAttempts-1) != o.retryMax) {
-		return fmt.Errorf("WithMaxAttempts(%d) and WithRetryBackoff max %v: a failed delivery could be held up to %v, over %v "+
-			"(it stays unacknowledged while it waits, and RabbitMQ's consumer_timeout closes the channel after 30 min)",
-			o.maxAttempts, o.retryMax, budget, maxRetryBudget)
+	if o.maxAttempts > 1 && o.retryMax > maxRetryBudget/time.Duration(o.maxAttempts-1) {
+		return fmt.Errorf("WithMaxAttempts(%d) and WithRetryBackoff max %v: a failed delivery could be held for its retries "+
+			"longer than %v (it stays unacknowledged while it waits, and RabbitMQ's consumer_timeout closes the channel after 30 min)",
+			o.maxAttempts, o.retryMax, maxRetryBudget)
 	}
 	return nil
 }

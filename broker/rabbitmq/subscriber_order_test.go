@@ -368,3 +368,22 @@ func TestConsumeReconnectReleasesRetryingKey(t *testing.T) {
 	defer mu.Unlock()
 	assert.Equal(t, []int64{1, 2}, handled)
 }
+
+// TestSubscriberRetryBudget: retries that could hold a delivery
+// unacknowledged past 20 minutes are refused, naming both options, before
+// anything connects.
+func TestSubscriberRetryBudget(t *testing.T) {
+	h := func(context.Context, broker.Delivery) error { return nil }
+	_, err := rabbitmq.NewSubscriber(context.Background(), broker.DefaultConfig(), rabbitmq.Queue{Name: "q"}, h,
+		rabbitmq.WithMaxAttempts(1000))
+	require.ErrorIs(t, err, broker.ErrInvalid)
+	assert.Contains(t, err.Error(), "WithMaxAttempts(1000)")
+	assert.Contains(t, err.Error(), "WithRetryBackoff")
+	_, err = rabbitmq.NewSubscriber(context.Background(), broker.DefaultConfig(), rabbitmq.Queue{Name: "q"}, h,
+		rabbitmq.WithRetryBackoff(time.Millisecond, time.Hour))
+	require.ErrorIs(t, err, broker.ErrInvalid)
+	_, err = rabbitmq.NewSubscriber(context.Background(), broker.DefaultConfig(), rabbitmq.Queue{Name: "q"}, h,
+		rabbitmq.WithRetryBackoff(0, time.Second))
+	require.ErrorIs(t, err, broker.ErrInvalid)
+	assert.Contains(t, err.Error(), "WithRetryBackoff(0s, 1s)")
+}
