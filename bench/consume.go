@@ -72,12 +72,14 @@ func asContenders(cs []consumeContender) []contender {
 }
 
 var consumeSuites = map[string]func() []consumeContender{
-	"consume-rabbitmq": rabbitConsumers,
-	"consume-kafka":    kafkaConsumers,
+	"consume-rabbitmq":     rabbitConsumers,
+	"consume-rabbitmq-2ms": rabbitSlowConsumers,
+	"consume-kafka":        kafkaConsumers,
 }
 
-func consumeRabbitContenders() []contender { return asContenders(rabbitConsumers()) }
-func consumeKafkaContenders() []contender  { return asContenders(kafkaConsumers()) }
+func consumeRabbitContenders() []contender     { return asContenders(rabbitConsumers()) }
+func consumeRabbitSlowContenders() []contender { return asContenders(rabbitSlowConsumers()) }
+func consumeKafkaContenders() []contender      { return asContenders(kafkaConsumers()) }
 
 // tracker records handled ids: distinct ones, duplicates, and the latency
 // of paced ids ("p-<unix nanos>-<n>").

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
+	"strconv"
 	"sync"
 	"time"
 
@@ -27,12 +29,16 @@ const (
 // rabbitConsumers are the consume-rabbitmq contenders. The queue is the
 // publish suites' fixture: a durable classic queue bound "#" to a durable
 // topic exchange, which is also the topology our subscriber declares for
-// Queue{Name: queue} (it adds "<queue>.dlq"; a classic queue has no
-// ".retry").
+// Queue{Name: queue} (it adds "<queue>.dlq"). Every event carries one of
+// 1,000 order keys: ours handles them in order per key (at most one
+// handler per key at a time), the raw client and the peers in any order.
 func rabbitConsumers() []consumeContender {
 	return []consumeContender{
 		rabbitConsumer("domainevents", ourShape, func(f *rabbitFixture, c int, seen func(string)) (func() error, error) {
 			return startOurs(f, c, seen)
+		}),
+		rabbitConsumer("domainevents-unordered", ourShape, func(f *rabbitFixture, c int, seen func(string)) (func() error, error) {
+			return startOurs(f, c, seen, rabbitmq.WithUnordered())
 		}),
 		rabbitConsumer("domainevents-tuned", ourShape, func(f *rabbitFixture, c int, seen func(string)) (func() error, error) {
 			return startOurs(f, c, seen, rabbitmq.WithPrefetch(tunedPrefetch))
@@ -43,18 +49,43 @@ func rabbitConsumers() []consumeContender {
 	}
 }
 
+// slowWork is what each handler call of the consume-rabbitmq-2ms suite
+// takes: a database write.
+const slowWork = 2 * time.Millisecond
+
+// rabbitSlowConsumers are the consume-rabbitmq-2ms contenders: ours
+// (ordered by key) and the raw client (unordered), each handler call
+// taking slowWork. Run it with a smaller -prefill (5,000: 10 s at c = 1).
+func rabbitSlowConsumers() []consumeContender {
+	slow := func(start func(f *rabbitFixture, c int, seen func(string)) (func() error, error)) func(f *rabbitFixture, c int, seen func(string)) (func() error, error) {
+		return func(f *rabbitFixture, c int, seen func(string)) (func() error, error) {
+			return start(f, c, func(id string) { time.Sleep(slowWork); seen(id) })
+		}
+	}
+	return []consumeContender{
+		rabbitConsumer("domainevents", ourShape, slow(func(f *rabbitFixture, c int, seen func(string)) (func() error, error) {
+			return startOurs(f, c, seen)
+		})),
+		rabbitConsumer("raw-amqp091", ourShape, slow(startRawAMQP)),
+	}
+}
+
 // ourShape is how our publisher writes an event (see rabbitmq's package
-// doc): message_id, type, content type, timestamp, persistent.
+// doc): message_id, type, content type, timestamp, persistent, the order
+// key in the event-key header (one of 1,000, from the id).
 func ourShape(id string) amqp.Publishing {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(id))
 	return amqp.Publishing{ContentType: broker.ContentTypeJSON, DeliveryMode: amqp.Persistent, MessageId: id,
-		Type: "order.created", Timestamp: time.Now(), Body: body}
+		Type: "order.created", Timestamp: time.Now(), Body: body,
+		Headers: amqp.Table{broker.HeaderKey: "order-" + strconv.Itoa(int(h.Sum32()%1000))}}
 }
 
 // watermillShape is how Watermill's DefaultMarshaler writes one: the uuid
 // in a header, which its subscriber reads the id from.
 func watermillShape(id string) amqp.Publishing {
 	p := ourShape(id)
-	p.Headers = amqp.Table{wmamqp.DefaultMessageUUIDHeaderKey: id}
+	p.Headers[wmamqp.DefaultMessageUUIDHeaderKey] = id
 	return p
 }
 

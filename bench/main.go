@@ -90,6 +90,8 @@ func suites() map[string][]contender {
 		"bus":              busContenders(),
 		"consume-rabbitmq": consumeRabbitContenders(),
 		"consume-kafka":    consumeKafkaContenders(),
+		// Not in the default -suites: a 2 ms handler (run with -prefill 5000).
+		"consume-rabbitmq-2ms": consumeRabbitSlowContenders(),
 		// Not in the default -suites: they need PostgreSQL (DATABASE_URL).
 		"outbox-rabbitmq":         outboxContenders("rabbitmq", "postgres"),
 		"outbox-kafka":            outboxContenders("kafka", "postgres"),
@@ -107,7 +109,7 @@ func suites() map[string][]contender {
 
 // baseline is the contender the ratios divide by.
 var baseline = map[string]string{"rabbitmq": "raw-amqp091-pipelined", "kafka": "raw-sarama-async", "bus": "direct-call",
-	"consume-rabbitmq": "raw-amqp091", "consume-kafka": "raw-sarama-group",
+	"consume-rabbitmq": "raw-amqp091", "consume-rabbitmq-2ms": "raw-amqp091", "consume-kafka": "raw-sarama-group",
 	"outbox-rabbitmq": "direct", "outbox-kafka": "direct", "outbox-rabbitmq-mariadb": "direct", "outbox-kafka-mariadb": "direct",
 	"drain-rabbitmq": "raw-amqp091-pipelined", "drain-kafka": "raw-sarama-async"}
 

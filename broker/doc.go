@@ -25,6 +25,12 @@
 // connection re-sends unconfirmed messages with the same id, so consumers
 // deduplicate on the event id. See [Broker] for the full contract.
 //
+// Order is kept per key (Message.Key, the aggregate id): on the wire the
+// key travels as the Kafka record key or the [HeaderKey] header, and the
+// outbox's per-key sequence number as the [HeaderSeq] header
+// ([Delivery].Seq), so that a subscriber can handle one key at a time and
+// an inbox can apply a key's events in the order they committed.
+//
 // # Errors
 //
 // Errors are categorised: [ErrClosed], [ErrUnavailable], [ErrUnroutable],

@@ -11,6 +11,22 @@ import (
 // ContentTypeJSON is the content type of event bodies.
 const ContentTypeJSON = "application/json"
 
+// Header names carrying a message's aggregate key and its place in the
+// key's sequence (RabbitMQ message headers, Kafka record headers), beside
+// the dead-letter headers (HeaderDeadLetterReason...).
+const (
+	// HeaderKey carries Message.Key on RabbitMQ, which has no record key:
+	// the adapter sets it on publish and reads it back into the
+	// delivery's Key (Kafka carries the key as the record key).
+	HeaderKey = "event-key"
+	// HeaderSeq carries the message's number in its key's sequence
+	// (decimal, from 1: the order in which the producer's transactions on
+	// that key committed), set by the outbox's relay on both brokers and
+	// read into [Delivery].Seq. Messages published without the outbox have
+	// none.
+	HeaderSeq = "event-seq"
+)
+
 // Message is what a [Broker] publishes: an encoded event plus what the broker
 // needs to route it. Adapters map it onto the wire (see each adapter's doc).
 type Message struct {
@@ -22,7 +38,8 @@ type Message struct {
 	// per-event topics). Required.
 	Name string
 	// Key is the aggregate id (the order id). Kafka: the record key, so that
-	// one order's events share a partition and stay in order.
+	// one order's events share a partition and stay in order; RabbitMQ: the
+	// [HeaderKey] header. Consumers handle one key's messages in order.
 	Key string
 	// Body is the payload, for events the JSON envelope.
 	Body []byte

@@ -13,6 +13,10 @@ type Delivery struct {
 	// Attempt is 1 the first time the message is handled and n on the n-th
 	// attempt after handler failures.
 	Attempt int
+	// Seq is the message's number in its key's sequence (the [HeaderSeq]
+	// header, which stays in Headers too), 0 when it has none: a message
+	// published without the outbox.
+	Seq int64
 	// Source says where it came from, for logs: "queue billing.orders" or
 	// "topic orders.events[2]@1234".
 	Source string

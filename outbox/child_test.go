@@ -83,6 +83,8 @@ func runChild(role string) int {
 		err = runConsumer(c, log)
 	case "migrate":
 		err = runMigrateChild(c)
+	case "ordered-consumer":
+		err = runOrderedConsumer(c, log)
 	default:
 		err = fmt.Errorf("unknown child role %q", role)
 	}
@@ -307,7 +309,7 @@ func runConsumer(c childConf, log *slog.Logger) error {
 	sctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	sub, err := rabbitmq.NewSubscriber(sctx, c.config(), rabbitmq.Queue{Name: c.Queue}, wrapped,
-		rabbitmq.WithLogger(log), rabbitmq.WithConcurrency(8), rabbitmq.WithPrefetch(64), rabbitmq.WithRetryDelay(50*time.Millisecond))
+		rabbitmq.WithLogger(log), rabbitmq.WithConcurrency(8), rabbitmq.WithPrefetch(64), rabbitmq.WithRetryBackoff(10*time.Millisecond, 50*time.Millisecond))
 	if err != nil {
 		return err
 	}
@@ -322,4 +324,65 @@ func idHash(id string) uint32 {
 	h := fnv.New32a()
 	_, _ = h.Write([]byte(id))
 	return h.Sum32()
+}
+
+// runOrderedConsumer consumes c.Queue with WithConcurrency(16) through the
+// inbox of c.Consumer (commit order on); its handler records each event it
+// applies in the "applied" table, in the inbox transaction, and fails the
+// first attempt of one event in c.FailEvery after that write. With
+// KillAfter it SIGKILLs itself right after that many commits, before the
+// subscriber acknowledges.
+func runOrderedConsumer(c childConf, log *slog.Logger) error {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+	defer stop()
+	s, err := c.store()
+	if err != nil {
+		return err
+	}
+	in, err := outbox.NewInbox(s, c.Consumer, outbox.WithInboxLogger(log))
+	if err != nil {
+		return err
+	}
+	record := "INSERT INTO " + c.Prefix + "applied (msg_key, seq, event_id) VALUES ($1, $2, $3)"
+	var commits atomic.Int64
+	var ran sync.Map
+	h := in.Handler(func(ctx context.Context, d broker.Delivery) error {
+		ran.Store(d.ID, true)
+		tx, _ := outbox.TxFrom(ctx)
+		if _, err := tx.ExecContext(ctx, record, d.Key, d.Seq, d.ID); err != nil {
+			return err
+		}
+		if c.FailEvery > 0 && d.Attempt == 1 && idHash(d.ID)%uint32(c.FailEvery) == 0 {
+			return errors.New("forced handler failure")
+		}
+		return nil
+	})
+	wrapped := func(ctx context.Context, d broker.Delivery) error {
+		ran.Delete(d.ID)
+		if err := h(ctx, d); err != nil {
+			return err
+		}
+		if _, committed := ran.LoadAndDelete(d.ID); !committed {
+			return nil
+		}
+		if n := commits.Add(1); c.KillAfter > 0 && n >= int64(c.KillAfter) {
+			_ = syscall.Kill(os.Getpid(), syscall.SIGKILL) // committed, not acknowledged
+			select {}
+		}
+		return nil
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	sub, err := rabbitmq.NewSubscriber(sctx, c.config(), rabbitmq.Queue{Name: c.Queue}, wrapped,
+		rabbitmq.WithLogger(log), rabbitmq.WithConcurrency(16), rabbitmq.WithMaxAttempts(20),
+		rabbitmq.WithRetryBackoff(10*time.Millisecond, 200*time.Millisecond),
+		rabbitmq.WithReconnectBackoff(20*time.Millisecond, 200*time.Millisecond))
+	if err != nil {
+		return err
+	}
+	fmt.Println("ready")
+	<-ctx.Done()
+	cctx, cancel2 := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel2()
+	return errors.Join(sub.Close(cctx), in.Close(cctx))
 }

@@ -27,7 +27,7 @@ const (
 	SQLite Dialect = "sqlite"
 )
 
-// Tables names the three tables. An empty field takes its default.
+// Tables names the tables. An empty field takes its default.
 type Tables struct {
 	// Outbox holds one row per stored message. Default "domainevents_outbox".
 	Outbox string
@@ -37,10 +37,15 @@ type Tables struct {
 	// Inbox holds (consumer, event id) of handled deliveries. Default
 	// "domainevents_inbox".
 	Inbox string
+	// InboxKeys holds, per consumer and key, the sequence number of the
+	// key's last event the [Inbox] applied. Default Inbox + "_keys"
+	// ("domainevents_inbox_keys").
+	InboxKeys string
 }
 
 // DefaultTables are the names used when [WithTables] is not given.
-var DefaultTables = Tables{Outbox: "domainevents_outbox", Keys: "domainevents_outbox_keys", Inbox: "domainevents_inbox"}
+var DefaultTables = Tables{Outbox: "domainevents_outbox", Keys: "domainevents_outbox_keys", Inbox: "domainevents_inbox",
+	InboxKeys: "domainevents_inbox_keys"}
 
 // identifier is a table name: letters, digits and underscores, optionally
 // schema-qualified; never quoted, so it is safe to paste into SQL.
@@ -56,18 +61,24 @@ func (t Tables) withDefaults() Tables {
 	if t.Inbox == "" {
 		t.Inbox = DefaultTables.Inbox
 	}
+	if t.InboxKeys == "" {
+		t.InboxKeys = t.Inbox + "_keys"
+	}
 	return t
 }
 
 func (t Tables) validate() error {
 	var bad []string
-	for _, f := range []struct{ field, name string }{{"Outbox", t.Outbox}, {"Keys", t.Keys}, {"Inbox", t.Inbox}} {
+	names := []struct{ field, name string }{{"Outbox", t.Outbox}, {"Keys", t.Keys}, {"Inbox", t.Inbox}, {"InboxKeys", t.InboxKeys}}
+	seen := map[string]bool{}
+	for _, f := range names {
 		if !identifier.MatchString(f.name) {
 			bad = append(bad, fmt.Sprintf("Tables.%s %q: want letters, digits and underscores (at most 48, optionally schema.table)", f.field, f.name))
 		}
+		seen[f.name] = true
 	}
-	if t.Outbox == t.Keys || t.Outbox == t.Inbox || t.Keys == t.Inbox {
-		bad = append(bad, fmt.Sprintf("Tables %q, %q, %q: the three names must differ", t.Outbox, t.Keys, t.Inbox))
+	if len(seen) < len(names) {
+		bad = append(bad, fmt.Sprintf("Tables %q, %q, %q, %q: the names must differ", t.Outbox, t.Keys, t.Inbox, t.InboxKeys))
 	}
 	if len(bad) > 0 {
 		return fmt.Errorf("%s", strings.Join(bad, "; "))
@@ -112,9 +123,9 @@ func ddl(d Dialect, t Tables) ([]string, error) {
 	if err := t.validate(); err != nil {
 		return nil, err
 	}
-	o, k, in := t.Outbox, t.Keys, t.Inbox
-	if d == SQLite && strings.Contains(o+k+in, ".") {
-		return nil, fmt.Errorf("Tables %q, %q, %q: SQLite wants unqualified names (its CREATE INDEX cannot name a schema's table)", o, k, in)
+	o, k, in, ik := t.Outbox, t.Keys, t.Inbox, t.InboxKeys
+	if d == SQLite && strings.Contains(o+k+in+ik, ".") {
+		return nil, fmt.Errorf("Tables %q, %q, %q, %q: SQLite wants unqualified names (its CREATE INDEX cannot name a schema's table)", o, k, in, ik)
 	}
 	switch d {
 	case Postgres:
@@ -153,6 +164,14 @@ func ddl(d Dialect, t Tables) ([]string, error) {
     PRIMARY KEY (consumer, event_id)
 )`,
 			`CREATE INDEX IF NOT EXISTS ` + indexName(in, "processed") + ` ON ` + in + ` (processed_at)`,
+			`CREATE TABLE IF NOT EXISTS ` + ik + ` (
+    consumer   TEXT COLLATE "C" NOT NULL,
+    msg_key    TEXT COLLATE "C" NOT NULL,
+    last_seq   BIGINT      NOT NULL,                    -- seq of the key's last event applied (or skipped)
+    updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (consumer, msg_key)
+)`,
+			`CREATE INDEX IF NOT EXISTS ` + indexName(ik, "updated") + ` ON ` + ik + ` (updated_at)`,
 		}, nil
 	case MySQL:
 		// utf8mb4_bin: ids and keys compare byte for byte ("A" is not "a").
@@ -192,6 +211,14 @@ func ddl(d Dialect, t Tables) ([]string, error) {
     PRIMARY KEY (consumer, event_id),
     KEY ` + indexName(in, "processed") + ` (processed_at)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin`,
+			`CREATE TABLE IF NOT EXISTS ` + ik + ` (
+    consumer   VARCHAR(255) NOT NULL,
+    msg_key    VARCHAR(255) NOT NULL,
+    last_seq   BIGINT       NOT NULL,                   -- seq of the key's last event applied (or skipped)
+    updated_at DATETIME(6)  NOT NULL,                   -- UTC
+    PRIMARY KEY (consumer, msg_key),
+    KEY ` + indexName(ik, "updated") + ` (updated_at)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin`,
 		}, nil
 	case SQLite:
 		return []string{
@@ -229,6 +256,14 @@ func ddl(d Dialect, t Tables) ([]string, error) {
     PRIMARY KEY (consumer, event_id)
 )`,
 			`CREATE INDEX IF NOT EXISTS ` + indexName(in, "processed") + ` ON ` + in + ` (processed_at)`,
+			`CREATE TABLE IF NOT EXISTS ` + ik + ` (
+    consumer   TEXT    NOT NULL,
+    msg_key    TEXT    NOT NULL,
+    last_seq   INTEGER NOT NULL,                        -- seq of the key's last event applied (or skipped)
+    updated_at INTEGER NOT NULL,                        -- unix microseconds
+    PRIMARY KEY (consumer, msg_key)
+)`,
+			`CREATE INDEX IF NOT EXISTS ` + indexName(ik, "updated") + ` ON ` + ik + ` (updated_at)`,
 		}, nil
 	default:
 		return nil, fmt.Errorf("dialect %q: want outbox.Postgres, outbox.MySQL or outbox.SQLite", string(d))
@@ -257,6 +292,11 @@ type queries struct {
 	markPublished, markRetry, markDead, release string
 	prune, pruneKeys, backlog                   string
 	inboxInsert, inboxCleanup                   string
+	// The inbox's per-key sequence (see inbox_order.go): inboxKeyEnsure
+	// (MySQL) creates a key's row at 0; inboxKeyLock locks it and returns
+	// last_seq (PostgreSQL, SQLite: creating it); inboxKeyAdvance sets it.
+	inboxKeyEnsure, inboxKeyLock, inboxKeyAdvance string
+	inboxKeyGet, inboxKeyCleanup                  string
 
 	// dueNow makes every pending row backing off due at once (the broker
 	// is back).
@@ -331,6 +371,9 @@ WHERE state = 0 AND lease_owner = ? AND id = ?`
 		q.backlog = `SELECT count(*), COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0)::float8 FROM ` + o + ` WHERE state = 0`
 		q.inboxInsert = `INSERT INTO ` + t.Inbox + ` (consumer, event_id, processed_at) VALUES (?, ?, now()) ON CONFLICT DO NOTHING`
 		q.inboxCleanup = `DELETE FROM ` + t.Inbox + ` WHERE (consumer, event_id) IN (SELECT consumer, event_id FROM ` + t.Inbox + ` WHERE processed_at < ` + older + ` LIMIT ?)`
+		q.inboxKeyLock = `INSERT INTO ` + t.InboxKeys + ` AS k (consumer, msg_key, last_seq, updated_at) VALUES (?, ?, 0, now())
+ON CONFLICT (consumer, msg_key) DO UPDATE SET last_seq = k.last_seq RETURNING last_seq`
+		q.inboxKeyCleanup = `DELETE FROM ` + t.InboxKeys + ` WHERE (consumer, msg_key) IN (SELECT consumer, msg_key FROM ` + t.InboxKeys + ` WHERE updated_at < ` + older + ` LIMIT ?)`
 	case MySQL:
 		q.prune = `DELETE FROM ` + o + ` WHERE state = 1 AND published_at < ` + older + ` LIMIT ?`
 		q.backlog = `SELECT count(*), COALESCE(TIMESTAMPDIFF(MICROSECOND, min(created_at), UTC_TIMESTAMP(6)) / 1000000, 0) FROM ` + o + ` WHERE state = 0`
@@ -338,19 +381,29 @@ WHERE state = 0 AND lease_owner = ? AND id = ?`
 		// turn a too-long id into a silently truncated one.
 		q.inboxInsert = `INSERT INTO ` + t.Inbox + ` (consumer, event_id, processed_at) VALUES (?, ?, UTC_TIMESTAMP(6)) ON DUPLICATE KEY UPDATE event_id = event_id`
 		q.inboxCleanup = `DELETE FROM ` + t.Inbox + ` WHERE processed_at < ` + older + ` LIMIT ?`
+		q.inboxKeyEnsure = `INSERT INTO ` + t.InboxKeys + ` (consumer, msg_key, last_seq, updated_at) VALUES (?, ?, 0, UTC_TIMESTAMP(6))
+ON DUPLICATE KEY UPDATE last_seq = last_seq`
+		q.inboxKeyLock = `SELECT last_seq FROM ` + t.InboxKeys + ` WHERE consumer = ? AND msg_key = ? FOR UPDATE`
+		q.inboxKeyCleanup = `DELETE FROM ` + t.InboxKeys + ` WHERE updated_at < ` + older + ` LIMIT ?`
 	case SQLite:
 		q.prune = `DELETE FROM ` + o + ` WHERE rowid IN (SELECT rowid FROM ` + o + ` WHERE state = 1 AND published_at < ` + older + ` LIMIT ?)`
 		q.backlog = `SELECT count(*), COALESCE((` + now + ` - min(created_at)) / 1000000.0, 0) FROM ` + o + ` WHERE state = 0`
 		q.inboxInsert = `INSERT INTO ` + t.Inbox + ` (consumer, event_id, processed_at) VALUES (?, ?, ` + now + `) ON CONFLICT DO NOTHING`
 		q.inboxCleanup = `DELETE FROM ` + t.Inbox + ` WHERE rowid IN (SELECT rowid FROM ` + t.Inbox + ` WHERE processed_at < ` + older + ` LIMIT ?)`
+		q.inboxKeyLock = `INSERT INTO ` + t.InboxKeys + ` (consumer, msg_key, last_seq, updated_at) VALUES (?, ?, 0, ` + now + `)
+ON CONFLICT (consumer, msg_key) DO UPDATE SET last_seq = last_seq RETURNING last_seq`
+		q.inboxKeyCleanup = `DELETE FROM ` + t.InboxKeys + ` WHERE rowid IN (SELECT rowid FROM ` + t.InboxKeys + ` WHERE updated_at < ` + older + ` LIMIT ?)`
 	}
+	q.inboxKeyAdvance = `UPDATE ` + t.InboxKeys + ` SET last_seq = ?, updated_at = ` + now + ` WHERE consumer = ? AND msg_key = ?`
+	q.inboxKeyGet = `SELECT last_seq FROM ` + t.InboxKeys + ` WHERE consumer = ? AND msg_key = ?`
 	// A key's counter row goes once no row of the key is left, and only if
 	// no writer moved it meanwhile (last_seq is re-read under the row lock,
 	// so a writer that bumped it keeps it): a new row must never restart at
 	// seq 1 while an older row of its key exists.
 	q.pruneKeys = `DELETE FROM ` + k + ` WHERE msg_key = ? AND last_seq = ? AND NOT EXISTS (SELECT 1 FROM ` + o + ` o WHERE o.msg_key = ?)`
 	for _, s := range []*string{&q.nextSeq, &q.insert, &q.markPublished, &q.markRetry,
-		&q.markDead, &q.release, &q.prune, &q.pruneKeys, &q.backlog, &q.inboxInsert, &q.inboxCleanup} {
+		&q.markDead, &q.release, &q.prune, &q.pruneKeys, &q.backlog, &q.inboxInsert, &q.inboxCleanup,
+		&q.inboxKeyEnsure, &q.inboxKeyLock, &q.inboxKeyAdvance, &q.inboxKeyGet, &q.inboxKeyCleanup} {
 		*s = q.rebind(*s)
 	}
 	return q

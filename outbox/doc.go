@@ -36,6 +36,9 @@
 // sequence is gap-free and its order is the order in which the changes to
 // that aggregate committed, which neither a transaction id nor an identity
 // column gives: a transaction that took its id early can commit late.
+// The relay sends the number with the message, in the broker.HeaderSeq
+// header (both brokers; consumers read it as broker.Delivery.Seq), so that
+// an [Inbox] can apply a key's events in that order.
 //
 // # Relaying
 //
@@ -177,6 +180,17 @@
 // transaction in ctx ([TxFrom]) and commits before acknowledging, so that
 // the handler's database side effects happen once per event id however
 // often the broker redelivers.
+//
+// It also keeps each key's commit order: with the sequence number the relay
+// sends (broker.HeaderSeq, Delivery.Seq), it applies a key's event n only
+// after n-1, tracking the last applied number per (consumer, key) in the
+// inbox-keys table, in the same transaction. An event that arrives ahead of
+// a gap is refused with an error matching [ErrOutOfOrder], which the
+// subscriber retries with backoff while holding the key; a gap that never
+// fills (its event was dead-lettered) blocks the key, listed by
+// [Inbox.Blocked] and logged, until the missing event is re-driven or
+// given up with [Inbox.Skip]. Several consumer processes on one queue keep
+// the order too: each refuses what the others have not applied yet.
 //
 // # Dialects and schema
 //

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/domainevents/domainevents/broker"
@@ -12,14 +13,18 @@ import (
 )
 
 // Inbox makes a consumer's database side effects happen once per event id,
-// however often the broker delivers the event: see [Inbox.Handler]. It
-// records (consumer, event id) in the Store's inbox table and deletes
-// records older than its window in the background until [Inbox.Close].
-// Safe for concurrent use.
+// however often the broker delivers the event, and in each key's commit
+// order: see [Inbox.Handler]. It records (consumer, event id) in the
+// Store's inbox table and (consumer, key, last applied sequence number) in
+// its inbox-keys table, and deletes records older than its window in the
+// background until [Inbox.Close]. Safe for concurrent use.
 type Inbox struct {
 	s        *Store
 	consumer string
 	c        inboxConfig
+
+	mu      sync.Mutex
+	blocked map[string]BlockedKey // keys seen blocked by a gap, until one of their events applies
 
 	closing lifecycle.Closing
 	run     context.Context
@@ -31,20 +36,41 @@ type Inbox struct {
 type InboxOption func(*inboxConfig) error
 
 type inboxConfig struct {
-	window, every time.Duration
-	logger        *slog.Logger
+	window, every   time.Duration
+	logger          *slog.Logger
+	firstSeenStarts bool
 }
 
 // WithWindow sets how long a handled event id is remembered, checking
 // every interval: it must be longer than any redelivery can come late
-// (the broker's retry delays and dead-letter replays included). Default 7
-// days, every 10 minutes.
+// (the broker's retry delays and dead-letter replays included). A key's
+// last applied sequence number is forgotten after the same time without
+// an event, so the window must also be longer than the producer relay's
+// retention and its interval (outbox.WithRetention, default 24 hours):
+// by then the producer's counter of such a key has started again at
+// number 1, which is what a forgotten key waits for. Default 7 days,
+// every 10 minutes.
 func WithWindow(d, interval time.Duration) InboxOption {
 	return func(c *inboxConfig) error {
 		if d <= 0 || interval <= 0 {
 			return fmt.Errorf("WithWindow(%v, %v): both must be positive", d, interval)
 		}
 		c.window, c.every = d, interval
+		return nil
+	}
+}
+
+// WithFirstSeenStarts lets the first event of a key this consumer has
+// applied nothing for start the key's sequence, whatever its number,
+// instead of waiting for number 1: for a consumer that joins a running
+// system (its queue did not exist when the keys' first events were
+// published). Its cost: an event of such a key that overtook an earlier
+// one (several consumer processes, a dead letter) is applied, and the
+// earlier one then waits for ever (see [Inbox.Blocked]). Default: a key
+// starts at number 1.
+func WithFirstSeenStarts() InboxOption {
+	return func(c *inboxConfig) error {
+		c.firstSeenStarts = true
 		return nil
 	}
 }
@@ -81,7 +107,7 @@ func NewInbox(s *Store, consumer string, opts ...InboxOption) (*Inbox, error) {
 			return nil, invalid("options", err)
 		}
 	}
-	in := &Inbox{s: s, consumer: consumer, c: c, done: make(chan struct{})}
+	in := &Inbox{s: s, consumer: consumer, c: c, done: make(chan struct{}), blocked: map[string]BlockedKey{}}
 	in.run, in.cancel = context.WithCancel(context.Background())
 	go in.cleanupLoop()
 	return in, nil
@@ -105,6 +131,35 @@ func NewInbox(s *Store, consumer string, opts ...InboxOption) (*Inbox, error) {
 // delivery without an id is an error matching broker.ErrInvalid (the
 // subscriber dead-letters it). A database failure is returned as an error
 // matching broker.ErrUnavailable: the delivery is retried.
+//
+// # Commit order
+//
+// A delivery with a key and a sequence number (Delivery.Seq: the outbox's
+// relay numbers each key's events in the order their transactions
+// committed) is also checked against the last number applied for its key,
+// in the same transaction, its key's row locked meanwhile:
+//
+//   - a duplicate (an id applied before) is skipped, as above;
+//   - the next number, or number 1 (the key's first event; or the
+//     producer's counter for the key started again, after its rows were
+//     pruned), is applied, and becomes the last applied when the
+//     transaction commits;
+//   - any other number is ahead of a gap: the wrapper returns an error
+//     matching [ErrOutOfOrder] without calling h, so the subscriber
+//     retries it with backoff, holding its key, until the missing events
+//     have applied (or number 1 of a restarted sequence, for a number at
+//     or below the last applied with a new id). A gap that never fills
+//     (its event was dead-lettered) blocks the key: [Inbox.Blocked] lists
+//     it, and the operator re-drives the missing event or gives it up
+//     with [Inbox.Skip].
+//
+// So the consumer's table follows each key's commit order across
+// redeliveries, retries, restarts, re-drives, and several consumer
+// processes sharing the queue (each refuses what the others have not
+// applied yet). A consumer added to a running system, whose first events
+// of most keys are not number 1, needs [WithFirstSeenStarts]. Deliveries
+// without a sequence number (published without the outbox) are only
+// deduplicated.
 func (in *Inbox) Handler(h broker.Handler) broker.Handler {
 	return func(ctx context.Context, d broker.Delivery) (err error) {
 		if d.ID == "" {
@@ -129,35 +184,57 @@ func (in *Inbox) Handler(h broker.Handler) broker.Handler {
 		} else if n == 0 {
 			return nil // handled before: acknowledge, do nothing
 		}
+		ordered := d.Seq > 0 && d.Key != ""
+		if ordered {
+			ok, last, err := in.checkOrder(ctx, tx, d)
+			switch {
+			case err != nil:
+				return dbErr("inbox", fmt.Errorf("event %s: key %s: %w", d.ID, d.Key, err))
+			case !ok:
+				return in.refuse(d, last)
+			}
+		}
 		if err := h(WithTx(ctx, tx), d); err != nil {
 			return err
+		}
+		if ordered {
+			if err := in.advance(ctx, tx, d); err != nil {
+				return dbErr("inbox", fmt.Errorf("event %s: key %s: %w", d.ID, d.Key, err))
+			}
 		}
 		if err := tx.Commit(); err != nil {
 			return dbErr("inbox", fmt.Errorf("event %s: commit: %w", d.ID, err))
 		}
 		committed = true
 		in.s.Notify() // h may have stored messages
+		if ordered {
+			in.applied(d)
+		}
 		return nil
 	}
 }
 
-// Cleanup deletes the records older than the window, 1000 per statement,
-// and returns how many. The inbox calls it every interval; call it
-// yourself to run it at once.
+// Cleanup deletes the records older than the window (event ids, and keys
+// without an event for that long), 1000 per statement, and returns how
+// many. The inbox calls it every interval; call it yourself to run it at
+// once.
 func (in *Inbox) Cleanup(ctx context.Context) (int64, error) {
 	const batch = 1000
 	var total int64
-	for {
-		res, err := in.s.db.ExecContext(ctx, in.s.q.inboxCleanup, -in.c.window.Microseconds(), batch)
-		if err != nil {
-			return total, dbErr("inbox cleanup", err)
-		}
-		n, _ := res.RowsAffected()
-		total += n
-		if n < batch {
-			return total, nil
+	for _, q := range []string{in.s.q.inboxCleanup, in.s.q.inboxKeyCleanup} {
+		for {
+			res, err := in.s.db.ExecContext(ctx, q, -in.c.window.Microseconds(), batch)
+			if err != nil {
+				return total, dbErr("inbox cleanup", err)
+			}
+			n, _ := res.RowsAffected()
+			total += n
+			if n < batch {
+				break
+			}
 		}
 	}
+	return total, nil
 }
 
 func (in *Inbox) cleanupLoop() {

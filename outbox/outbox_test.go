@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -209,7 +210,8 @@ func TestRoundTrip(t *testing.T) {
 		assert.Equal(t, m.Name, g.Name)
 		assert.Equal(t, "order-1", g.Key)
 		assert.Equal(t, broker.ContentTypeJSON, g.ContentType)
-		assert.Equal(t, map[string]string{"tenant": "t-1", "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}, g.Headers)
+		assert.Equal(t, map[string]string{"tenant": "t-1", "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+			broker.HeaderSeq: "1"}, g.Headers, "the key's sequence number travels as a header")
 		assert.True(t, m.Time.Equal(g.Time), "time %v, want %v", g.Time, m.Time)
 		assert.Equal(t, map[string]string{"tenant": "t-1"}, m.Headers, "the caller's headers are not modified")
 		assert.Empty(t, got[plain.ID].ContentType)
@@ -291,6 +293,7 @@ func TestSeqGapFreeUnderConcurrentWriters(t *testing.T) {
 		}
 		last := map[string]int64{}
 		for _, m := range rec.Messages() {
+			require.Equal(t, strconv.FormatInt(seqOf[m.ID], 10), m.Headers[broker.HeaderSeq], "the seq header")
 			require.Equal(t, last[m.Key]+1, seqOf[m.ID], "key %s published out of order", m.Key)
 			last[m.Key] = seqOf[m.ID]
 		}

@@ -6,7 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
+
+	"github.com/domainevents/domainevents/broker"
 )
 
 // claim leases up to n due heads (of keys only, when given) to this relay
@@ -109,6 +112,10 @@ func (r *Relay) queryRows(ctx context.Context, db querier, query string, args ..
 			return nil, fmt.Errorf("row %s: occurred_at: %w", w.msg.ID, err)
 		}
 		w.msg.Time = t
+		if w.msg.Headers == nil {
+			w.msg.Headers = make(map[string]string, 1)
+		}
+		w.msg.Headers[broker.HeaderSeq] = strconv.FormatInt(w.seq, 10) // consumers apply a key's events in this order
 		out = append(out, w)
 	}
 	return out, rs.Err()

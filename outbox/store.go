@@ -46,7 +46,7 @@ type Option func(*Store) error
 
 // WithTables names the tables (empty fields keep their defaults). Default
 // [DefaultTables]: domainevents_outbox, domainevents_outbox_keys,
-// domainevents_inbox.
+// domainevents_inbox, domainevents_inbox_keys.
 func WithTables(t Tables) Option {
 	return func(s *Store) error {
 		t = t.withDefaults()

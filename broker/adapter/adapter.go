@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strconv"
 	"time"
 
 	"github.com/domainevents/domainevents/broker"
@@ -18,6 +19,21 @@ func Wrap(op string, kind, cause error) error {
 		return cause
 	}
 	return &broker.Error{Op: op, Kind: kind, Err: cause}
+}
+
+// SeqOf reads the [broker.HeaderSeq] header of h: the message's number in
+// its key's sequence, or 0 when it has none (or not a positive number).
+// Adapters fill broker.Delivery.Seq with it.
+func SeqOf(h map[string]string) int64 {
+	v, ok := h[broker.HeaderSeq]
+	if !ok {
+		return 0
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 0 {
+		return 0
+	}
+	return n
 }
 
 // ErrPanic matches the error [CallHandler] makes of a handler's panic.

@@ -7,6 +7,8 @@
 //   - [CallHandler] runs a [broker.Handler], turning a panic into an error
 //     (which is retried like any other handler failure) whose text is one
 //     line, and logging the panic's stack once.
+//   - [SeqOf] reads a delivery's place in its key's sequence from the
+//     broker.HeaderSeq header.
 //   - [Outcome] decides what a subscriber does with a failed delivery: retry
 //     it, or dead-letter it now ([broker.Permanent] errors, or the last
 //     attempt); [DeadLetterOf] builds the dead letter with the category and

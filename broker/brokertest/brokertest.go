@@ -46,6 +46,14 @@ type Harness struct {
 	// confirms from reaching it; the returned function restores them (the
 	// adapter may need a new connection, and re-sends).
 	Silence func() (restore func())
+	// SubscribeKeyOrdered starts a subscriber like Subscribe that runs
+	// several handlers at once (RabbitMQ: WithConcurrency(16)), never two
+	// deliveries of one key at once, each key's in order, retrying a
+	// failed one in place. The suite closes it.
+	SubscribeKeyOrdered func(h broker.Handler) (broker.Subscriber, error)
+	// CutSubscriber cuts the connection of the subscriber SubscribeKeyOrdered
+	// started, as a network failure would; it reconnects by itself.
+	CutSubscriber func()
 	// Timeout bounds each wait for a message to arrive, and each Publish
 	// and Close that should succeed. Default a minute: wide enough for a
 	// busy machine; the suite takes that long only when a case fails.
@@ -57,9 +65,11 @@ type Harness struct {
 // messages, an unroutable destination, a ctx that ends while Publish waits
 // before and after the send, publish after Close, Close twice, concurrent
 // publishers, a Close that lets in-flight publishes finish, and on the
-// consuming side round trip, retry, poison not retried, a panicking
-// handler retried, and one that keeps panicking dead-lettered with a
-// bounded one-line reason.
+// consuming side round trip (key and sequence number included), retry,
+// poison not retried, a panicking handler retried, one that keeps
+// panicking dead-lettered with a bounded one-line reason, and per-key
+// order with concurrent handlers through transient failures and a
+// reconnect.
 //
 // newHarness is called once per test, with that test's t, so that tests
 // share nothing.
@@ -86,6 +96,7 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 		{"ConsumeInvalidNotRetried", testConsumeInvalid},
 		{"ConsumePanicRetried", testConsumePanic},
 		{"ConsumePanicReasonIsOneLine", testConsumePanicReason},
+		{"ConsumeKeyOrder", testConsumeKeyOrder},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

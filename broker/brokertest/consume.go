@@ -77,7 +77,7 @@ func testConsumeRoundTrip(t *testing.T, h Harness) {
 	subscribe(t, h, func(_ context.Context, d broker.Delivery) error { c.add(d); return nil })
 	var ids []string
 	first := NewMessage("order.created")
-	first.Headers = map[string]string{"trace": "t-1"}
+	first.Headers = map[string]string{"trace": "t-1", broker.HeaderSeq: "7"}
 	first.Body = []byte{0, 1, 2, 0xff}
 	for i := range 50 {
 		m := NewMessage("order.created")
@@ -96,6 +96,10 @@ func testConsumeRoundTrip(t *testing.T, h Harness) {
 		t.Errorf("header trace %q, want t-1", d.Headers["trace"])
 	case d.Name != "order.created" || d.ID != first.ID:
 		t.Errorf("name %q id %q, want order.created %s", d.Name, d.ID, first.ID)
+	case d.Key != first.Key:
+		t.Errorf("key %q, want %q (the aggregate key travels with the message)", d.Key, first.Key)
+	case d.Seq != 7:
+		t.Errorf("seq %d, want 7 (the %s header)", d.Seq, broker.HeaderSeq)
 	case d.Attempt != 1:
 		t.Errorf("attempt %d, want 1", d.Attempt)
 	case d.Source == "":

@@ -18,6 +18,6 @@
 //	}
 //
 // A capability the harness lacks (a nil Receive, Subscribe, Unroutable,
-// Disconnect or Silence) makes the cases that need it skip with a reason;
-// nothing passes silently.
+// Disconnect, Silence, SubscribeKeyOrdered or CutSubscriber) makes the
+// cases that need it skip with a reason; nothing passes silently.
 package brokertest

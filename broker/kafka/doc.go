@@ -14,7 +14,8 @@
 // Message.Key (the order id); value = Message.Body; record timestamp =
 // Message.Time; headers "event-name", "event-id" and "content-type"
 // ([HeaderName], [HeaderID], [HeaderContentType]), then Message.Headers in
-// key order.
+// key order. A consumed record's broker.HeaderSeq header (the outbox's
+// per-key sequence number) is also read into Delivery.Seq.
 //
 // Keys are partitioned as Kafka's Java client and kafkajs do: murmur2 of the
 // key, sign bit masked, modulo the partition count (sarama's

@@ -9,6 +9,7 @@ import (
 	"github.com/IBM/sarama"
 
 	"github.com/domainevents/domainevents/broker"
+	"github.com/domainevents/domainevents/broker/adapter"
 )
 
 // Record header keys set on every record.
@@ -95,7 +96,7 @@ func toDelivery(m *sarama.ConsumerMessage, group string) broker.Delivery {
 			msg.Headers[string(h.Key)] = string(h.Value)
 		}
 	}
-	return broker.Delivery{Message: msg, Attempt: 1, Source: source(m),
+	return broker.Delivery{Message: msg, Attempt: 1, Seq: adapter.SeqOf(msg.Headers), Source: source(m),
 		Origin: broker.Origin{System: "kafka", Destination: m.Topic, Partition: m.Partition, Offset: m.Offset, ConsumerGroup: group}}
 }
 

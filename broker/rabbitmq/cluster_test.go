@@ -271,8 +271,8 @@ func TestClusterSubscriberSurvivesNodeLoss(t *testing.T) {
 // TestClusterRetriesSurviveNodeCrash: 1,000 events whose handler fails
 // twice each, the node holding the queue SIGKILLed while they wait for
 // their retry, then restarted: every event handled successfully, 0 lost.
-// On a quorum queue the failures wait in <queue>.retry; on a classic one,
-// unacknowledged in the subscriber.
+// On both queue types the failures wait unacknowledged in the subscriber:
+// the broker redelivers them after its restart.
 func TestClusterRetriesSurviveNodeCrash(t *testing.T) {
 	testenv.Long(t, "starts a three-node RabbitMQ cluster")
 	for _, typ := range []rabbitmq.QueueType{rabbitmq.Quorum, rabbitmq.Classic} {
@@ -299,7 +299,7 @@ func testRetriesSurviveNodeCrash(t *testing.T, typ rabbitmq.QueueType) {
 			}
 			succeeded[d.ID] = true
 			return nil
-		}, rabbitmq.WithLogger(discardLogger()), rabbitmq.WithRetryDelay(3*time.Second), rabbitmq.WithMaxAttempts(10),
+		}, rabbitmq.WithLogger(discardLogger()), rabbitmq.WithRetryBackoff(3*time.Second, 3*time.Second), rabbitmq.WithMaxAttempts(10),
 		rabbitmq.WithPrefetch(2*n), rabbitmq.WithConcurrency(4), rabbitmq.WithReconnectBackoff(50*time.Millisecond, 500*time.Millisecond))
 	require.NoError(t, err)
 	defer sub.Close(context.Background())

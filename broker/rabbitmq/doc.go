@@ -16,7 +16,8 @@
 //	                     WithURLs, WithPassive, WithAMQPConfig, WithDialTimeout,
 //	                     WithReconnectBackoff, WithLazyConnect
 //	PublisherOption      WithQueue, WithAlternateExchange, WithWindow, WithMaxMessageSize
-//	SubscriberOption     WithPrefetch, WithConcurrency, WithMaxAttempts, WithRetryDelay
+//	SubscriberOption     WithPrefetch, WithConcurrency, WithUnordered, WithMaxAttempts,
+//	                     WithRetryBackoff
 //
 // The ctx given to [New] and [NewSubscriber] bounds connecting only; it is
 // not kept.
@@ -36,8 +37,11 @@
 //
 // Routing key and AMQP type = Message.Name; message_id = Message.ID;
 // delivery mode 2 (persistent); content_type = Message.ContentType;
-// timestamp = Message.Time (now if zero); headers = Message.Headers.
-// Message.Key is not sent (RabbitMQ has no record key).
+// timestamp = Message.Time (now if zero); headers = Message.Headers, plus
+// Message.Key in the broker.HeaderKey header ("event-key"; RabbitMQ has no
+// record key). The subscriber reads that header back into Delivery.Key,
+// and the broker.HeaderSeq header (the outbox's per-key sequence number)
+// into Delivery.Seq.
 //
 // # Delivery semantics
 //
@@ -130,49 +134,69 @@
 // # Consuming
 //
 // [NewSubscriber] consumes a durable queue bound to the exchange into a
-// broker.Handler, with manual acks, prefetch ([WithPrefetch]) and
-// [WithConcurrency] handlers. A failed delivery is handled again after
-// [WithRetryDelay] (default 1s) with its attempt number in the "x-attempt"
-// header; after [WithMaxAttempts] (default 5), or at once for an error
-// matching broker.ErrInvalid, it goes to "<queue>.dlq" with the
-// broker.HeaderDeadLetter* reason headers and the exchange and routing key
-// it was first published with ([HeaderOriginalExchange],
-// [HeaderOriginalRoutingKey]). The subscriber reconnects like the
-// publisher; unacknowledged deliveries are redelivered (at least once).
+// broker.Handler, with manual acks and prefetch ([WithPrefetch]). Up to
+// [WithConcurrency] handlers run at once (default 1), never two deliveries
+// of one key at once, and each key's deliveries in queue order: the
+// deliveries go to lanes by Delivery.Key (the broker.HeaderKey header),
+// and a lane runs one delivery at a time. [WithUnordered] drops the key
+// constraint for handlers that do not care; deliveries without a key are
+// not ordered among themselves either way.
+//
+// A failed delivery holds its lane: it stays unacknowledged in the
+// subscriber and is handled again after a backoff with full jitter
+// ([WithRetryBackoff], default 100ms doubling to 5s), its Delivery.Attempt
+// one higher, while its key's later deliveries wait and the other keys go
+// on (a waiting lane takes no handler). After [WithMaxAttempts] (default
+// 5), or at once for an error matching broker.ErrInvalid, its copy goes to
+// "<queue>.dlq" with the broker.HeaderDeadLetter* reason headers and
+// "x-original-routing-key" / "x-original-exchange" (the event name and the
+// exchange it was published to), confirmed before the original is
+// acknowledged, and its key moves on to the next delivery. A consumer whose
+// table must follow the producer's commit order even then checks the
+// sequence number (Delivery.Seq), as outbox.Inbox does.
+//
+// Lanes hold at most the prefetch window (the broker sends no more than
+// that unacknowledged), and one key's lane may fill it: a key whose
+// delivery is retried keeps receiving its later deliveries, and if they
+// take the whole window the other keys wait until it moves on (at most
+// its retry budget). The default prefetch, 256 or 4 × WithConcurrency,
+// keeps n handlers busy unless few keys fill the queue.
+//
+// The subscriber reconnects like the publisher. The broker redelivers
+// every unacknowledged delivery of the lost connection, in queue order:
+// those of the old session not started yet, or waiting for a retry, leave
+// their lanes at once, so that a lane never runs a later delivery of the
+// old session after an earlier one came back; one running goes on, and the
+// redelivered copy of its key waits behind it. Delivery is at least once.
+//
+// # Retries across a crash
+//
+// Retries happen in the subscriber, on both queue types: nothing is
+// re-published or parked in the broker meanwhile, and the delivery stays
+// unacknowledged, so the broker keeps it, persistent on a durable queue:
+// if the subscriber's process or connection dies, or the broker restarts,
+// the broker delivers it again (at least once; a duplicate is possible,
+// loss is not). What a crash loses is the attempt count: on a [Classic]
+// queue the redelivered message starts again at attempt 1, so a message
+// whose handler crashes the process is redelivered without end; a
+// [Quorum] queue (Queue.Type; replicated, the type RabbitMQ 4 recommends)
+// counts the returns (x-delivery-count, added to Delivery.Attempt: an
+// upper bound of the handler's attempts, which prefetched deliveries
+// returned by a reconnect increase too) and dead-letters, at least once,
+// a delivery returned 2 × WithMaxAttempts + 5 times without finishing
+// (x-delivery-limit, x-dead-letter-strategy=at-least-once; RabbitMQ >=
+// 3.10 with the stream_queue feature flag on, which fresh nodes have).
+// RabbitMQ's dead-lettering from classic queues is at most once (measured:
+// a third of the messages waiting in a TTL queue were gone after a node's
+// SIGKILL, docs/rabbitmq-retry-experiment.md), which is why retries do not
+// wait in a broker-side delay queue.
+//
+// Either way, consumers deduplicate on the event id.
 //
 // [Redrive] moves dead letters from "<queue>.dlq" (or the publisher's
 // "<exchange>.dlq") back to their exchange and routing key, selected by
 // name, id or reason, with a dry run; the command domainevents runs it
 // ("domainevents dlq redrive").
-//
-// # Queue types and retries across a broker crash
-//
-// RabbitMQ's dead-lettering from classic queues is at most once: measured
-// with a node SIGKILLed while failed deliveries waited in a TTL queue, a
-// third of them were gone (docs/rabbitmq-retry-experiment.md). So the
-// retry path never relies on it:
-//
-//   - [Quorum] queues (Queue.Type; replicated, the type RabbitMQ 4
-//     recommends): a failed delivery waits in the quorum queue
-//     "<queue>.retry", dead-lettered back at least once
-//     (x-dead-letter-strategy=at-least-once, x-overflow=reject-publish;
-//     RabbitMQ >= 3.10 with the stream_queue feature flag on, which fresh
-//     nodes have: without it the broker falls back to at most once,
-//     saying so only in its log). The handler's attempt adds
-//     x-delivery-count, which counts the copy's returns (a crash, a
-//     disconnect), including returns of copies that sat prefetched and
-//     were never handled: reconnects can use up attempts, so an event may
-//     reach the DLQ after fewer handler failures than WithMaxAttempts
-//     (never without one: only a failed handler call dead-letters). The
-//     queue also dead-letters a delivery returned 2 × WithMaxAttempts + 5
-//     times without finishing.
-//   - [Classic] queues (the default): the failed delivery stays
-//     unacknowledged in the subscriber for the delay, then its next copy is
-//     re-published and the original acked: the broker holds it meanwhile,
-//     crash or not. It takes a prefetch slot while it waits.
-//
-// Either way, a crash can duplicate a delivery (never lose it): consumers
-// deduplicate on the event id.
 //
 // # Logging
 //

@@ -64,11 +64,12 @@ type publisherOptions struct {
 }
 
 type subscriberOptions struct {
-	conn        connOptions
-	prefetch    int // 0: max(defaultPrefetch, 4 × concurrency)
-	concurrency int
-	maxAttempts int
-	retryDelay  time.Duration
+	conn               connOptions
+	prefetch           int // 0: max(defaultPrefetch, 4 × concurrency)
+	concurrency        int
+	unordered          bool
+	maxAttempts        int
+	retryMin, retryMax time.Duration
 }
 
 // The defaults, in one place.
@@ -87,7 +88,24 @@ func defaultPublisherOptions() publisherOptions {
 }
 
 func defaultSubscriberOptions() subscriberOptions {
-	return subscriberOptions{conn: defaultConnOptions(), concurrency: 1, maxAttempts: 5, retryDelay: time.Second}
+	return subscriberOptions{conn: defaultConnOptions(), concurrency: 1, maxAttempts: 5,
+		retryMin: 100 * time.Millisecond, retryMax: 5 * time.Second}
+}
+
+// maxRetryBudget bounds the longest a failed delivery may be held for its
+// retries, (WithMaxAttempts - 1) × WithRetryBackoff's max: it stays
+// unacknowledged meanwhile, and RabbitMQ closes the channel of a delivery
+// unacknowledged for consumer_timeout (30 min by default).
+const maxRetryBudget = 20 * time.Minute
+
+// validate checks what options can only check together.
+func (o subscriberOptions) validate() error {
+	if o.maxAttempts > 1 && o.retryMax > maxRetryBudget/time.Duration(o.maxAttempts-1) {
+		return fmt.Errorf("WithMaxAttempts(%d) and WithRetryBackoff max %v: a failed delivery could be held for its retries "+
+			"longer than %v (it stays unacknowledged while it waits, and RabbitMQ's consumer_timeout closes the channel after 30 min)",
+			o.maxAttempts, o.retryMax, maxRetryBudget)
+	}
+	return nil
 }
 
 type connOption func(*connOptions) error
@@ -439,16 +457,29 @@ func WithPrefetch(n int) SubscriberOption {
 	})
 }
 
-// WithConcurrency sets how many handlers run at once. Above 1, messages of
-// one routing key may be handled out of order. At 1 they are handled in
-// queue order until one fails: its retry comes back after those behind it.
-// Default 1.
+// WithConcurrency sets how many handlers run at once: up to n, never two
+// deliveries of one key at once (Delivery.Key: the broker.HeaderKey header
+// our publisher sets from Message.Key), and each key's deliveries in queue
+// order, a failed one retried before the next of its key starts (see
+// [WithRetryBackoff]). Deliveries without a key are not ordered among
+// themselves. Keep [WithPrefetch] well above n (the default does), so that
+// n keys with deliveries waiting can be found in the window. Default 1.
 func WithConcurrency(n int) SubscriberOption {
 	return subscriberOption(func(o *subscriberOptions) error {
 		if n < 1 {
 			return fmt.Errorf("WithConcurrency(%d): must be at least 1", n)
 		}
 		o.concurrency = n
+		return nil
+	})
+}
+
+// WithUnordered lets the handlers take deliveries in any order, keys
+// ignored, for handlers that do not care (each delivery is still retried
+// in place, and dead-lettered like the others). Default: ordered by key.
+func WithUnordered() SubscriberOption {
+	return subscriberOption(func(o *subscriberOptions) error {
+		o.unordered = true
 		return nil
 	})
 }
@@ -465,14 +496,19 @@ func WithMaxAttempts(n int) SubscriberOption {
 	})
 }
 
-// WithRetryDelay sets how long a failed delivery waits before it is handled
-// again. Default 1s.
-func WithRetryDelay(d time.Duration) SubscriberOption {
+// WithRetryBackoff sets the wait before a failed delivery is handled
+// again: before retry n it is a random draw in [0, min(max,
+// first·2^(n-1))] (exponential backoff with full jitter). The delivery
+// stays unacknowledged in the subscriber meanwhile, holding its key (the
+// key's later deliveries wait; other keys go on) and a prefetch slot; so
+// (WithMaxAttempts - 1) × max may not exceed 20 minutes, well under
+// RabbitMQ's consumer_timeout. Default 100ms and 5s.
+func WithRetryBackoff(first, max time.Duration) SubscriberOption {
 	return subscriberOption(func(o *subscriberOptions) error {
-		if d < time.Millisecond {
-			return fmt.Errorf("WithRetryDelay(%v): must be at least 1ms", d)
+		if first <= 0 || max < first {
+			return fmt.Errorf("WithRetryBackoff(%v, %v): want 0 < first <= max", first, max)
 		}
-		o.retryDelay = d
+		o.retryMin, o.retryMax = first, max
 		return nil
 	})
 }

@@ -16,10 +16,9 @@ import (
 )
 
 // A delivery that fails every attempt lands in the dead-letter queue with
-// the exchange and routing key it was first published with, not those of
-// the copy its last attempt came on (a retry copy goes through the default
-// exchange; a quorum queue's retry queue sends it back under the queue's
-// name), and every attempt's handler sees that origin.
+// the exchange and routing key it was first published with (the dead
+// letter itself travels through the default exchange to "<queue>.dlq"),
+// and every attempt's handler sees that origin.
 func TestDeadLetterKeepsOriginalRoutingKey(t *testing.T) {
 	for _, typ := range []rabbitmq.QueueType{rabbitmq.Classic, rabbitmq.Quorum} {
 		t.Run(string(typ), func(t *testing.T) {
@@ -33,7 +32,7 @@ func TestDeadLetterKeepsOriginalRoutingKey(t *testing.T) {
 				origins = append(origins, d.Origin)
 				mu.Unlock()
 				return errors.New("inventory service down")
-			}, rabbitmq.WithMaxAttempts(3), rabbitmq.WithRetryDelay(20*time.Millisecond))
+			}, rabbitmq.WithMaxAttempts(3), rabbitmq.WithRetryBackoff(20*time.Millisecond, 40*time.Millisecond))
 			m := brokertest.NewMessage("order.status.updated")
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()

@@ -343,10 +343,13 @@ func newRecord(key string, m broker.Message) *record {
 		ts = time.Now()
 	}
 	var headers amqp.Table
-	if len(m.Headers) > 0 {
-		headers = make(amqp.Table, len(m.Headers))
+	if len(m.Headers) > 0 || m.Key != "" {
+		headers = make(amqp.Table, len(m.Headers)+1)
 		for k, v := range m.Headers {
 			headers[k] = v
+		}
+		if m.Key != "" {
+			headers[broker.HeaderKey] = m.Key
 		}
 	}
 	return &record{

@@ -28,13 +28,23 @@ func TestConformance(t *testing.T) {
 		p := newProxy(t) // the broker is reached through a fault proxy, to cut it off
 		b := f.open(t, p.Addr(), rabbitmq.WithHeartbeat(time.Second),
 			rabbitmq.WithReconnectBackoff(10*time.Millisecond, 100*time.Millisecond))
+		ps := newProxy(t) // the key-ordered subscriber's
 		return brokertest.Harness{
 			Broker:  b,
 			Receive: f.receiver(t),
 			Subscribe: func(h broker.Handler) (broker.Subscriber, error) {
-				return f.subscribe(t, rabbitAddr(), h, rabbitmq.WithRetryDelay(50*time.Millisecond)), nil
+				return f.subscribe(t, rabbitAddr(), h, rabbitmq.WithRetryBackoff(10*time.Millisecond, 50*time.Millisecond)), nil
 			},
 			DeadLetters: f.dlqReceiver(t),
+			SubscribeKeyOrdered: func(h broker.Handler) (broker.Subscriber, error) {
+				return f.subscribe(t, ps.Addr(), h, rabbitmq.WithConcurrency(16), rabbitmq.WithRetryBackoff(5*time.Millisecond, 50*time.Millisecond),
+					rabbitmq.WithReconnectBackoff(10*time.Millisecond, 100*time.Millisecond)), nil
+			},
+			CutSubscriber: func() {
+				if ps.Cut() == 0 {
+					t.Error("the subscriber had no connection to cut")
+				}
+			},
 			Unroutable: func() (broker.Broker, error) {
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 				defer cancel()
@@ -75,6 +85,7 @@ func TestMessageProperties(t *testing.T) {
 	assert.Equal(t, f.exchange, d.Exchange)
 	assert.Equal(t, m.Time.Unix(), d.Timestamp.Unix())
 	assert.Equal(t, "t-1", d.Headers["trace"])
+	assert.Equal(t, m.Key, d.Headers[broker.HeaderKey], "the aggregate key as a header")
 	assert.Equal(t, m.Body, d.Body)
 }
 

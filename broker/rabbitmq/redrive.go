@@ -256,7 +256,7 @@ func originalHeaders(h amqp.Table) amqp.Table {
 	for k, v := range h {
 		switch {
 		case strings.HasPrefix(k, "dead-letter-"), strings.HasPrefix(k, "x-first-death-"), strings.HasPrefix(k, "x-last-death-"),
-			k == "x-death", k == "x-delivery-count", k == HeaderAttempt, k == HeaderFirstFailure,
+			k == "x-death", k == "x-delivery-count", k == "x-attempt", k == "x-first-failure", // the retry headers of earlier versions
 			k == HeaderOriginalExchange, k == HeaderOriginalRoutingKey:
 			continue
 		}

@@ -51,7 +51,7 @@ func TestRedriveSubscriberDLQ(t *testing.T) {
 				handled[d.ID] = d
 				mu.Unlock()
 				return nil
-			}, rabbitmq.WithMaxAttempts(2), rabbitmq.WithRetryDelay(20*time.Millisecond))
+			}, rabbitmq.WithMaxAttempts(2), rabbitmq.WithRetryBackoff(20*time.Millisecond, 40*time.Millisecond))
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()
 			var created []broker.Message

@@ -8,14 +8,15 @@ import (
 	"github.com/domainevents/domainevents/broker"
 )
 
-// Close stops consuming (deliveries not started go back to the queue),
-// waits for the running handlers to finish and be acknowledged, then
-// disconnects. If ctx ends first, it cancels the handlers' ctx, closes the
-// connection (what they did not finish is redelivered later) and returns
-// ctx.Err() at once, even if a handler ignores its ctx: that handler's
-// goroutine ends when the handler returns, and its outcome is discarded.
-// Every other goroutine of the Subscriber has ended when Close returns. A
-// second Close returns nil.
+// Close stops consuming, waits for the running handlers to finish and be
+// acknowledged, then disconnects: the deliveries not started, or waiting
+// for a retry, go back to the queue then, in queue order (none of them
+// before an earlier delivery of its key that was running). If ctx ends first, it cancels the
+// handlers' ctx, closes the connection (what they did not finish is
+// redelivered later) and returns ctx.Err() at once, even if a handler
+// ignores its ctx: that handler's goroutine ends when the handler returns,
+// and its outcome is discarded. Every other goroutine of the Subscriber
+// has ended when Close returns. A second Close returns nil.
 func (s *Subscriber) Close(ctx context.Context) error {
 	s.mu.Lock()
 	first := s.closing.Begin()
@@ -29,21 +30,7 @@ func (s *Subscriber) Close(ctx context.Context) error {
 		// broker's answer, which the connection's close below cuts short.
 		s.wg.Go(func() { _ = ch.Cancel(tag, false) })
 	}
-
-	idle := make(chan struct{})
-	go func() {
-		s.busy.Wait()
-		s.held.Wait() // held deliveries go back to the queue at once
-		close(idle)
-	}()
-	var err error
-	select {
-	case <-idle:
-	case <-ctx.Done():
-		err = ctx.Err()
-		s.cancelHandler()
-		close(s.abort)
-	}
+	err := s.lanes.Close(ctx)
 
 	s.mu.Lock()
 	link := s.link
@@ -57,13 +44,36 @@ func (s *Subscriber) Close(ctx context.Context) error {
 		_ = link.CloseDeadline(deadline) // unacknowledged deliveries return to the queue
 	}
 	s.wg.Wait()
-	s.cancelHandler()
 	if perr := s.pub.Close(ctx); perr != nil && err == nil {
 		err = perr
 	}
+	st := s.Stats()
 	s.opts.conn.logger.Info("rabbitmq subscriber: closed", "component", s.conn.component, "queue", s.queue.Name,
-		"handled", s.handled.Load(), "retried", s.retried.Load(), "dead_lettered", s.deadLettered.Load())
+		"handled", st.Handled, "retried", st.Retried, "dead_lettered", st.DeadLettered)
 	return err
+}
+
+// SubscriberStats counts what a Subscriber did since NewSubscriber.
+type SubscriberStats struct {
+	// Handled counts deliveries whose handler succeeded.
+	Handled int64
+	// Retried counts handler failures followed by another attempt.
+	Retried int64
+	// DeadLettered counts deliveries moved to "<queue>.dlq".
+	DeadLettered int64
+	// Returned counts deliveries given up unfinished, left to the broker
+	// to deliver again: by Close, or with a lost connection.
+	Returned int64
+	// Held counts deliveries in the subscriber now: waiting for their key,
+	// for a retry, or running.
+	Held int64
+}
+
+// Stats returns the counters.
+func (s *Subscriber) Stats() SubscriberStats {
+	st := s.lanes.Stats()
+	return SubscriberStats{Handled: st.Handled, Retried: st.Retried, DeadLettered: st.DeadLettered,
+		Returned: st.Abandoned, Held: int64(st.Held)}
 }
 
 // Health reports whether the Subscriber is consuming: nil when connected;

@@ -103,9 +103,16 @@ func testConsumeRetryAndDeadLetter(t *testing.T, typ rabbitmq.QueueType) {
 	var c counter
 	flaky, doomed, poison := brokertest.NewMessage("order.created"), brokertest.NewMessage("order.created"), brokertest.NewMessage("order.created")
 	poison.Body = []byte("not json")
+	next := brokertest.NewMessage("order.created") // doomed's key's next event: it waits, then goes on
+	next.Key = doomed.Key
+	var nextAfter atomic.Int32 // doomed's attempts when next ran
 	f.subscribeType(t, rabbitAddr(), typ, func(_ context.Context, d broker.Delivery) error {
 		n := c.add(d)
 		switch d.ID {
+		case next.ID:
+			c.mu.Lock()
+			nextAfter.Store(int32(c.n[doomed.ID]))
+			c.mu.Unlock()
 		case flaky.ID:
 			if n <= flakyFails {
 				return fmt.Errorf("flaky failure %d", n)
@@ -116,11 +123,11 @@ func testConsumeRetryAndDeadLetter(t *testing.T, typ rabbitmq.QueueType) {
 			return &broker.Error{Op: "decode", Kind: broker.ErrInvalid, Err: errors.New("undecodable body")}
 		}
 		return nil
-	}, rabbitmq.WithMaxAttempts(3), rabbitmq.WithRetryDelay(50*time.Millisecond))
+	}, rabbitmq.WithMaxAttempts(3), rabbitmq.WithRetryBackoff(10*time.Millisecond, 50*time.Millisecond))
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	for _, m := range []broker.Message{flaky, doomed, poison} {
+	for _, m := range []broker.Message{flaky, doomed, poison, next} {
 		require.NoError(t, b.Publish(ctx, m))
 	}
 	normal := publishMany(t, b, 100) // the main flow keeps going meanwhile
@@ -129,8 +136,9 @@ func testConsumeRetryAndDeadLetter(t *testing.T, typ rabbitmq.QueueType) {
 		all, _ := c.seen(normal)
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		return all && c.n[flaky.ID] == flakyFails+1 && c.n[doomed.ID] == 3
+		return all && c.n[flaky.ID] == flakyFails+1 && c.n[doomed.ID] == 3 && c.n[next.ID] == 1
 	})
+	assert.Equal(t, int32(3), nextAfter.Load(), "the key's next event ran after the dead one's last attempt")
 	c.mu.Lock()
 	assert.Equal(t, []int{1, 2, 3}, c.att[flaky.ID], "succeeds on attempt N+1")
 	assert.Equal(t, []int{1, 2, 3}, c.att[doomed.ID])
@@ -154,7 +162,10 @@ func testConsumeRetryAndDeadLetter(t *testing.T, typ rabbitmq.QueueType) {
 	assert.Equal(t, "handler_failed", dlq[doomed.ID][broker.HeaderDeadLetterCategory])
 	assert.Equal(t, "1", dlq[poison.ID][broker.HeaderDeadLetterAttempts])
 	assert.Equal(t, "invalid", dlq[poison.ID][broker.HeaderDeadLetterCategory])
-	assert.Equal(t, "order.created", dlq[poison.ID]["x-original-routing-key"])
+	assert.Equal(t, "order.created", dlq[poison.ID][rabbitmq.HeaderOriginalRoutingKey])
+	assert.Equal(t, "order.created", dlq[doomed.ID][rabbitmq.HeaderOriginalRoutingKey], "after retries too")
+	assert.Equal(t, f.exchange, dlq[doomed.ID][rabbitmq.HeaderOriginalExchange])
+	assert.Equal(t, doomed.Key, dlq[doomed.ID][broker.HeaderKey], "the key travels with the dead letter")
 }
 
 // The consumer's connection is cut several times mid-stream: every event is

@@ -9,7 +9,8 @@
 //
 // RabbitMQ: it consumes the queue EXAMPLE_QUEUE (default orders.events.all,
 // the one examples/orders fills), bound with order.#; failures are retried
-// through orders.events.all.retry and end in orders.events.all.dlq. Kafka:
+// in place (each order's events stay in order) and end in
+// orders.events.all.dlq. Kafka:
 // consumer group orders-consumer-example on the topic; failures end in
 // "<topic>.dlq", which must exist. -n stops after that many events; Ctrl-C
 // stops it cleanly (running handlers finish, offsets are committed).

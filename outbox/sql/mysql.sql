@@ -38,3 +38,12 @@ CREATE TABLE IF NOT EXISTS domainevents_inbox (
     PRIMARY KEY (consumer, event_id),
     KEY domainevents_inbox_processed (processed_at)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+CREATE TABLE IF NOT EXISTS domainevents_inbox_keys (
+    consumer   VARCHAR(255) NOT NULL,
+    msg_key    VARCHAR(255) NOT NULL,
+    last_seq   BIGINT       NOT NULL,                   -- seq of the key's last event applied (or skipped)
+    updated_at DATETIME(6)  NOT NULL,                   -- UTC
+    PRIMARY KEY (consumer, msg_key),
+    KEY domainevents_inbox_keys_updated (updated_at)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;

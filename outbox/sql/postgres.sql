@@ -41,3 +41,13 @@ CREATE TABLE IF NOT EXISTS domainevents_inbox (
 );
 
 CREATE INDEX IF NOT EXISTS domainevents_inbox_processed ON domainevents_inbox (processed_at);
+
+CREATE TABLE IF NOT EXISTS domainevents_inbox_keys (
+    consumer   TEXT COLLATE "C" NOT NULL,
+    msg_key    TEXT COLLATE "C" NOT NULL,
+    last_seq   BIGINT      NOT NULL,                    -- seq of the key's last event applied (or skipped)
+    updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (consumer, msg_key)
+);
+
+CREATE INDEX IF NOT EXISTS domainevents_inbox_keys_updated ON domainevents_inbox_keys (updated_at);
