@@ -4,12 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"runtime/debug"
 	"sync"
 	"time"
 
 	"github.com/domainevents/domainevents/broker"
 	"github.com/domainevents/domainevents/internal/backoff"
+	"github.com/domainevents/domainevents/internal/reason"
 )
 
 // What a failed publish means for its row.
@@ -71,6 +71,9 @@ type problem struct {
 	at     time.Time
 	count  int64     // failures since the last log line
 	logged time.Time // when the last log line was written
+	// keys are the keys whose head a refusal holds (refusals only): the
+	// problem is over once each of them published again.
+	keys map[string]struct{}
 }
 
 // brokerState is what the relay learned about the broker from its own
@@ -104,14 +107,22 @@ func (r *Relay) probing() bool {
 	return !st.downSince.IsZero() && time.Since(st.downSince) >= probeAfter
 }
 
+// errPublishPanicked is the kind of the error a panic in Publish becomes.
+var errPublishPanicked = errors.New("outbox relay: Publish panicked")
+
 // publishSafely calls the broker's Publish, turning a panic into an error
 // of no category (a failOwn), so that a message that makes a broker or a
 // middleware panic is bounded by WithMaxAttempts instead of taking the
-// process down again after every lease.
+// process down again after every lease. The error's text is one line (it
+// becomes the row's last_error and the dead letter's reason); the stack is
+// logged here, once.
 func (r *Relay) publishSafely(ctx context.Context, msg broker.Message) (err error) {
 	defer func() {
 		if p := recover(); p != nil {
-			err = fmt.Errorf("outbox relay: Publish of message %s panicked: %v\n%s", msg.ID, p, debug.Stack())
+			pe := reason.NewPanic(errPublishPanicked, p)
+			r.c.logger.Error("outbox relay: Publish panicked", "owner", r.owner, "id", msg.ID, "name", msg.Name, "key", msg.Key,
+				"panic", pe.Error(), "stack", string(pe.PanicStack()))
+			err = pe
 		}
 	}()
 	return r.b.Publish(ctx, msg)
@@ -124,8 +135,10 @@ func (r *Relay) brokerPolicy() backoff.Policy {
 	return backoff.Policy{Initial: min(r.c.backoff.Initial, r.c.brokerMax), Max: min(r.c.backoff.Max, r.c.brokerMax)}
 }
 
-// noteSuccess records a confirmed publish: the broker is reachable.
-func (r *Relay) noteSuccess(ids []string) {
+// noteSuccess records confirmed publishes (ids, and the keys they
+// belong to): the broker is reachable, and a refusal that held these keys
+// is over for them.
+func (r *Relay) noteSuccess(ids, keys []string) {
 	st := &r.bstate
 	now := time.Now()
 	st.mu.Lock()
@@ -141,6 +154,17 @@ func (r *Relay) noteSuccess(ids []string) {
 	}
 	delete(st.problems, broker.CategoryUnavailable)
 	st.downSince = time.Time{}
+	for cat, p := range st.problems {
+		if p.keys == nil {
+			continue
+		}
+		for _, k := range keys {
+			delete(p.keys, k)
+		}
+		if len(p.keys) == 0 {
+			delete(st.problems, cat) // every key it held went out: fixed
+		}
+	}
 	for _, id := range ids {
 		if len(st.faults) == 0 {
 			break
@@ -160,7 +184,7 @@ func (r *Relay) noteSuccess(ids []string) {
 // every logEvery per category (Error when it needs a human, Warn for an
 // outage), and, for an outage, has the watcher look for the broker's
 // return.
-func (r *Relay) noteBrokerFailure(class failure, cat string, err error) {
+func (r *Relay) noteBrokerFailure(class failure, cat string, err error, msgKey string) {
 	st := &r.bstate
 	now := time.Now()
 	key := cat
@@ -175,6 +199,12 @@ func (r *Relay) noteBrokerFailure(class failure, cat string, err error) {
 	}
 	p.err, p.at = err, now
 	p.count++
+	if class == failRefused {
+		if p.keys == nil {
+			p.keys = make(map[string]struct{})
+		}
+		p.keys[msgKey] = struct{}{}
+	}
 	if class == failUnavailable && st.downSince.IsZero() {
 		st.downSince = now
 	}
@@ -224,8 +254,10 @@ func (r *Relay) forgetFaults(id string) {
 }
 
 // problemWindow is how long a broker problem is reported after its latest
-// failure: a held row is tried again within the broker backoff, the poll
-// and a publish; twice that, and the problem is over.
+// failure when nothing says it is over (a refusal is over as soon as every
+// key it held published again: noteSuccess): a held row is tried again
+// within the broker backoff, the poll and a publish; twice that, and the
+// problem is over.
 func (r *Relay) problemWindow() time.Duration {
 	return 2 * (r.c.brokerMax + r.c.poll + r.c.publishTimeout)
 }

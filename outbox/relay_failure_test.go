@@ -149,6 +149,8 @@ func TestPanicInPublishIsBounded(t *testing.T) {
 	assert.Equal(t, 2, st.State, "dead")
 	assert.Equal(t, 3, st.Attempts)
 	assert.Contains(t, st.LastError.String, "panicked: encoder bug")
+	assert.NotContains(t, st.LastError.String, "\n", "one line: the stack is logged, not stored")
+	assert.NotContains(t, st.LastError.String, "goroutine")
 	assert.Equal(t, int64(1), r.Stats().DeadLettered)
 }
 

@@ -29,10 +29,11 @@ func (r *Relay) markPublished(ok []result) []string {
 	n, _ := res.RowsAffected()
 	r.published.Add(n)
 	ids := make([]string, len(ok))
+	okKeys := make([]string, len(ok))
 	for i, res := range ok {
-		ids[i] = res.row.msg.ID
+		ids[i], okKeys[i] = res.row.msg.ID, res.row.msg.Key
 	}
-	r.noteSuccess(ids)
+	r.noteSuccess(ids, okKeys)
 	if lost := int64(len(ok)) - n; lost > 0 {
 		r.lostLeases.Add(lost)
 		r.c.logger.Warn("outbox relay: lease lost before marking: another relay published or will publish these rows again", "owner", r.owner, "rows", lost)
@@ -78,10 +79,10 @@ func (r *Relay) fail(res result) {
 		err = r.retry(ctx, w, res, cat, reason, r.c.backoff.Delay(w.attempts))
 	case errors.Is(res.err, broker.ErrClosed) && !errors.Is(res.err, broker.ErrUnavailable):
 		// The broker was closed under us: nothing was tried; let it go.
-		r.noteBrokerFailure(class, cat, res.err)
+		r.noteBrokerFailure(class, cat, res.err, res.row.msg.Key)
 		_, err = r.s.db.ExecContext(ctx, r.s.q.markRetry, r.c.poll.Microseconds(), reason, r.owner, w.msg.ID)
 	default: // failUnavailable, failRefused: the broker's doing, never the row's end
-		r.noteBrokerFailure(class, cat, res.err)
+		r.noteBrokerFailure(class, cat, res.err, res.row.msg.Key)
 		err = r.retry(ctx, w, res, cat, reason, r.brokerPolicy().Delay(w.attempts))
 	}
 	if err != nil {
