@@ -88,10 +88,11 @@ type Config[T any] struct {
 	Handler broker.Handler
 	// Settle is told how each item left (see the package doc).
 	Settle func(it *Item[T], o Outcome)
-	// DeadLetter stores a dead item's dead letter; an error makes it try
-	// again after the backoff, holding the lane. Nil: dead items are
-	// settled as DeadLettered at once. Its ctx ends when Close gives up.
-	DeadLetter func(ctx context.Context, it *Item[T], dl broker.DeadLetter) error
+	// DeadLetter stores a dead item's dead letter (cause is the handler's
+	// last error); an error makes it try again after the backoff, holding
+	// the lane. Nil: dead items are settled as DeadLettered at once. Its
+	// ctx ends when Close gives up.
+	DeadLetter func(ctx context.Context, it *Item[T], dl broker.DeadLetter, cause error) error
 	// Retrying, if not nil, is told of each handler failure that will be
 	// tried again after wait (attempt is the Delivery.Attempt that failed).
 	Retrying func(it *Item[T], err error, attempt int, wait time.Duration)
@@ -152,6 +153,7 @@ type entry[T any] struct {
 	tries     int                // failed handler calls here
 	first     time.Time          // the first failure
 	dead      *broker.DeadLetter // the handler gave up: store this
+	cause     error              // and why
 	deadTries int                // failed DeadLetter calls
 }
 
@@ -355,12 +357,12 @@ func (d *Dispatcher[T]) step(e *entry[T]) (Outcome, time.Duration) {
 			return 0, wait
 		}
 		dl := adapter.DeadLetterOf(del, err, del.Attempt, e.first, now)
-		e.dead = &dl
+		e.dead, e.cause = &dl, err
 	}
 	if d.c.DeadLetter == nil {
 		return DeadLettered, 0
 	}
-	err := d.c.DeadLetter(d.ctx, &e.Item, *e.dead)
+	err := d.c.DeadLetter(d.ctx, &e.Item, *e.dead, e.cause)
 	switch {
 	case err == nil:
 		return DeadLettered, 0

@@ -287,7 +287,7 @@ func TestDeadLetterThenMoveOn(t *testing.T) {
 			}
 			return nil
 		},
-		DeadLetter: func(_ context.Context, it *lanes.Item[int], dl broker.DeadLetter) error {
+		DeadLetter: func(_ context.Context, it *lanes.Item[int], dl broker.DeadLetter, _ error) error {
 			if it.Key == "fails" && storeFailures.Add(1) <= 2 {
 				return errors.New("dead-letter queue unavailable")
 			}
