@@ -186,7 +186,7 @@ func (o *observations) of(k broker.ObservationKind) []broker.Observation {
 
 // testConn returns connection options for tests: the test's logger, an
 // observer, and waits of a nanosecond between connect attempts.
-func testConn(t *testing.T, obs broker.Observer) connOptions {
+func testConn(t testing.TB, obs broker.Observer) connOptions {
 	o := defaultConn()
 	o.logger = brokertest.Logger(t)
 	o.observer = obs
@@ -195,7 +195,7 @@ func testConn(t *testing.T, obs broker.Observer) connOptions {
 }
 
 // fakeBroker starts a Broker over p, connected at once.
-func fakeBroker(t *testing.T, p *fakeProducer, obs broker.Observer) (*Broker, *fakeClient) {
+func fakeBroker(t testing.TB, p *fakeProducer, obs broker.Observer) (*Broker, *fakeClient) {
 	t.Helper()
 	o := defaultPublisher()
 	o.connOptions = testConn(t, obs)
@@ -316,7 +316,7 @@ func consumerMessage(m broker.Message, offset int64) *sarama.ConsumerMessage {
 
 // fakeSubscriber starts a Subscriber over g with a dead-letter producer
 // that acknowledges everything. mods adjust it before it starts.
-func fakeSubscriber(t *testing.T, g *fakeGroup, h broker.Handler, obs broker.Observer, maxAttempts int, mods ...func(*Subscriber)) (*Subscriber, *fakeClient, *fakeProducer) {
+func fakeSubscriber(t testing.TB, g *fakeGroup, h broker.Handler, obs broker.Observer, maxAttempts int, mods ...func(*Subscriber)) (*Subscriber, *fakeClient, *fakeProducer) {
 	t.Helper()
 	o := defaultSubscriber()
 	o.connOptions = testConn(t, obs)
