@@ -49,10 +49,10 @@ const (
 const (
 	// HeaderOriginalTopic carries the topic the record was consumed from.
 	HeaderOriginalTopic = "x-original-topic"
-	// HeaderOriginalPartition and HeaderOriginalOffset carry its partition
-	// and offset there, in decimal.
+	// HeaderOriginalPartition carries its partition there, in decimal.
 	HeaderOriginalPartition = "x-original-partition"
-	HeaderOriginalOffset    = "x-original-offset"
+	// HeaderOriginalOffset carries its offset there, in decimal.
+	HeaderOriginalOffset = "x-original-offset"
 )
 
 type record = *sarama.ConsumerMessage
@@ -98,7 +98,9 @@ func (s *Subscriber) newClaim(sess sarama.ConsumerGroupSession, topic string, pa
 // feed adds the claim's records to its lanes, in offset order, until msgs
 // closes (the claim was revoked) or ctx ends (the session ended, or Close
 // gave up). It waits while the lanes are full or the partition has window
-// records past its commit point.
+// records past its commit point. (A cooperative rebalance revokes a claim
+// by closing msgs only, which feed sees once it reads again: while it
+// waits for room, the revocation waits for a record to finish.)
 func (c *claim) feed(ctx context.Context, msgs <-chan *sarama.ConsumerMessage) {
 	for c.room(ctx) {
 		var m *sarama.ConsumerMessage

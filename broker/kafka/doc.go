@@ -136,8 +136,8 @@
 // Delivery.Attempt one higher, while the key's later records wait and the
 // partition's other keys go on; once it is dead-lettered (or handled) the
 // key moves on. n = 1 is the same engine with one handler per partition:
-// one record at a time, but a key waiting for a retry no longer holds up
-// the other keys of its partition.
+// one record at a time, and a key waiting for a retry does not hold up the
+// other keys of its partition.
 //
 // Offsets are committed up to the lowest record not yet finished, never
 // past it, so a crash loses nothing; what the next owner handles again is

@@ -72,7 +72,7 @@ func ExampleNewSubscriber() {
 }
 
 // Sixteen handlers per partition, one per order at a time: a slow handler
-// (a database write) no longer caps a partition at one event per write,
+// (a database write) does not cap a partition at one event per write,
 // and each order's events still arrive in sequence (Delivery.Seq counts
 // them when they were published through the outbox).
 func ExampleWithConcurrency() {
