@@ -160,6 +160,9 @@ func runConsumeWorker(name string, c, round, n int, profDir string) result {
 		res.Err = "unknown contender"
 		return res
 	}
+	if suite == "consume-slow-kafka" {
+		n = slowEvents(n, c)
+	}
 	if err := consume(&res, cc, c, n, profDir); err != nil {
 		res.Err = err.Error()
 	}

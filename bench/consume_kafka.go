@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"time"
 
@@ -23,12 +24,59 @@ import (
 // order), so the unit of concurrency is the partition: a run at c consumers
 // uses a topic of c partitions.
 func kafkaConsumers() []consumeContender {
+	perPartition := func(c int) int { return c }
 	return []consumeContender{
-		kafkaConsumer("domainevents", ourHeaders, startOursKafka),
-		kafkaConsumer("raw-sarama-group", ourHeaders, startSaramaGroup),
-		kafkaConsumer("watermill-kafka", watermillHeaders, startWatermillKafka),
+		kafkaConsumer("domainevents", ourHeaders, perPartition, idKey, startOursKafka),
+		kafkaConsumer("raw-sarama-group", ourHeaders, perPartition, idKey, startSaramaGroup),
+		kafkaConsumer("watermill-kafka", watermillHeaders, perPartition, idKey, startWatermillKafka),
 	}
 }
+
+// The keyed suites put every record in one partition, keyed by 1,000
+// order ids, and run c handlers inside that partition: ours with
+// WithConcurrency(c) (never two of one key at once, each key in order,
+// offsets committed up to the lowest record not finished) against a raw
+// sarama consumer group that hands the partition's records to c
+// goroutines with no order at all and marks each offset after its handler
+// (sarama keeps the highest mark: a crash may skip unfinished records).
+// consume-keyed-kafka has a no-op handler; consume-slow-kafka a 2 ms one
+// (a database write), where concurrency inside the partition is what
+// counts (c = 16 against c = 1), on min(-prefill, 2,500 × c) events.
+func kafkaKeyedConsumers(handle func()) []consumeContender {
+	one := func(int) int { return 1 }
+	return []consumeContender{
+		kafkaConsumer("domainevents-ordered", ourHeaders, one, orderKey, func(topic, group string, c int, seen func(string)) (func() error, error) {
+			return startOursKafkaOrdered(topic, group, c, handle, seen)
+		}),
+		kafkaConsumer("raw-sarama-unordered", ourHeaders, one, orderKey, func(topic, group string, c int, seen func(string)) (func() error, error) {
+			return startSaramaUnordered(topic, group, c, handle, seen)
+		}),
+	}
+}
+
+// The handlers of the keyed suites.
+func noop()        {}
+func slowHandler() { time.Sleep(2 * time.Millisecond) }
+
+// slowEvents is how many events a consume-slow-kafka run drains at
+// handler concurrency c: about 5 s of 2 ms handlers.
+func slowEvents(prefill, c int) int { return min(prefill, 2500*c) }
+
+func init() {
+	consumeSuites["consume-keyed-kafka"] = func() []consumeContender { return kafkaKeyedConsumers(noop) }
+	consumeSuites["consume-slow-kafka"] = func() []consumeContender { return kafkaKeyedConsumers(slowHandler) }
+	baseline["consume-keyed-kafka"] = "raw-sarama-unordered"
+	baseline["consume-slow-kafka"] = "raw-sarama-unordered"
+}
+
+// consumeKafkaKeyedContenders are the contenders of consume-keyed-kafka
+// and consume-slow-kafka (the same two, with another handler).
+func consumeKafkaKeyedContenders() []contender { return asContenders(kafkaKeyedConsumers(noop)) }
+
+// idKey keys each record by its id (a key per record); orderKey by one of
+// 1,000 order ids, so that the keyed suites' lanes see repeated keys.
+func idKey(id string, _ int) string   { return id }
+func orderKey(_ string, i int) string { return "order-" + strconv.Itoa(i%1000) }
 
 // ourHeaders are the record headers our publisher writes (kafka.Header*).
 func ourHeaders(id string) []sarama.RecordHeader { return headers(id) }
@@ -40,17 +88,20 @@ func watermillHeaders(id string) []sarama.RecordHeader {
 
 type kafkaStart func(topic, group string, c int, seen func(string)) (func() error, error)
 
-func kafkaConsumer(name string, shape func(string) []sarama.RecordHeader, start kafkaStart) consumeContender {
+// kafkaConsumer is a contender on a fresh topic of partitions(c)
+// partitions, whose records carry shape's headers and key(id, i) as key.
+func kafkaConsumer(name string, shape func(string) []sarama.RecordHeader, partitions func(c int) int, key func(id string, i int) string, start kafkaStart) consumeContender {
 	return consumeContender{name: name, setup: func(ctx context.Context, c int) (*consumeRun, error) {
 		id := uuid.NewString()[:8]
 		topic, group := "bench."+id, "bench-group."+id
+		np := partitions(c)
 		sc := sarama.NewConfig()
 		sc.Version = sarama.DefaultVersion
 		admin, err := sarama.NewClusterAdmin(kafkaAddrs(), sc)
 		if err != nil {
 			return nil, err
 		}
-		for t, n := range map[string]int32{topic: int32(c), topic + ".dlq": 1} { // our subscriber wants the .dlq topic
+		for t, n := range map[string]int32{topic: int32(np), topic + ".dlq": 1} { // our subscriber wants the .dlq topic
 			if err := admin.CreateTopic(t, &sarama.TopicDetail{NumPartitions: n, ReplicationFactor: 1}, false); err != nil {
 				_ = admin.Close()
 				return nil, fmt.Errorf("create topic %s: %w", t, err)
@@ -91,9 +142,11 @@ func kafkaConsumer(name string, shape func(string) []sarama.RecordHeader, start 
 				inflight.Done()
 			}
 		})
-		send := func(ctx context.Context, id string) error {
+		var sent int
+		send := func(ctx context.Context, id string) error { // from one goroutine
 			inflight.Add(1)
-			prod.Input() <- &sarama.ProducerMessage{Topic: topic, Key: sarama.StringEncoder(id), Value: sarama.ByteEncoder(body), Headers: shape(id)}
+			prod.Input() <- &sarama.ProducerMessage{Topic: topic, Key: sarama.StringEncoder(key(id, sent)), Value: sarama.ByteEncoder(body), Headers: shape(id)}
+			sent++
 			return nil
 		}
 		flush := func(ctx context.Context) error {
@@ -108,7 +161,7 @@ func kafkaConsumer(name string, shape func(string) []sarama.RecordHeader, start 
 			defer mu.Unlock()
 			return firstErr
 		}
-		parts := make([]int32, c)
+		parts := make([]int32, np)
 		for i := range parts {
 			parts[i] = int32(i)
 		}
@@ -195,6 +248,95 @@ func startOursKafka(topic, group string, _ int, seen func(string)) (func() error
 		return nil, err
 	}
 	return closeWithin(s.Close), nil
+}
+
+// startOursKafkaOrdered: our subscriber with WithConcurrency(c).
+func startOursKafkaOrdered(topic, group string, c int, handle func(), seen func(string)) (func() error, error) {
+	cfg := broker.DefaultConfig()
+	cfg.Type, cfg.Addresses, cfg.Topic = broker.Kafka, kafkaAddrs(), topic
+	s, err := kafka.NewSubscriber(context.Background(), cfg, group,
+		func(_ context.Context, d broker.Delivery) error { handle(); seen(d.ID); return nil },
+		kafka.WithLogger(quiet()), kafka.WithConcurrency(c))
+	if err != nil {
+		return nil, err
+	}
+	return closeWithin(s.Close), nil
+}
+
+// startSaramaUnordered: a sarama ConsumerGroup from the oldest offset
+// whose claim hands each record to one of c goroutines (a channel of 64,
+// our lanes' fetch-ahead) that handle it and mark it, in whatever order
+// they finish; sarama's auto-commit (every second, and on Close).
+func startSaramaUnordered(topic, group string, c int, handle func(), seen func(string)) (func() error, error) {
+	sc := sarama.NewConfig()
+	sc.Version = sarama.DefaultVersion
+	sc.Consumer.Offsets.Initial = sarama.OffsetOldest
+	g, err := sarama.NewConsumerGroup(kafkaAddrs(), group, sc)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		for {
+			err := g.Consume(ctx, []string{topic}, rawUnordered{c: c, handle: handle, seen: seen})
+			if ctx.Err() != nil || errors.Is(err, sarama.ErrClosedConsumerGroup) {
+				done <- nil
+				return
+			}
+			if err != nil {
+				done <- err
+				return
+			}
+		}
+	}()
+	return func() error {
+		cancel()
+		err := <-done
+		return errors.Join(err, g.Close())
+	}, nil
+}
+
+type rawUnordered struct {
+	c      int
+	handle func()
+	seen   func(string)
+}
+
+func (rawUnordered) Setup(sarama.ConsumerGroupSession) error   { return nil }
+func (rawUnordered) Cleanup(sarama.ConsumerGroupSession) error { return nil }
+func (h rawUnordered) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) error {
+	work := make(chan *sarama.ConsumerMessage, 64)
+	var wg sync.WaitGroup
+	for range h.c {
+		wg.Go(func() {
+			for m := range work {
+				h.handle()
+				for _, hd := range m.Headers {
+					if string(hd.Key) == kafka.HeaderID {
+						h.seen(string(hd.Value))
+					}
+				}
+				sess.MarkMessage(m, "")
+			}
+		})
+	}
+	defer func() { close(work); wg.Wait() }()
+	for {
+		select {
+		case m, ok := <-claim.Messages():
+			if !ok {
+				return nil
+			}
+			select {
+			case work <- m:
+			case <-sess.Context().Done():
+				return nil
+			}
+		case <-sess.Context().Done():
+			return nil
+		}
+	}
 }
 
 // startSaramaGroup: a sarama ConsumerGroup from the oldest offset, one

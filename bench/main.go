@@ -85,6 +85,11 @@ var body = []byte(`{"name":"order.created","id":"6f1c2a9e-3b8d-4c1e-9a57-2d4f8b0
 
 func suites() map[string][]contender {
 	return map[string][]contender{
+		// Not in the default -suites: c handlers inside one Kafka
+		// partition, keyed by order (consume_kafka.go).
+		"consume-keyed-kafka": consumeKafkaKeyedContenders(),
+		"consume-slow-kafka":  consumeKafkaKeyedContenders(),
+		// The default -suites.
 		"rabbitmq":         rabbitContenders(),
 		"kafka":            kafkaContenders(),
 		"bus":              busContenders(),

@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/IBM/sarama"
 	"github.com/google/uuid"
@@ -83,5 +85,73 @@ func BenchmarkPublish(b *testing.B) {
 				return <-res
 			})
 		})
+	}
+}
+
+// BenchmarkConsumeKeyed measures WithConcurrency inside one partition:
+// b.N waiting events over 1,000 keys, handled with a no-op and with a
+// 2 ms handler (a database write) at 1 and 16 handlers. One op is one
+// event; events/s is reported. The window starts with NewSubscriber (the
+// group join included) and ends when b.N distinct events were handled.
+func BenchmarkConsumeKeyed(b *testing.B) {
+	for _, handler := range []struct {
+		name string
+		d    time.Duration
+	}{{"noop", 0}, {"2ms", 2 * time.Millisecond}} {
+		for _, n := range []int{1, 16} {
+			b.Run(fmt.Sprintf("handler=%s/c=%d", handler.name, n), func(b *testing.B) {
+				topic := "bench." + uuid.NewString()[:8]
+				c, err := kfake.NewCluster(kfake.SeedTopics(1, topic, topic+".dlq"))
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer c.Close()
+				cfg := broker.DefaultConfig()
+				cfg.Type, cfg.Addresses, cfg.Topic = broker.Kafka, c.ListenAddrs(), topic
+				ctx := context.Background()
+				pub, err := kafka.New(ctx, cfg, kafka.WithLogger(discardLogger()))
+				if err != nil {
+					b.Fatal(err)
+				}
+				var next atomic.Int64
+				var wg sync.WaitGroup
+				for range 64 { // the prefill, not measured
+					wg.Go(func() {
+						for i := next.Add(1); i <= int64(b.N); i = next.Add(1) {
+							id := uuid.NewString()
+							if err := pub.Publish(ctx, broker.Message{ID: id, Name: "order.created", Key: fmt.Sprintf("order-%d", i%1000),
+								Body: benchBody, ContentType: broker.ContentTypeJSON}); err != nil {
+								b.Error(err)
+								return
+							}
+						}
+					})
+				}
+				wg.Wait()
+				_ = pub.Close(ctx)
+				var handled atomic.Int64
+				all := make(chan struct{})
+				target := int64(b.N)
+				b.ResetTimer()
+				start := time.Now()
+				s, err := kafka.NewSubscriber(ctx, cfg, "bench", func(context.Context, broker.Delivery) error {
+					if handler.d > 0 {
+						time.Sleep(handler.d)
+					}
+					if handled.Add(1) == target {
+						close(all)
+					}
+					return nil
+				}, kafka.WithLogger(discardLogger()), kafka.WithConcurrency(n))
+				if err != nil {
+					b.Fatal(err)
+				}
+				<-all
+				elapsed := time.Since(start)
+				b.StopTimer()
+				b.ReportMetric(float64(b.N)/elapsed.Seconds(), "events/s")
+				_ = s.Close(ctx)
+			})
+		}
 	}
 }

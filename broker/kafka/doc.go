@@ -77,6 +77,7 @@
 //	WithLazyConnect      yes   yes            yes                off
 //	WithFNVPartitioner   yes   -              -                  murmur2
 //	WithTopicPerEvent    yes   -              -                  one topic
+//	WithConcurrency      -     yes            -                  1 per partition
 //	WithMaxAttempts      -     yes            -                  5
 //	WithRetryBackoff     -     yes            -                  100ms, 5s
 //	WithStartAtNewest    -     yes            -                  oldest
@@ -110,15 +111,46 @@
 // # Consuming
 //
 // [NewSubscriber] joins a consumer group on the topic and hands records to
-// a broker.Handler, one at a time per partition (their order kept; up to 64
-// of a partition's next records wait while one is handled). An
-// offset is marked and committed only after its handler succeeded, or after
-// the record was dead-lettered to "<topic>.dlq" (after [WithMaxAttempts]
-// tries with [WithRetryBackoff] between them, or at once for an error
-// matching broker.ErrInvalid). A partition lost during a retry leaves its
-// record unmarked, to be handled again by its next owner: at least once.
-// The Observer hears broker.ObservedRetry for each retry and
-// broker.ObservedDeadLetter for each dead letter.
+// a broker.Handler. An offset is committed only once every record before
+// it is finished: its handler succeeded, or it was dead-lettered to
+// "<topic>.dlq" (after [WithMaxAttempts] tries with [WithRetryBackoff]
+// between them, or at once for an error matching broker.ErrInvalid) with
+// the broker.HeaderDeadLetter* reason headers and where it came from
+// ([HeaderOriginalTopic], [HeaderOriginalPartition],
+// [HeaderOriginalOffset]). The Observer hears broker.ObservedRetry for each
+// retry and broker.ObservedDeadLetter for each dead letter. Delivery is at
+// least once: a crash or a rebalance hands the records not yet committed
+// to the partition's next owner, which handles them again.
+//
+// # Concurrency and order
+//
+// [WithConcurrency](n) runs up to n handler calls at once in each
+// partition claimed (default 1), on lanes by record key: never two
+// records of one key at once, each key's records in partition order, which
+// is the order its producer wrote them (the outbox's per-key sequence,
+// Delivery.Seq). Records without a key share one lane per partition: one
+// at a time, in partition order. A partition's next 64 records (4 × n when
+// more) are fetched while its handlers run.
+//
+// A failing record holds its key: it is tried again after the backoff,
+// Delivery.Attempt one higher, while the key's later records wait and the
+// partition's other keys go on; once it is dead-lettered (or handled) the
+// key moves on. n = 1 is the same engine with one handler per partition:
+// one record at a time, and a key waiting for a retry does not hold up the
+// other keys of its partition.
+//
+// Offsets are committed up to the lowest record not yet finished, never
+// past it, so a crash loses nothing; what the next owner handles again is
+// bounded: at most 1,024 records of a partition (2 × its fetch-ahead when
+// more) may be finished above one that is not, beyond which the partition
+// waits, plus those finished since the last commit (every second).
+//
+// A rebalance that takes a partition away stops its fetching, abandons
+// its records not yet started or waiting for a retry (the next owner gets
+// them), and waits for its running handlers, up to the group's rebalance
+// timeout (sarama's Consumer.Group.Rebalance.Timeout, 60 s by default);
+// a handler still running then has its ctx cancelled and its record is
+// handled again by the next owner. Close waits for them within its ctx.
 //
 // A dead letter keeps the record's key, value and headers and adds the
 // broker.HeaderDeadLetter* reason headers and where it came from
@@ -136,7 +168,8 @@
 // finishes flushing in the background.
 //
 // [Subscriber.Close] stops fetching, lets the running handlers finish,
-// commits and leaves the group. If its ctx ends first it cancels the
+// commits (records not started are left to the group) and leaves the
+// group. If its ctx ends first it cancels the
 // handlers' ctx and returns ctx.Err() at once, even if a handler ignores
 // its ctx: that record is not marked and the group delivers it again.
 //

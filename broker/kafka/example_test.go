@@ -71,6 +71,28 @@ func ExampleNewSubscriber() {
 	defer sub.Close(stop) // handlers finish (or are abandoned at 10s), offsets committed
 }
 
+// Sixteen handlers per partition, one per order at a time: a slow handler
+// (a database write) does not cap a partition at one event per write,
+// and each order's events still arrive in sequence (Delivery.Seq counts
+// them when they were published through the outbox).
+func ExampleWithConcurrency() {
+	cfg, err := broker.ConfigFromEnv()
+	if err != nil {
+		log.Fatal(err)
+	}
+	h := func(ctx context.Context, d broker.Delivery) error {
+		log.Printf("order %s: event %d (%s)", d.Key, d.Seq, d.Name) // never two of one order at once
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	sub, err := kafka.NewSubscriber(ctx, cfg, "shipping", h, kafka.WithConcurrency(16))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer sub.Close(context.Background())
+}
+
 // Start while the cluster may be down: New returns at once, Publish waits
 // for the connection up to its ctx, and a readiness probe reports Health.
 func ExampleWithLazyConnect() {

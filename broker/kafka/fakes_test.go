@@ -186,7 +186,7 @@ func (o *observations) of(k broker.ObservationKind) []broker.Observation {
 
 // testConn returns connection options for tests: the test's logger, an
 // observer, and waits of a nanosecond between connect attempts.
-func testConn(t *testing.T, obs broker.Observer) connOptions {
+func testConn(t testing.TB, obs broker.Observer) connOptions {
 	o := defaultConn()
 	o.logger = brokertest.Logger(t)
 	o.observer = obs
@@ -195,7 +195,7 @@ func testConn(t *testing.T, obs broker.Observer) connOptions {
 }
 
 // fakeBroker starts a Broker over p, connected at once.
-func fakeBroker(t *testing.T, p *fakeProducer, obs broker.Observer) (*Broker, *fakeClient) {
+func fakeBroker(t testing.TB, p *fakeProducer, obs broker.Observer) (*Broker, *fakeClient) {
 	t.Helper()
 	o := defaultPublisher()
 	o.connOptions = testConn(t, obs)
@@ -217,8 +217,9 @@ type fakeGroup struct {
 	closed atomic.Int32
 	once   sync.Once
 
-	mu     sync.Mutex
-	marked []int64
+	mu       sync.Mutex
+	marked   []int64            // the offsets marked (MarkOffset: the next to read), in order
+	endEarly context.CancelFunc // ends the session under way (a rebalance)
 }
 
 func newFakeGroup(script ...func(context.Context, sarama.ConsumerGroupHandler) error) *fakeGroup {
@@ -234,6 +235,11 @@ func (g *fakeGroup) Consume(ctx context.Context, _ []string, h sarama.ConsumerGr
 }
 
 func (g *fakeGroup) session(ctx context.Context, h sarama.ConsumerGroupHandler) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	g.mu.Lock()
+	g.endEarly = cancel
+	g.mu.Unlock()
 	sess := &fakeSession{ctx: ctx, g: g}
 	if err := h.Setup(sess); err != nil {
 		return err
@@ -250,6 +256,26 @@ func (g *fakeGroup) Close() error {
 	return nil
 }
 
+// rebalance ends the session under way, as a rebalance does; the next
+// session reads on from msgs.
+func (g *fakeGroup) rebalance() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.endEarly != nil {
+		g.endEarly()
+	}
+}
+
+// committed is the last offset marked (-1: none).
+func (g *fakeGroup) committed() int64 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if len(g.marked) == 0 {
+		return -1
+	}
+	return g.marked[len(g.marked)-1]
+}
+
 func (g *fakeGroup) markedOffsets() []int64 {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -263,10 +289,10 @@ type fakeSession struct {
 }
 
 func (s *fakeSession) Context() context.Context { return s.ctx }
-func (s *fakeSession) MarkMessage(m *sarama.ConsumerMessage, _ string) {
+func (s *fakeSession) MarkOffset(_ string, _ int32, offset int64, _ string) {
 	s.g.mu.Lock()
 	defer s.g.mu.Unlock()
-	s.g.marked = append(s.g.marked, m.Offset)
+	s.g.marked = append(s.g.marked, offset)
 }
 
 type fakeClaim struct {
@@ -289,8 +315,8 @@ func consumerMessage(m broker.Message, offset int64) *sarama.ConsumerMessage {
 }
 
 // fakeSubscriber starts a Subscriber over g with a dead-letter producer
-// that acknowledges everything.
-func fakeSubscriber(t *testing.T, g *fakeGroup, h broker.Handler, obs broker.Observer, maxAttempts int) (*Subscriber, *fakeClient, *fakeProducer) {
+// that acknowledges everything. mods adjust it before it starts.
+func fakeSubscriber(t testing.TB, g *fakeGroup, h broker.Handler, obs broker.Observer, maxAttempts int, mods ...func(*Subscriber)) (*Subscriber, *fakeClient, *fakeProducer) {
 	t.Helper()
 	o := defaultSubscriber()
 	o.connOptions = testConn(t, obs)
@@ -303,6 +329,9 @@ func fakeSubscriber(t *testing.T, g *fakeGroup, h broker.Handler, obs broker.Obs
 	dlq, _ := fakeBroker(t, dlqProducer, nil)
 	dlq.topic = "orders.events.dlq"
 	s.dlq = dlq
+	for _, m := range mods {
+		m(s)
+	}
 	link := groupLink{group: g, client: client}
 	s.begin(&link)
 	return s, client, dlqProducer

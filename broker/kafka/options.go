@@ -27,8 +27,8 @@ type PublisherOption interface {
 }
 
 // SubscriberOption configures [NewSubscriber]: every [Option], plus the
-// subscriber's own ([WithMaxAttempts], [WithRetryBackoff],
-// [WithStartAtNewest]). Passing one of those to [New] does not compile.
+// subscriber's own ([WithConcurrency], [WithMaxAttempts],
+// [WithRetryBackoff], [WithStartAtNewest]). Passing one of those to [New] does not compile.
 type SubscriberOption interface {
 	applySubscriber(*subscriberOptions) error
 }
@@ -52,6 +52,7 @@ type publisherOptions struct {
 
 type subscriberOptions struct {
 	connOptions
+	concurrency        int
 	maxAttempts        int
 	retryMin, retryMax time.Duration
 	startNewest        bool
@@ -73,6 +74,7 @@ func defaultPublisher() publisherOptions {
 func defaultSubscriber() subscriberOptions {
 	return subscriberOptions{
 		connOptions: defaultConn(),
+		concurrency: 1,
 		maxAttempts: 5,
 		retryMin:    100 * time.Millisecond,
 		retryMax:    5 * time.Second,
@@ -239,6 +241,27 @@ func WithTopicPerEvent() PublisherOption {
 	})
 }
 
+// maxConcurrency bounds WithConcurrency: a handler goroutine per key far
+// beyond what a partition's records in flight can use is a mistake.
+const maxConcurrency = 4096
+
+// WithConcurrency runs up to n handler calls at once per partition
+// claimed, never two of one record key at once, each key's records in
+// partition order (records without a key share one lane: one at a time,
+// in order). A failing record holds its key only: the partition's other
+// keys go on meanwhile, and its offset is committed only once every record
+// before it is finished. n = 1 handles a partition's records one at a
+// time. Default 1; at most 4096.
+func WithConcurrency(n int) SubscriberOption {
+	return subscriberOption(func(o *subscriberOptions) error {
+		if n < 1 || n > maxConcurrency {
+			return fmt.Errorf("WithConcurrency(%d): want 1 to %d handlers per partition", n, maxConcurrency)
+		}
+		o.concurrency = n
+		return nil
+	})
+}
+
 // WithMaxAttempts bounds how often a record is handled before it is
 // dead-lettered to "<topic>.dlq". Default 5.
 func WithMaxAttempts(n int) SubscriberOption {
@@ -254,8 +277,8 @@ func WithMaxAttempts(n int) SubscriberOption {
 // WithRetryBackoff sets the waits between a handler's attempts on one
 // record: exponential with full jitter, each wait a random draw up to
 // min(max, first·2^n), n counting the record's failures from 0. The
-// partition waits meanwhile, keeping its order. Default: first 100ms,
-// max 5s.
+// record's key waits meanwhile, keeping its order; the partition's other
+// keys go on. Default: first 100ms, max 5s.
 func WithRetryBackoff(first, max time.Duration) SubscriberOption {
 	return subscriberOption(func(o *subscriberOptions) error {
 		if first <= 0 || max < first {

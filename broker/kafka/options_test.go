@@ -44,7 +44,7 @@ func TestOptionRoles(t *testing.T) {
 	}
 	for name, o := range map[string]kafka.SubscriberOption{
 		"WithMaxAttempts": kafka.WithMaxAttempts(3), "WithRetryBackoff": kafka.WithRetryBackoff(time.Second, time.Second),
-		"WithStartAtNewest": kafka.WithStartAtNewest(),
+		"WithStartAtNewest": kafka.WithStartAtNewest(), "WithConcurrency": kafka.WithConcurrency(16),
 	} {
 		_, ok := o.(kafka.PublisherOption)
 		assert.False(t, ok, "%s must not be a PublisherOption", name)
@@ -85,6 +85,14 @@ func TestBadOptions(t *testing.T) {
 		}},
 		{"WithRetryBackoff", func() error {
 			_, err := kafka.NewSubscriber(ctx, unreachable(), "g", ok, kafka.WithRetryBackoff(0, time.Second))
+			return err
+		}},
+		{"WithConcurrency", func() error {
+			_, err := kafka.NewSubscriber(ctx, unreachable(), "g", ok, kafka.WithConcurrency(0))
+			return err
+		}},
+		{"WithConcurrency", func() error {
+			_, err := kafka.NewSubscriber(ctx, unreachable(), "g", ok, kafka.WithConcurrency(5000))
 			return err
 		}},
 	} {

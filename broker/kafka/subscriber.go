@@ -11,6 +11,7 @@ import (
 
 	"github.com/domainevents/domainevents/broker"
 	"github.com/domainevents/domainevents/internal/backoff"
+	"github.com/domainevents/domainevents/internal/lanes"
 	"github.com/domainevents/domainevents/internal/lifecycle"
 )
 
@@ -18,42 +19,48 @@ import (
 // record to a broker.Handler. It implements broker.Subscriber and
 // broker.HealthChecker.
 //
-// Records of one partition are handled one at a time, in order. A record's
-// offset is marked (and committed, every second and on Close or rebalance)
-// only after its handler succeeded or it was dead-lettered. A failing
-// handler is retried with [WithRetryBackoff] while the partition waits;
-// after [WithMaxAttempts], or at once for an error matching
-// broker.ErrInvalid, the record is produced to "<topic>.dlq" (which must
-// exist) with the broker.HeaderDeadLetter* reason headers, then marked. If
-// the partition is taken away meanwhile (rebalance, Close), the record is
-// not marked and its new owner handles it again: at least once.
+// Each partition claimed runs up to [WithConcurrency] handler calls at
+// once (default 1), never two of one record key at once, each key's
+// records in partition order. Offsets are marked (and committed, every
+// second and on Close or rebalance) only up to the lowest record not yet
+// finished: a record counts as finished once its handler succeeded or it
+// was dead-lettered. A failing handler is retried with [WithRetryBackoff]
+// while its key waits (the partition's other keys go on); after
+// [WithMaxAttempts], or at once for an error matching broker.ErrInvalid,
+// the record is produced to "<topic>.dlq" (which must exist) with the
+// broker.HeaderDeadLetter* reason headers and [HeaderOriginalTopic],
+// [HeaderOriginalPartition] and [HeaderOriginalOffset], and its key moves
+// on. If the partition is taken away meanwhile (rebalance, Close), what
+// was not finished is not marked and its new owner handles it again: at
+// least once.
 type Subscriber struct {
 	// Locks: mu and the connector's mutex are never held together, nor
 	// while a handler runs, while sending on a channel or calling the
-	// Observer. Close joins the run loop (done) unless its ctx ends first;
-	// each handler call runs in a goroutine of its own that ends with the
-	// handler.
+	// Observer. Close joins the run loop (done), and with it every claim's
+	// lanes, unless its ctx ends first; a lanes worker whose handler Close
+	// gave up on ends with that handler.
 
-	opts    subscriberOptions
-	topic   string
-	groupID string
-	handler broker.Handler
-	log     *slog.Logger
-	conn    *connector[groupLink]
-	dlq     *Broker
-	retry   backoff.Policy            // between a handler's attempts
-	rejoin  func(n int) time.Duration // before the n-th Consume after consecutive failures
+	opts       subscriberOptions
+	topic      string
+	groupID    string
+	handler    broker.Handler
+	log        *slog.Logger
+	conn       *connector[groupLink]
+	dlq        *Broker
+	retry      backoff.Policy            // between a handler's attempts
+	rejoin     func(n int) time.Duration // before the n-th Consume after consecutive failures
+	revokeWait time.Duration             // how long a claim ended by a rebalance waits for its handlers
 
-	mu      sync.Mutex
-	state   state
-	lastErr error // the last consumer-group session's failure; nil once one is set up
-	closing lifecycle.Closing
+	mu         sync.Mutex
+	state      state
+	lastErr    error // the last consumer-group session's failure; nil once one is set up
+	closing    lifecycle.Closing
+	stragglers []*lanes.Dispatcher[record] // claims' lanes left running after a rebalance timeout
 
 	stop           context.Context // ended by Close: stop connecting and fetching
 	stopCancel     context.CancelFunc
-	handlers       context.Context // the handlers' ctx, ended when Close gives up
+	handlers       context.Context // the handlers' ctx, ended when Close gives up (or has ended)
 	cancelHandlers context.CancelFunc
-	abandon        chan struct{} // closed when Close gives up: stop waiting for handlers
 	done           chan struct{} // closed when the run loop ended: group left, client closed
 	sessions       atomic.Int64  // consumer-group sessions set up
 
@@ -77,6 +84,9 @@ func NewSubscriber(ctx context.Context, cfg broker.Config, groupID string, h bro
 		return nil, err
 	}
 	s := newSubscriber(o, cfg.Topic, groupID, h, cfg.Addrs(), dialGroup(cfg.Addrs(), sc, cfg.Topic, groupID))
+	if t := sc.Consumer.Group.Rebalance.Timeout; t > 0 {
+		s.revokeWait = t
+	}
 	var link *groupLink
 	if !o.lazy {
 		l, err := s.conn.run(ctx, true)
@@ -108,10 +118,11 @@ func NewSubscriber(ctx context.Context, cfg broker.Config, groupID string, h bro
 func newSubscriber(o subscriberOptions, topic, groupID string, h broker.Handler, addrs []string, dial func() (groupLink, error)) *Subscriber {
 	s := &Subscriber{
 		opts: o, topic: topic, groupID: groupID, handler: h,
-		log:     o.logger.With("component", "kafka subscriber"),
-		retry:   backoff.Policy{Initial: o.retryMin, Max: o.retryMax},
-		rejoin:  backoff.Policy{Initial: o.connectMin, Max: o.connectMax}.Delay,
-		abandon: make(chan struct{}), done: make(chan struct{}),
+		log:        o.logger.With("component", "kafka subscriber"),
+		retry:      backoff.Policy{Initial: o.retryMin, Max: o.retryMax},
+		rejoin:     backoff.Policy{Initial: o.connectMin, Max: o.connectMax}.Delay,
+		revokeWait: defaultRevokeWait,
+		done:       make(chan struct{}),
 	}
 	s.conn = newConnector("kafka subscriber", addrs, topic, o.connOptions, dial, closeGroup)
 	s.stop, s.stopCancel = context.WithCancel(context.Background())
@@ -135,14 +146,15 @@ func closeGroup(l groupLink) {
 	_ = l.client.Close()
 }
 
-// Close stops fetching, lets the running handler of each partition finish,
-// commits the marked offsets, leaves the group and closes the dead-letter
-// producer. If ctx ends first, Close cancels the handlers' ctx, stops
-// waiting for them and returns ctx.Err() at once, even if a handler ignores
-// its ctx: that handler's record is not marked, so the group delivers it
-// again (here or to another member); the group is left in the background,
-// and no goroutine of the Subscriber outlives that handler. A second Close
-// returns nil.
+// Close stops fetching, lets the running handlers finish, marks their
+// records, commits the marked offsets, leaves the group and closes the
+// dead-letter producer. Records not started, or waiting for a retry, are
+// left unmarked: the group delivers them again. If ctx ends first, Close
+// cancels the handlers' ctx, stops waiting for them and returns ctx.Err()
+// at once, even if a handler ignores its ctx: that handler's record is not
+// marked, so the group delivers it again (here or to another member); the
+// group is left in the background, and no goroutine of the Subscriber
+// outlives that handler. A second Close returns nil.
 func (s *Subscriber) Close(ctx context.Context) error {
 	s.mu.Lock()
 	if !s.closing.Begin() {
@@ -153,12 +165,10 @@ func (s *Subscriber) Close(ctx context.Context) error {
 	s.mu.Unlock()
 	s.stopCancel()
 	var err error
-	if !wait(ctx, s.done) {
+	if !wait(ctx, s.done) || !s.joinStragglers(ctx) {
 		err = ctx.Err()
-		s.cancelHandlers()
-		close(s.abandon)
 	}
-	s.cancelHandlers()
+	s.cancelHandlers() // gives up on what still runs: nothing, unless ctx ended
 	if s.dlq != nil {
 		if derr := s.dlq.Close(ctx); err == nil && derr != nil {
 			err = derr
@@ -171,6 +181,29 @@ func (s *Subscriber) Close(ctx context.Context) error {
 	}
 	s.log.Info("kafka: subscriber closed", "topic", s.topic, "group", s.groupID, "stats", s.Stats(), "err", err)
 	return err
+}
+
+// straggle keeps the lanes of a claim whose handlers outlived the
+// rebalance timeout, for Close to join.
+func (s *Subscriber) straggle(d *lanes.Dispatcher[record]) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stragglers = append(s.stragglers, d)
+}
+
+// joinStragglers waits for the stragglers' handlers, within ctx (false if
+// it ended first).
+func (s *Subscriber) joinStragglers(ctx context.Context) bool {
+	s.mu.Lock()
+	ds := s.stragglers
+	s.stragglers = nil
+	s.mu.Unlock()
+	for _, d := range ds {
+		if d.Close(ctx) != nil {
+			return false
+		}
+	}
+	return true
 }
 
 // Health reports whether the Subscriber can consume: what a readiness
@@ -210,7 +243,7 @@ type SubscriberStats struct {
 	Retried int64
 	// DeadLettered counts records produced to "<topic>.dlq".
 	DeadLettered int64
-	// InFlight counts handler calls running now.
+	// InFlight counts handler calls running now (in every partition).
 	InFlight int64
 }
 

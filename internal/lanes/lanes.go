@@ -103,6 +103,11 @@ type Config[T any] struct {
 	// DeadLetterFailed, if not nil, is told of each DeadLetter failure that
 	// will be tried again after wait.
 	DeadLetterFailed func(it *Item[T], err error, wait time.Duration)
+	// Context, if not nil, is the parent of the ctx given to Handler and
+	// DeadLetter: ending it ends theirs (as Close giving up does), so that
+	// an adapter running several dispatchers can cancel them all at once.
+	// Default: context.Background().
+	Context context.Context
 }
 
 // ErrClosed is what Add returns once Close has begun.
@@ -189,7 +194,11 @@ func New[T any](c Config[T]) (*Dispatcher[T], error) {
 	d := &Dispatcher[T]{c: c, quit: make(chan struct{}), done: make(chan struct{}),
 		lanes: map[string]*lane[T]{}, room: make(chan struct{})}
 	d.cond.L = &d.mu
-	d.ctx, d.cancel = context.WithCancel(context.Background())
+	parent := c.Context
+	if parent == nil {
+		parent = context.Background()
+	}
+	d.ctx, d.cancel = context.WithCancel(parent)
 	for range c.Workers {
 		d.workers.Go(d.work)
 	}

@@ -474,6 +474,27 @@ func TestCloseGivesUp(t *testing.T) {
 	require.NoError(t, d.Close(context.Background()), "a later Close waits for the end")
 }
 
+// TestContext: ending Config.Context ends the handlers' ctx, as Close
+// giving up does, without closing the dispatcher.
+func TestContext(t *testing.T) {
+	parent, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	inside := make(chan struct{})
+	j := newJournal()
+	d := newDispatcher(t, lanes.Config[int]{Workers: 1, Context: parent,
+		Handler: func(ctx context.Context, _ broker.Delivery) error {
+			close(inside)
+			<-ctx.Done()
+			return ctx.Err()
+		},
+		Settle: j.settle})
+	add(t, d, item("a", 0))
+	<-inside
+	cancel()
+	waitFor(t, "the cancelled call settled", func() bool { return j.count() == 1 })
+	assert.Equal(t, []settled{{0, lanes.DeadLettered}}, j.outcomes("a"), "MaxAttempts 1: the failure is final")
+}
+
 // TestExpire: items whose Gone closed (their channel died) are not
 // started; a lane waiting for a retry of such an item goes on at once
 // with the redelivered copies behind it; a running call is not interrupted.
