@@ -86,7 +86,7 @@ func Open(ctx context.Context, cfg broker.Config, opts ...PublisherOption) (*Pub
 		return nil, err
 	}
 	p := &Publisher{cfg: cfg, log: c.logger, hook: c.hook}
-	var fwdOpts []bridge.Option
+	fwdOpts := []bridge.Option{bridge.WithLogger(c.logger)}
 	if c.hook != nil {
 		fwdOpts = append(fwdOpts, bridge.WithMessageHook(c.hook))
 	}

@@ -24,6 +24,7 @@ type asyncForwarder struct {
 	timeout time.Duration
 	sink    broker.DeadLetterSink
 	onError func(broker.Message, error)
+	log     *slog.Logger
 
 	closing lifecycle.Closing
 	mu      sync.RWMutex   // guards closed against enqueue's check
@@ -39,9 +40,9 @@ type asyncForwarder struct {
 	enqueued, published, deadLettered, failed atomic.Int64
 }
 
-func newAsync(b broker.Broker, c asyncConfig, timeout time.Duration, sink broker.DeadLetterSink, onError func(broker.Message, error)) *asyncForwarder {
+func newAsync(b broker.Broker, c asyncConfig, timeout time.Duration, sink broker.DeadLetterSink, onError func(broker.Message, error), log *slog.Logger) *asyncForwarder {
 	a := &asyncForwarder{b: b, lanes: make([]chan broker.Message, c.workers), seed: maphash.MakeSeed(),
-		timeout: timeout, sink: sink, onError: onError}
+		timeout: timeout, sink: sink, onError: onError, log: log}
 	a.work, a.stop = context.WithCancel(context.Background())
 	perLane := max(1, (c.queue+c.workers-1)/c.workers)
 	for i := range a.lanes {
@@ -159,7 +160,7 @@ func (a *asyncForwarder) close(ctx context.Context) error {
 	}
 	a.stop()
 	st := a.stats()
-	slog.Default().Info("broker forwarder: closed", "enqueued", st.Enqueued, "published", st.Published,
+	a.log.Info("bridge forwarder: closed", "enqueued", st.Enqueued, "published", st.Published,
 		"dead_lettered", st.DeadLettered, "failed", st.Failed)
 	return err
 }

@@ -12,9 +12,9 @@ import (
 	"github.com/domainevents/domainevents/events"
 )
 
-// Forwarder carries events from the in-process bus to a broker.Broker (the
-// seed's "event broker integration"): it wraps each event in an envelope,
-// encodes it and publishes it. It is safe for concurrent use.
+// Forwarder carries events from the in-process bus to a [broker.Broker]: it
+// wraps each event in an envelope, encodes it and publishes it. It is safe
+// for concurrent use.
 //
 // By default it is synchronous: Forward (and so eventbus.Publish) returns the
 // broker's answer. With [WithAsync] it hands events to bounded per-key lanes
@@ -39,6 +39,7 @@ type forwarderConfig struct {
 	sink      broker.DeadLetterSink
 	onError   func(broker.Message, error)
 	hook      func(context.Context, *broker.Message)
+	logger    *slog.Logger
 }
 
 type asyncConfig struct{ workers, queue int }
@@ -109,7 +110,7 @@ func WithDeadLetter(sink broker.DeadLetterSink) Option {
 
 // WithOnError is called for every asynchronous event whose publish failed,
 // after the dead-lettering, from a worker (keep it fast). Only with
-// [WithAsync]. Default: log at Error with slog.Default().
+// [WithAsync]. Default: log at Error through [WithLogger]'s logger.
 func WithOnError(fn func(broker.Message, error)) Option {
 	return func(c *forwarderConfig) error {
 		if fn == nil {
@@ -138,6 +139,19 @@ func WithMessageHook(fn func(ctx context.Context, m *broker.Message)) Option {
 	}
 }
 
+// WithLogger sets the logger of the asynchronous forwarder (events not
+// published, the summary at Close); every line carries the attribute
+// component="bridge forwarder". Default: slog.Default().
+func WithLogger(l *slog.Logger) Option {
+	return func(c *forwarderConfig) error {
+		if l == nil {
+			return errors.New("WithLogger: logger is nil")
+		}
+		c.logger = l
+		return nil
+	}
+}
+
 // NewForwarder returns a Forwarder that publishes through b. A nil b or a
 // bad option (an async-only option without [WithAsync] included) is an
 // error matching broker.ErrInvalid.
@@ -145,7 +159,7 @@ func NewForwarder(b broker.Broker, opts ...Option) (*Forwarder, error) {
 	if b == nil {
 		return nil, invalid("NewForwarder: broker is nil")
 	}
-	c := forwarderConfig{timeout: 30 * time.Second}
+	c := forwarderConfig{timeout: 30 * time.Second, logger: slog.Default()}
 	for _, o := range opts {
 		if o == nil {
 			continue
@@ -159,12 +173,13 @@ func NewForwarder(b broker.Broker, opts ...Option) (*Forwarder, error) {
 	}
 	f := &Forwarder{broker: b, stamper: c.stamper, hook: c.hook}
 	if c.async != nil {
+		log := c.logger.With("component", "bridge forwarder")
 		if c.onError == nil {
 			c.onError = func(m broker.Message, err error) {
-				slog.Default().Error("broker forwarder: event not published", "id", m.ID, "name", m.Name, "key", m.Key, "err", err)
+				log.Error("bridge forwarder: event not published", "id", m.ID, "name", m.Name, "key", m.Key, "err", err)
 			}
 		}
-		f.async = newAsync(b, *c.async, c.timeout, c.sink, c.onError)
+		f.async = newAsync(b, *c.async, c.timeout, c.sink, c.onError, log)
 	}
 	return f, nil
 }

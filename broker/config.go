@@ -77,7 +77,7 @@ type Config struct {
 	SpoolDir string
 }
 
-// DefaultConfig returns the seed's defaults: disabled, rabbitmq on
+// DefaultConfig returns the defaults: disabled, rabbitmq on
 // localhost:5672, guest/guest, vhost "/", destination "orders.events".
 func DefaultConfig() Config {
 	return Config{

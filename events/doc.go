@@ -17,8 +17,7 @@
 // Keys come in that order. The timestamp is UTC with milliseconds
 // ([TimeLayout]). Money ([Money]) is exact: kept in cents, written as a JSON
 // number with two decimals. Items are {"productId","quantity","price"} with
-// price the unit price; the seed left the item shape open and this is the
-// shape the README documents.
+// price the unit price, the shape the README documents.
 //
 // [Encode] validates and marshals; [Decode] parses a body back into the typed
 // event (events.OrderCreated, not a pointer) through a [Registry] keyed by

@@ -62,8 +62,8 @@ func (OrderStatus) JSONSchema() map[string]any {
 	return map[string]any{"type": "string", "enum": enum}
 }
 
-// OrderItem is one line of an order. The seed leaves items open; this shape
-// ({"productId","quantity","price"}) is the one documented in the README.
+// OrderItem is one line of an order, written as
+// {"productId","quantity","price"} (the shape the README documents).
 type OrderItem struct {
 	// ProductID identifies the product; required.
 	ProductID string `json:"productId" jsonschema:"required,minLength=1"`
