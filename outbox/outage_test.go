@@ -169,12 +169,14 @@ func TestOutageRabbitMQIndependentCheck(t *testing.T) {
 // timings: none dead, all published within 10 s of the return, in order.
 func TestOutageFiveMinutesRabbitMQ(t *testing.T) {
 	testenv.Long(t, "a 5-minute RabbitMQ outage")
+	t.Parallel() // mostly waiting: runs beside the Kafka one
 	outage{events: 1000, keys: 100, length: 5 * time.Minute, maxRecovery: 10 * time.Second,
 		opts: []outbox.RelayOption{outbox.WithMaxAttempts(3)}}.run(t, dbtest.RequirePostgres(t), rabbitOutage(t))
 }
 
 func TestOutageFiveMinutesKafka(t *testing.T) {
 	testenv.Long(t, "a 5-minute Kafka outage")
+	t.Parallel()
 	outage{events: 1000, keys: 100, length: 5 * time.Minute, maxRecovery: 10 * time.Second,
 		opts: []outbox.RelayOption{outbox.WithMaxAttempts(3)}}.run(t, dbtest.RequireMariaDB(t), kafkaOutage(t))
 }

@@ -6,7 +6,7 @@
 // clusters, soaks) runs only when DOMAINEVENTS_LONG_TESTS=1, which CI
 // (.ci/run) sets:
 //
-//	DOMAINEVENTS_LONG_TESTS=1 go test -race ./...
+//	DOMAINEVENTS_LONG_TESTS=1 go test -race -timeout 60m ./...
 //
 // A long test calls [Long] first. A test whose size makes it long (events,
 // orders, processes) runs a quick variant in the default tier and its full
