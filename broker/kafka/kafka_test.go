@@ -67,11 +67,16 @@ func TestConformance(t *testing.T) {
 				defer cancel()
 				return kafka.New(ctx, strict.config(uniqueTopic()), kafka.WithLogger(testLogger(t)))
 			},
+			SubscribeKeyOrdered: func(h broker.Handler) (broker.Subscriber, error) {
+				return c.subscribe(t, topic, "conformance-ordered", h, kafka.WithConcurrency(16),
+					kafka.WithRetryBackoff(10*time.Millisecond, 50*time.Millisecond)), nil
+			},
 			Disconnect: disconnect,
 			Timeout:    time.Minute,
 		}
 		if c.fake != nil {
 			h.Silence = func() func() { return c.silence(t) }
+			h.CutSubscriber = func() { c.ln.each(func(l *faultListener) { l.cut(false) }) }
 		}
 		return h
 	})
