@@ -73,13 +73,10 @@ type replayTarget struct {
 
 func (r replayTarget) Publish(ctx context.Context, m broker.Message) error {
 	err := r.adapter.Publish(ctx, m)
-	if err == nil || broker.IsRetryable(err) || errors.Is(err, broker.ErrClosed) ||
-		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || r.dlq == nil {
+	if !broker.RefusedForGood(err) || r.dlq == nil {
 		return err // stays in the spool: only a refusal for good moves it
 	}
-	now := time.Now()
-	if derr := r.dlq.Put(ctx, broker.DeadLetter{Message: m, Reason: err.Error(), Category: broker.Category(err),
-		Attempts: 1, FirstFailure: now, LastFailure: now}); derr != nil {
+	if derr := r.dlq.Put(ctx, broker.NewDeadLetter(m, err, 1, time.Time{}, time.Now())); derr != nil {
 		return errors.Join(err, derr)
 	}
 	return nil // out of the spool: in the broker's dead-letter queue

@@ -98,8 +98,7 @@ func (a *asyncForwarder) publish(m broker.Message) {
 		return
 	}
 	if !errors.Is(err, broker.ErrDeadLettered) && a.sink != nil {
-		d := broker.DeadLetter{Message: m, Reason: err.Error(), Category: broker.Category(err), Attempts: 1,
-			FirstFailure: start, LastFailure: time.Now()}
+		d := broker.NewDeadLetter(m, err, 1, start, time.Now())
 		sctx, scancel := context.WithTimeout(context.Background(), 30*time.Second)
 		if c := a.closeCtx.Load(); c != nil {
 			defer context.AfterFunc(*c, scancel)() // Close's ctx bounds the writes left

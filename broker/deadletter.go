@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"maps"
 	"strconv"
 	"time"
@@ -26,6 +27,33 @@ type DeadLetter struct {
 	// FirstFailure and LastFailure bound the failed attempts.
 	FirstFailure time.Time
 	LastFailure  time.Time
+}
+
+// NewDeadLetter is the one way to build a dead letter: m, given up with
+// err after attempts attempts between first and last (a zero first is
+// taken as last), its Reason err's text and its Category [Category](err).
+// A subscriber whose handler failed sets Category to
+// [CategoryHandlerFailed] afterwards; a nil err gives an empty Reason.
+func NewDeadLetter(m Message, err error, attempts int, first, last time.Time) DeadLetter {
+	if first.IsZero() {
+		first = last
+	}
+	d := DeadLetter{Message: m, Attempts: attempts, FirstFailure: first, LastFailure: last}
+	if err != nil {
+		d.Reason, d.Category = err.Error(), Category(err)
+	}
+	return d
+}
+
+// RefusedForGood reports whether err says the broker will not take the
+// message as it is, however often it is sent again (unroutable, rejected,
+// too large, invalid, unauthorized): such a message belongs in the
+// broker's own dead-letter destination. An unavailable broker, one being
+// closed, and an ended ctx are not refusals: the message waits (spool,
+// outbox) instead.
+func RefusedForGood(err error) bool {
+	return err != nil && !IsRetryable(err) && !errors.Is(err, ErrClosed) &&
+		!errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded)
 }
 
 // Header names carrying the reason of a dead letter on broker-side

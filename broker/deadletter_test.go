@@ -1,6 +1,9 @@
 package broker_test
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -37,4 +40,33 @@ func TestAnnotated(t *testing.T) {
 	assert.True(t, strings.HasPrefix(r, "handler panicked: boom; goroutine 7 [running]:; "), r)
 	assert.True(t, strings.HasSuffix(r, "..."))
 	assert.Contains(t, d.Reason, "\n", "the dead letter's own Reason is left as it is")
+}
+
+// NewDeadLetter takes its reason and category from the error, and a zero
+// first failure as the last; RefusedForGood tells a refusal from a broker
+// that is away, closing, or a caller that gave up.
+func TestNewDeadLetterAndRefusedForGood(t *testing.T) {
+	last := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	err := &broker.Error{Op: "publish", Kind: broker.ErrUnroutable, Err: errors.New("no route")}
+	d := broker.NewDeadLetter(broker.Message{ID: "id-1"}, err, 3, time.Time{}, last)
+	assert.Equal(t, err.Error(), d.Reason)
+	assert.Equal(t, broker.Category(err), d.Category)
+	assert.Equal(t, 3, d.Attempts)
+	assert.Equal(t, last, d.FirstFailure)
+	assert.Equal(t, last, d.LastFailure)
+
+	for _, c := range []struct {
+		err  error
+		want bool
+	}{
+		{nil, false},
+		{err, true},
+		{&broker.Error{Op: "publish", Kind: broker.ErrTooLarge}, true},
+		{&broker.Error{Op: "publish", Kind: broker.ErrUnavailable}, false},
+		{&broker.Error{Op: "publish", Kind: broker.ErrClosed}, false},
+		{context.Canceled, false},
+		{fmt.Errorf("publish: %w", context.DeadlineExceeded), false},
+	} {
+		assert.Equal(t, c.want, broker.RefusedForGood(c.err), "RefusedForGood(%v)", c.err)
+	}
 }

@@ -107,8 +107,8 @@ func (r *Relay) retry(ctx context.Context, w row, res result, cat, reason string
 // is tried again.
 func (r *Relay) deadLetter(ctx context.Context, w row, res result, cat, reason string) error {
 	if r.c.sink != nil {
-		dl := broker.DeadLetter{Message: w.msg, Reason: reason, Category: cat, Attempts: w.attempts,
-			FirstFailure: res.when, LastFailure: res.when}
+		dl := broker.NewDeadLetter(w.msg, nil, w.attempts, res.when, res.when)
+		dl.Reason, dl.Category = reason, cat // the relay's own words: the cause may be a panic or a size
 		if err := r.c.sink.Put(ctx, dl); err != nil {
 			r.c.logger.Error("outbox relay: dead-letter sink failed; the row stays pending", "id", w.msg.ID, "err", err)
 			_, merr := r.s.db.ExecContext(ctx, r.s.q.markRetry, r.c.backoff.Delay(w.attempts).Microseconds(),

@@ -87,13 +87,10 @@ func Outcome(err error, attempt, maxAttempts int) (deadLetter bool) {
 // broker.CategoryInvalid for a [broker.Permanent] error (poison),
 // broker.CategoryHandlerFailed otherwise. A zero first is taken as last.
 func DeadLetterOf(d broker.Delivery, err error, attempts int, first, last time.Time) broker.DeadLetter {
-	cat := broker.CategoryHandlerFailed
+	dl := broker.NewDeadLetter(d.Message, err, attempts, first, last)
+	dl.Category = broker.CategoryHandlerFailed
 	if broker.Permanent(err) {
-		cat = broker.CategoryInvalid
+		dl.Category = broker.CategoryInvalid
 	}
-	if first.IsZero() {
-		first = last
-	}
-	return broker.DeadLetter{Message: d.Message, Reason: err.Error(), Category: cat,
-		Attempts: attempts, FirstFailure: first, LastFailure: last}
+	return dl
 }

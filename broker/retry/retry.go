@@ -216,8 +216,7 @@ func (e *GiveUpError) Unwrap() []error {
 
 func (b *Broker) giveUp(ctx context.Context, msg broker.Message, err error, attempts int, first, last time.Time) error {
 	ge := &GiveUpError{ID: msg.ID, Name: msg.Name, Attempts: attempts, Err: err}
-	entry := broker.DeadLetter{Message: msg.Clone(), Reason: err.Error(), Category: broker.Category(err),
-		Attempts: attempts, FirstFailure: first, LastFailure: last}
+	entry := broker.NewDeadLetter(msg.Clone(), err, attempts, first, last)
 	var sinkErrs []error
 	for _, sink := range b.sinksFor(err) {
 		// Store it even if the caller gave up: that is the point of a dead letter.
@@ -247,7 +246,7 @@ func (b *Broker) giveUp(ctx context.Context, msg broker.Message, err error, atte
 // destination for messages it refused, then the general sink.
 func (b *Broker) sinksFor(err error) []broker.DeadLetterSink {
 	var sinks []broker.DeadLetterSink
-	if b.rejected != nil && !broker.IsRetryable(err) && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+	if b.rejected != nil && broker.RefusedForGood(err) {
 		sinks = append(sinks, b.rejected)
 	}
 	if b.deadLetter != nil {
