@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
-	"time"
 
 	"github.com/domainevents/domainevents/broker"
 	"github.com/domainevents/domainevents/broker/kafka"
@@ -94,7 +93,7 @@ func OpenRelay(ctx context.Context, cfg broker.Config, store *outbox.Store, opts
 	}
 	ro := []outbox.RelayOption{outbox.WithLogger(c.logger)}
 	if c.observer != nil {
-		ro = append(ro, outbox.WithObserver(c.observer, 10*time.Second))
+		ro = append(ro, outbox.WithObserver(c.observer))
 	}
 	if r.relay, err = outbox.NewRelay(store, r.adapter, append(ro, c.outbox...)...); err != nil {
 		_ = r.adapter.Close(ctx)

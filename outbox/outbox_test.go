@@ -427,7 +427,7 @@ func TestPoisonKeyIsolated(t *testing.T) {
 				dead.Add(1)
 			}
 		})
-		r := startRelay(t, s, rec, fastRelay(outbox.WithMaxAttempts(3), outbox.WithDeadLetter(sink), outbox.WithObserver(obs, time.Second))...)
+		r := startRelay(t, s, rec, fastRelay(outbox.WithMaxAttempts(3), outbox.WithDeadLetter(sink), outbox.WithObserver(obs), outbox.WithBacklogInterval(time.Second))...)
 		brokertest.WaitFor(t, 20*time.Second, "poison key dead-lettered", func() bool { return len(sink.all()) == 3 })
 		brokertest.WaitFor(t, 20*time.Second, "others published", func() bool { return len(rec.Messages()) == len(good) })
 		// The sink takes a dead letter before its row is marked dead, and the
@@ -667,7 +667,7 @@ func TestGaugesAndRetention(t *testing.T) {
 	})
 	m := newMsg("k")
 	write(t, s, m)
-	r := startRelay(t, s, &brokertest.Recorder{}, fastRelay(outbox.WithObserver(obs, 20*time.Millisecond),
+	r := startRelay(t, s, &brokertest.Recorder{}, fastRelay(outbox.WithObserver(obs), outbox.WithBacklogInterval(20*time.Millisecond),
 		outbox.WithRetention(time.Millisecond, 20*time.Millisecond))...)
 	brokertest.WaitFor(t, 10*time.Second, "gauges reported", func() bool { return backlog.Load() > 0 && lag.Load() > 0 })
 	brokertest.WaitFor(t, 10*time.Second, "published row pruned", func() bool { return !stateOf(t, db, m.ID).Exists })

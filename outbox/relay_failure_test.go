@@ -100,7 +100,7 @@ func TestRefusalsAreHeldAndReported(t *testing.T) {
 			free := newMsg("free")
 			write(t, s, free)
 			r := startRelay(t, s, rec, fastRelay(outbox.WithMaxAttempts(1), outbox.WithBrokerBackoff(50*time.Millisecond),
-				outbox.WithObserver(obs, time.Hour))...)
+				outbox.WithObserver(obs), outbox.WithBacklogInterval(time.Hour))...)
 
 			brokertest.WaitFor(t, 30*time.Second, "the free key published", func() bool { return stateOf(t, db, free.ID).State == 1 })
 			brokertest.WaitFor(t, 30*time.Second, "the held head retried", func() bool { return stateOf(t, db, held[0].ID).Attempts >= 3 })

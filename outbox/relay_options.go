@@ -208,15 +208,29 @@ func WithRetention(d, interval time.Duration) RelayOption {
 	}
 }
 
-// WithObserver reports retries, dead letters, and every interval the
-// backlog (ObservedOutboxBacklog, in rows) and the age of the oldest
-// pending row (ObservedOutboxLag, in seconds). Default: none.
-func WithObserver(o broker.Observer, interval time.Duration) RelayOption {
+// WithObserver reports retries, dead letters, and every
+// [WithBacklogInterval] the backlog (ObservedOutboxBacklog, in rows) and
+// the age of the oldest pending row (ObservedOutboxLag, in seconds), to o,
+// like every other part's WithObserver. Default: none.
+func WithObserver(o broker.Observer) RelayOption {
 	return func(c *relayConfig) error {
-		if o == nil || interval <= 0 {
-			return fmt.Errorf("WithObserver: want an observer and a positive interval (got %v)", interval)
+		if o == nil {
+			return errors.New("WithObserver: observer is nil")
 		}
-		c.observer, c.gaugeEvery = o, interval
+		c.observer = o
+		return nil
+	}
+}
+
+// WithBacklogInterval sets how often [WithObserver]'s observer gets the
+// backlog and the lag (each report counts the pending rows: one query).
+// Default 10s.
+func WithBacklogInterval(d time.Duration) RelayOption {
+	return func(c *relayConfig) error {
+		if d <= 0 {
+			return fmt.Errorf("WithBacklogInterval(%v): must be positive", d)
+		}
+		c.gaugeEvery = d
 		return nil
 	}
 }

@@ -25,7 +25,7 @@
 //	store, err := outbox.New(db, outbox.Postgres,
 //		outbox.WithMessageHook(domaineventsotel.MessageHook()))           // the trace context goes with the row
 //	relay, err := outbox.NewRelay(store, domaineventsotel.WrapBroker(adapter),
-//		outbox.WithObserver(domaineventsotel.NewObserver(), 10*time.Second))  // backlog, lag
+//		outbox.WithObserver(domaineventsotel.NewObserver()))               // backlog, lag
 //	logger := slog.New(domaineventsotel.NewLogHandler(slog.NewJSONHandler(os.Stderr, nil)))
 //
 // Every function takes [WithTracerProvider], [WithMeterProvider] and

@@ -69,7 +69,7 @@ func TestOutboxTrace(t *testing.T) {
 	adapter, err := rabbitmq.New(ctx, cfg, rabbitmq.WithLogger(quiet()), rabbitmq.WithQueue(rabbitmq.Queue{Name: cfg.Queue}))
 	require.NoError(t, err)
 	relay, err := outbox.NewRelay(store, domaineventsotel.WrapBroker(adapter, tl.opts()...),
-		outbox.WithObserver(domaineventsotel.NewObserver(tl.opts()...), 20*time.Millisecond), outbox.WithLogger(quiet()))
+		outbox.WithObserver(domaineventsotel.NewObserver(tl.opts()...)), outbox.WithBacklogInterval(20*time.Millisecond), outbox.WithLogger(quiet()))
 	require.NoError(t, err)
 	brokertest.WaitFor(t, 20*time.Second, "three deliveries", func() bool {
 		mu.Lock()
