@@ -120,6 +120,14 @@ func CloudEventsPrefix(h map[string]string, prefixes ...string) (string, bool) {
 	return "", false
 }
 
+// IsCloudEvent reports whether h holds a CloudEvents specversion
+// attribute under any of the four prefixes: whether a delivery with these
+// headers is a CloudEvent in binary content mode, its body the data alone.
+func IsCloudEvent(h map[string]string) bool {
+	_, ok := CloudEventsPrefix(h, CloudEventsPrefixKafka, CloudEventsPrefixAMQP, CloudEventsPrefixAMQPAlt, CloudEventsPrefixHTTP)
+	return ok
+}
+
 // FromCloudEvents fills the fields of m that are empty from the
 // CloudEvents attributes in m.Headers under the first of prefixes that
 // has a specversion, and reports whether it found one: ID from id, Name

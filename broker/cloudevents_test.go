@@ -115,4 +115,3 @@ func TestCloudEventsSourceConfig(t *testing.T) {
 		t.Errorf("empty source: %v", err)
 	}
 }
-
