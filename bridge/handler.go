@@ -2,8 +2,11 @@ package bridge
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
+	"time"
 
 	"github.com/domainevents/domainevents/broker"
 	"github.com/domainevents/domainevents/eventbus"
@@ -58,7 +61,10 @@ func EnvelopeFrom(ctx context.Context) (events.Envelope, bool) {
 //
 //	eventbus.Subscribe(bus, func(ctx context.Context, e events.OrderCancelled) error { ... })
 //
-// and nothing broker-specific. A body that does not decode (malformed JSON,
+// and nothing broker-specific. A CloudEvent in binary mode from another
+// producer, whose body is the event's data rather than this library's
+// envelope, decodes too: its type is the event name, its id and time the
+// envelope's (docs/cloudevents.md). A body that does not decode (malformed JSON,
 // an event name the registry does not know, an invalid event) is an error
 // matching broker.ErrInvalid: the subscriber dead-letters it at once, as
 // poison, with the decoding error as the reason. A failing bus handler
@@ -85,6 +91,9 @@ func NewHandler(bus *eventbus.Bus, opts ...HandlerOption) (broker.Handler, error
 
 func (h *busHandler) handle(ctx context.Context, d broker.Delivery) error {
 	env, err := h.reg.Decode(d.Body)
+	if err != nil && errors.Is(err, events.ErrMalformed) && broker.IsCloudEvent(d.Headers) {
+		env, err = h.decodeCloudEvent(d)
+	}
 	if err != nil {
 		return &broker.Error{Op: "bridge: decode", Kind: broker.ErrInvalid, Err: fmt.Errorf("delivery %s from %s: %w", d.ID, d.Source, err)}
 	}
@@ -99,4 +108,32 @@ func (h *busHandler) handle(ctx context.Context, d broker.Delivery) error {
 		h.dedup.Mark(env.ID)
 	}
 	return nil
+}
+
+// decodeCloudEvent decodes a CloudEvent in binary mode whose body is its
+// data alone (another producer's; this library's carry the envelope):
+// the envelope is made from the delivery, which the subscriber filled from
+// the attributes (name = type, id = id, timestamp = time, or now when the
+// event has none), around the body as data. The data must be JSON.
+func (h *busHandler) decodeCloudEvent(d broker.Delivery) (events.Envelope, error) {
+	if ct := d.ContentType; ct != "" && !strings.Contains(ct, "json") {
+		return events.Envelope{}, fmt.Errorf("%w: CloudEvent %s: data of content type %q is not JSON", events.ErrMalformed, d.ID, ct)
+	}
+	if !json.Valid(d.Body) {
+		return events.Envelope{}, fmt.Errorf("%w: CloudEvent %s: data is not JSON", events.ErrMalformed, d.ID)
+	}
+	ts := d.Time
+	if ts.IsZero() {
+		ts = time.Now()
+	}
+	body, err := json.Marshal(struct {
+		Name      string          `json:"name"`
+		ID        string          `json:"id"`
+		Timestamp string          `json:"timestamp"`
+		Data      json.RawMessage `json:"data"`
+	}{d.Name, d.ID, ts.UTC().Format(time.RFC3339Nano), d.Body})
+	if err != nil {
+		return events.Envelope{}, fmt.Errorf("%w: CloudEvent %s: %v", events.ErrMalformed, d.ID, err)
+	}
+	return h.reg.Decode(body)
 }

@@ -93,3 +93,41 @@ func TestDedupBoundedAndExpiring(t *testing.T) {
 	time.Sleep(time.Millisecond) // longer than the ttl
 	assert.False(t, short.Seen("x"), "forgotten after the ttl")
 }
+
+// A CloudEvent from another producer carries the event's data alone: the
+// handler makes the envelope from the attributes the subscriber read.
+func TestBusHandlerDecodesAnotherProducersCloudEvent(t *testing.T) {
+	bus := eventbus.New()
+	var got events.OrderCancelled
+	var env events.Envelope
+	eventbus.Subscribe(bus, func(ctx context.Context, e events.OrderCancelled) error {
+		got, env = e, must(bridge.EnvelopeFrom(ctx))
+		return nil
+	})
+	h, err := bridge.NewHandler(bus)
+	require.NoError(t, err)
+	at := time.Date(2026, 12, 1, 8, 0, 0, 0, time.UTC)
+	data := `{"orderId":"6f1c2a9e-3b8d-4c1e-9a57-2d4f8b0e1c33","userId":"1b7e3c55-8a0f-4d1e-b2c4-5f6a7b8c9d0e","oldStatus":"created","newStatus":"cancelled"}`
+	d := broker.Delivery{Message: broker.Message{ID: "ce-1", Name: events.NameOrderCancelled, Time: at, ContentType: "application/json",
+		Body: []byte(data), Headers: map[string]string{"ce_specversion": "1.0", "ce_source": "/orders"}}}
+	require.NoError(t, h(context.Background(), d))
+	assert.Equal(t, "6f1c2a9e-3b8d-4c1e-9a57-2d4f8b0e1c33", got.OrderID)
+	assert.Equal(t, events.StatusCancelled, got.NewStatus)
+	assert.Equal(t, "ce-1", env.ID)
+	assert.True(t, at.Equal(env.Timestamp))
+
+	// Not a CloudEvent: the bare data is poison, as before.
+	delete(d.Headers, "ce_specversion")
+	assert.ErrorIs(t, h(context.Background(), d), broker.ErrInvalid)
+	// A CloudEvent whose data is not JSON is poison too.
+	d.Headers["ce_specversion"] = "1.0"
+	d.ContentType, d.Body = "text/plain", []byte("cancelled")
+	assert.ErrorIs(t, h(context.Background(), d), broker.ErrInvalid)
+}
+
+func must[T any](v T, ok bool) T {
+	if !ok {
+		panic("not found")
+	}
+	return v
+}

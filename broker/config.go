@@ -75,6 +75,14 @@ type Config struct {
 	// system's temporary directory, which may not survive a reboot: set a
 	// persistent one in production.
 	SpoolDir string
+	// CloudEventsSource: MESSAGE_BROKER_CLOUDEVENTS_SOURCE, the CloudEvents
+	// source attribute (a URI-reference naming the producing service, e.g.
+	// "/orders-service"). Default empty: messages carry only this
+	// library's headers. When set, the adapters' publishers also write the
+	// CloudEvents attributes as headers (binary content mode; the body is
+	// unchanged), see docs/cloudevents.md. Subscribers read CloudEvents
+	// headers whatever it says.
+	CloudEventsSource string
 }
 
 // DefaultConfig returns the defaults: disabled, rabbitmq on
@@ -109,6 +117,8 @@ const (
 	EnvClientID  = "MESSAGE_BROKER_CLIENT_ID"
 	EnvQueue     = "MESSAGE_BROKER_QUEUE"
 	EnvSpoolDir  = "MESSAGE_BROKER_SPOOL_DIR"
+	// EnvCloudEventsSource sets [Config.CloudEventsSource].
+	EnvCloudEventsSource = "MESSAGE_BROKER_CLOUDEVENTS_SOURCE"
 )
 
 // ConfigFromEnv reads the MESSAGE_BROKER_* variables over [DefaultConfig].
@@ -184,6 +194,7 @@ func LoadConfig(lookup func(string) (string, bool)) (Config, error) {
 	strVar(EnvClientID, &c.ClientID)
 	strVar(EnvQueue, &c.Queue)
 	strVar(EnvSpoolDir, &c.SpoolDir)
+	strVar(EnvCloudEventsSource, &c.CloudEventsSource)
 
 	for _, p := range c.problems() {
 		bad(p.env, p.value, p.problem)
@@ -227,6 +238,11 @@ func (c Config) problems() []problem {
 	}
 	if c.VHost == "" {
 		bad("VHost", EnvVHost, "", "required (the default vhost is \"/\")")
+	}
+	if c.CloudEventsSource != "" {
+		if err := CheckCloudEventsSource(c.CloudEventsSource); err != nil {
+			bad("CloudEventsSource", EnvCloudEventsSource, c.CloudEventsSource, "want a URI-reference, e.g. /orders-service")
+		}
 	}
 	switch c.Type {
 	case RabbitMQ:
@@ -329,8 +345,8 @@ func (c Config) String() string {
 	for i, a := range addrs {
 		addrs[i] = shownValue(a)
 	}
-	return fmt.Sprintf("broker.Config{Enabled:%t Type:%s Addrs:%v Username:%s Password:%s VHost:%s Exchange:%s Topic:%s TLS:%t ClientID:%s Queue:%s SpoolDir:%s}",
-		c.Enabled, c.Type, addrs, c.Username, c.Password.String(), c.VHost, c.Exchange, c.Topic, c.TLS, c.ClientID, c.Queue, c.SpoolDir)
+	return fmt.Sprintf("broker.Config{Enabled:%t Type:%s Addrs:%v Username:%s Password:%s VHost:%s Exchange:%s Topic:%s TLS:%t ClientID:%s Queue:%s SpoolDir:%s CloudEventsSource:%s}",
+		c.Enabled, c.Type, addrs, c.Username, c.Password.String(), c.VHost, c.Exchange, c.Topic, c.TLS, c.ClientID, c.Queue, c.SpoolDir, shownValue(c.CloudEventsSource))
 }
 
 // GoString is String, for %#v.

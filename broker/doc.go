@@ -59,6 +59,8 @@
 //	MESSAGE_BROKER_CLIENT_ID  orders-service
 //	MESSAGE_BROKER_QUEUE      (empty) RabbitMQ queue Open declares and OpenSubscriber consumes
 //	MESSAGE_BROKER_SPOOL_DIR  (empty) the dead-letter spool of Open; default under the temp dir
+//	MESSAGE_BROKER_CLOUDEVENTS_SOURCE (empty) the CloudEvents source; when set, publishers
+//	                          also write CloudEvents headers (docs/cloudevents.md)
 //
 // A bad value is an error naming the variable and the value (never the
 // password, nor anything before an "@"). The password is a [Secret]: no fmt

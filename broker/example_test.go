@@ -16,5 +16,5 @@ func ExampleLoadConfig() {
 	fmt.Printf("%+v\n", cfg)
 	// Output:
 	// MESSAGE_BROKER_PORT="abc": want a port number from 1 to 65535
-	// broker.Config{Enabled:false Type:rabbitmq Addrs:[localhost:5672] Username:guest Password:[redacted] VHost:/ Exchange:orders.events Topic:orders.events TLS:false ClientID:orders-service Queue: SpoolDir:}
+	// broker.Config{Enabled:false Type:rabbitmq Addrs:[localhost:5672] Username:guest Password:[redacted] VHost:/ Exchange:orders.events Topic:orders.events TLS:false ClientID:orders-service Queue: SpoolDir: CloudEventsSource:}
 }

@@ -34,6 +34,7 @@ func configErr(err error) error {
 // sarama configuration.
 func publisherSetup(cfg broker.Config, opts []PublisherOption) (broker.Config, publisherOptions, *sarama.Config, error) {
 	o := defaultPublisher()
+	o.ceSource = cfg.CloudEventsSource // validated by setup with cfg
 	cfg, sc, err := setup(cfg, &o.connOptions, func() error {
 		for _, opt := range opts {
 			if opt != nil {

@@ -17,6 +17,22 @@
 // key order. A consumed record's broker.HeaderSeq header (the outbox's
 // per-key sequence number) is also read into Delivery.Seq.
 //
+// # CloudEvents
+//
+// With a source ([WithCloudEvents], or Config.CloudEventsSource from
+// MESSAGE_BROKER_CLOUDEVENTS_SOURCE) records are also CloudEvents in
+// binary content mode exactly as cloudevents/sdk-go's Kafka (sarama)
+// binding writes them: after the headers above come ce_id, ce_source,
+// ce_specversion ("1.0"), ce_type (the event name), ce_time (RFC 3339
+// UTC) and ce_partitionkey (the key, which is also the record key); the
+// content-type header is the data's media type and the value, the data,
+// stays this library's envelope. The subscriber reads a record with a
+// ce_specversion header as a CloudEvent, whoever published it: ce_id,
+// ce_type and the record key (or ce_partitionkey) fill Delivery.ID, Name
+// and Key where this library's headers are absent, ce_time the Time; the
+// ce_ headers stay in Delivery.Headers. Mapping and interop tests:
+// docs/cloudevents.md.
+//
 // Keys are partitioned as Kafka's Java client and kafkajs do: murmur2 of the
 // key, sign bit masked, modulo the partition count (sarama's
 // NewMurmur2Partitioner; tested against Kafka's published murmur2 vectors).
@@ -77,6 +93,7 @@
 //	WithLazyConnect      yes   yes            yes                off
 //	WithFNVPartitioner   yes   -              -                  murmur2
 //	WithTopicPerEvent    yes   -              -                  one topic
+//	WithCloudEvents      yes   -              -                  MESSAGE_BROKER_CLOUDEVENTS_SOURCE (empty: off)
 //	WithConcurrency      -     yes            -                  1 per partition
 //	WithMaxAttempts      -     yes            -                  5
 //	WithRetryBackoff     -     yes            -                  100ms, 5s

@@ -149,3 +149,30 @@ func ExampleRedrive() {
 	}
 	log.Printf("moved %d of %d (failed: %d)", res.Moved, len(res.Selected), res.Failed())
 }
+
+// Publish CloudEvents in binary mode, as cloudevents/sdk-go's Kafka binding
+// reads them: ce_id, ce_source, ce_type, ce_time... beside the usual
+// headers, the envelope unchanged as the data. Setting
+// MESSAGE_BROKER_CLOUDEVENTS_SOURCE does the same without the option.
+func ExampleWithCloudEvents() {
+	cfg, err := broker.ConfigFromEnv()
+	if err != nil {
+		log.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	b, err := kafka.New(ctx, cfg, kafka.WithCloudEvents("/orders-service"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer b.Close(context.Background())
+	msg, err := bridge.MessageFor(events.New(events.OrderCancelled{
+		OrderID: "o-1", UserID: "u-1", OldStatus: events.StatusCreated, NewStatus: events.StatusCancelled,
+	}))
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := b.Publish(ctx, msg); err != nil { // ce_type "order.cancelled", record key "o-1"
+		log.Fatal(err)
+	}
+}

@@ -20,8 +20,8 @@ type Option interface {
 }
 
 // PublisherOption configures [New]: every [Option], plus the publisher's
-// own ([WithFNVPartitioner], [WithTopicPerEvent]). Passing one of those to
-// [NewSubscriber] does not compile.
+// own ([WithFNVPartitioner], [WithTopicPerEvent], [WithCloudEvents]).
+// Passing one of those to [NewSubscriber] does not compile.
 type PublisherOption interface {
 	applyPublisher(*publisherOptions) error
 }
@@ -48,6 +48,8 @@ type publisherOptions struct {
 	connOptions
 	partitioner   sarama.PartitionerConstructor
 	topicPerEvent bool
+	// ceSource is the CloudEvents source; "" writes no CloudEvents headers.
+	ceSource string
 }
 
 type subscriberOptions struct {
@@ -237,6 +239,27 @@ func WithFNVPartitioner() PublisherOption {
 func WithTopicPerEvent() PublisherOption {
 	return publisherOption(func(o *publisherOptions) error {
 		o.topicPerEvent = true
+		return nil
+	})
+}
+
+// WithCloudEvents publishes in CloudEvents binary content mode as
+// cloudevents/sdk-go's Kafka (sarama) binding does, with source as the
+// source attribute (a URI-reference, e.g. "/orders-service"): beside the
+// usual headers each record carries ce_id (Message.ID), ce_source,
+// ce_specversion ("1.0"), ce_type (Message.Name), ce_time (Message.Time,
+// RFC 3339 UTC) and, when the message has a key, ce_partitionkey
+// (Message.Key, also the record key); the content-type header, already
+// written, is the data's media type and the value, unchanged, the data.
+// Consumers that know only this library's headers see no difference.
+// Default: Config.CloudEventsSource (MESSAGE_BROKER_CLOUDEVENTS_SOURCE),
+// empty meaning off. The subscriber reads ce_ headers whatever this says.
+func WithCloudEvents(source string) PublisherOption {
+	return publisherOption(func(o *publisherOptions) error {
+		if err := broker.CheckCloudEventsSource(source); err != nil {
+			return fmt.Errorf("WithCloudEvents: %w", err)
+		}
+		o.ceSource = source
 		return nil
 	})
 }

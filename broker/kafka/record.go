@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/IBM/sarama"
 
@@ -44,16 +45,32 @@ func (b *Broker) record(msg broker.Message, res result) *sarama.ProducerMessage 
 	if b.opts.topicPerEvent {
 		topic = msg.Name
 	}
-	headers := make([]sarama.RecordHeader, 0, 3+len(msg.Headers))
+	n := 3 + len(msg.Headers)
+	if b.opts.ceSource != "" {
+		n += 6
+	}
+	headers := make([]sarama.RecordHeader, 0, n)
 	headers = append(headers,
 		sarama.RecordHeader{Key: keyName, Value: []byte(msg.Name)},
 		sarama.RecordHeader{Key: keyID, Value: []byte(msg.ID)})
 	if msg.ContentType != "" {
 		headers = append(headers, sarama.RecordHeader{Key: keyContentType, Value: contentType(msg.ContentType)})
 	}
+	if b.opts.ceSource != "" {
+		t := msg.Time
+		if t.IsZero() {
+			t = time.Now()
+		}
+		broker.CloudEventsHeaders(broker.CloudEventsPrefixKafka, b.opts.ceSource, msg, t, func(k, v string) {
+			headers = append(headers, sarama.RecordHeader{Key: []byte(k), Value: []byte(v)})
+		})
+	}
 	if len(msg.Headers) > 0 {
 		keys := make([]string, 0, len(msg.Headers))
 		for k := range msg.Headers {
+			if b.opts.ceSource != "" && broker.WrittenByCloudEventsHeaders(broker.CloudEventsPrefixKafka, k) {
+				continue // written above, from the message's fields
+			}
 			keys = append(keys, k)
 		}
 		slices.Sort(keys)
@@ -95,6 +112,11 @@ func toDelivery(m *sarama.ConsumerMessage, group string) broker.Delivery {
 			}
 			msg.Headers[string(h.Key)] = string(h.Value)
 		}
+	}
+	if msg.Headers != nil {
+		// A CloudEvent in binary mode (sdk-go's Kafka binding): its
+		// attributes fill what this library's headers did not.
+		broker.FromCloudEvents(&msg, broker.CloudEventsPrefixKafka)
 	}
 	return broker.Delivery{Message: msg, Attempt: 1, Seq: adapter.SeqOf(msg.Headers), Source: source(m),
 		Origin: broker.Origin{System: "kafka", Destination: m.Topic, Partition: m.Partition, Offset: m.Offset, ConsumerGroup: group}}

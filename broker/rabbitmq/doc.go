@@ -15,7 +15,8 @@
 //	Option (both)        WithLogger, WithObserver, WithTLS, WithHeartbeat, WithConnectionName,
 //	                     WithURLs, WithPassive, WithAMQPConfig, WithDialTimeout,
 //	                     WithReconnectBackoff, WithLazyConnect
-//	PublisherOption      WithQueue, WithAlternateExchange, WithWindow, WithMaxMessageSize
+//	PublisherOption      WithQueue, WithAlternateExchange, WithWindow, WithMaxMessageSize,
+//	                     WithCloudEvents
 //	SubscriberOption     WithPrefetch, WithConcurrency, WithUnordered, WithMaxAttempts,
 //	                     WithRetryBackoff
 //
@@ -42,6 +43,25 @@
 // record key). The subscriber reads that header back into Delivery.Key,
 // and the broker.HeaderSeq header (the outbox's per-key sequence number)
 // into Delivery.Seq.
+//
+// # CloudEvents
+//
+// With a source ([WithCloudEvents], or Config.CloudEventsSource from
+// MESSAGE_BROKER_CLOUDEVENTS_SOURCE) messages are also CloudEvents in
+// binary content mode: the headers cloudEvents:id, cloudEvents:source,
+// cloudEvents:specversion ("1.0"), cloudEvents:type (the event name),
+// cloudEvents:time (RFC 3339 UTC, where the timestamp property has whole
+// seconds) and cloudEvents:partitionkey (the key) are added; content_type
+// is the data's media type and the body, the data, stays this library's
+// envelope. The prefix is the CloudEvents AMQP binding's, which RabbitMQ 4
+// hands to AMQP 1.0 consumers as the application-properties the binding
+// names; Spring's CloudEvents converter reads it too. The subscriber
+// reads CloudEvents whoever published them, under that prefix,
+// cloudEvents_ (Spring AMQP) or ce- (Knative's RabbitMQ broker): id, type
+// and partitionkey fill Delivery.ID, Name and Key where the properties
+// and this library's headers are absent, time the Time (a string or an
+// AMQP timestamp); the headers stay in Delivery.Headers. Mapping, the
+// reasons for the prefix, and the interop tests: docs/cloudevents.md.
 //
 // # Delivery semantics
 //

@@ -69,3 +69,31 @@ func ExampleRedrive() {
 	}
 	log.Printf("moved %d of %d (failed: %d)", res.Moved, len(res.Selected), res.Failed())
 }
+
+// Publish CloudEvents in binary mode: the headers cloudEvents:id,
+// cloudEvents:source, cloudEvents:type, cloudEvents:time... beside the
+// usual properties, the envelope unchanged as the data. Setting
+// MESSAGE_BROKER_CLOUDEVENTS_SOURCE does the same without the option.
+func ExampleWithCloudEvents() {
+	ctx := context.Background()
+	cfg, err := broker.ConfigFromEnv()
+	if err != nil {
+		log.Fatal(err)
+	}
+	b, err := rabbitmq.New(ctx, cfg,
+		rabbitmq.WithQueue(rabbitmq.Queue{Name: "billing.orders", Keys: []string{"order.#"}}),
+		rabbitmq.WithCloudEvents("/orders-service"))
+	if err != nil {
+		log.Fatal(err) // a source that is not a URI-reference: broker.ErrInvalid
+	}
+	defer b.Close(context.Background())
+	msg, err := bridge.MessageFor(events.New(events.OrderCancelled{
+		OrderID: "o-1", UserID: "u-1", OldStatus: events.StatusCreated, NewStatus: events.StatusCancelled,
+	}))
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := b.Publish(ctx, msg); err != nil { // cloudEvents:type "order.cancelled"
+		log.Fatal(err)
+	}
+}

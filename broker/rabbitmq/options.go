@@ -61,6 +61,7 @@ type publisherOptions struct {
 	window         int
 	maxMessageSize int
 	nackReplace    time.Duration // how long a channel may nack everything before it is replaced (a test seam)
+	ceSource       string        // the CloudEvents source; "" writes no CloudEvents headers
 }
 
 type subscriberOptions struct {
@@ -408,6 +409,29 @@ func WithWindow(n int) PublisherOption {
 			return fmt.Errorf("WithWindow(%d): must be at least 1", n)
 		}
 		o.window = n
+		return nil
+	})
+}
+
+// WithCloudEvents publishes in CloudEvents binary content mode, with
+// source as the source attribute (a URI-reference, e.g. "/orders-service"):
+// beside the usual properties and headers each message carries the
+// headers cloudEvents:id (Message.ID), cloudEvents:source,
+// cloudEvents:specversion ("1.0"), cloudEvents:type (Message.Name),
+// cloudEvents:time (Message.Time, RFC 3339 UTC) and, when the message has
+// a key, cloudEvents:partitionkey (Message.Key); content_type is the data's
+// media type and the body, unchanged, the data. The prefix is the
+// CloudEvents AMQP binding's (see the package doc for why this one).
+// Consumers that know only this library's properties and headers see no
+// difference. Default: Config.CloudEventsSource
+// (MESSAGE_BROKER_CLOUDEVENTS_SOURCE), empty meaning off. The subscriber
+// reads CloudEvents headers whatever this says.
+func WithCloudEvents(source string) PublisherOption {
+	return publisherOption(func(o *publisherOptions) error {
+		if err := broker.CheckCloudEventsSource(source); err != nil {
+			return fmt.Errorf("WithCloudEvents: %w", err)
+		}
+		o.ceSource = source
 		return nil
 	})
 }

@@ -200,7 +200,7 @@ func (b *Broker) publish(ctx context.Context, key string, msg broker.Message) er
 		return &broker.Error{Op: opPublish, Kind: broker.ErrTooLarge,
 			Err: fmt.Errorf("message %s: body is %d bytes, the limit is %d (WithMaxMessageSize, or the server's max_message_size)", msg.ID, len(msg.Body), limit)}
 	}
-	r := newRecord(key, msg)
+	r := newRecord(key, msg, b.opts.ceSource)
 	select {
 	case b.window <- struct{}{}:
 	case <-b.closing:
@@ -337,19 +337,30 @@ func (b *Broker) unknownErr(ctx context.Context, id string) error {
 		Err: fmt.Errorf("message %s sent, %s: %w: %w", id, why, broker.ErrOutcomeUnknown, ctx.Err())}
 }
 
-func newRecord(key string, m broker.Message) *record {
+// newRecord maps m onto an AMQP publishing with routing key key, with the
+// CloudEvents headers when ceSource is set.
+func newRecord(key string, m broker.Message, ceSource string) *record {
 	ts := m.Time
 	if ts.IsZero() {
 		ts = time.Now()
 	}
 	var headers amqp.Table
-	if len(m.Headers) > 0 || m.Key != "" {
-		headers = make(amqp.Table, len(m.Headers)+1)
+	if len(m.Headers) > 0 || m.Key != "" || ceSource != "" {
+		n := len(m.Headers) + 1
+		if ceSource != "" {
+			n += 6
+		}
+		headers = make(amqp.Table, n)
 		for k, v := range m.Headers {
 			headers[k] = v
 		}
 		if m.Key != "" {
 			headers[broker.HeaderKey] = m.Key
+		}
+		if ceSource != "" {
+			// ts, not m.Time: the attribute and the timestamp property
+			// say the same (the property has whole seconds only).
+			broker.CloudEventsHeaders(broker.CloudEventsPrefixAMQP, ceSource, m, ts, func(k, v string) { headers[k] = v })
 		}
 	}
 	return &record{

@@ -40,6 +40,7 @@ func prepare(cfg broker.Config, o *connOptions) (broker.Config, error) {
 // what New and NewDeadLetterSink share.
 func publisherSetup(cfg broker.Config, opts []PublisherOption) (broker.Config, publisherOptions, error) {
 	o := defaultPublisherOptions()
+	o.ceSource = cfg.CloudEventsSource // validated by prepare with cfg
 	for _, opt := range opts {
 		if opt == nil {
 			continue

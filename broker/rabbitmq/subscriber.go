@@ -298,9 +298,6 @@ func unorderedKey(session int64, tag uint64) string {
 // handler's attempts (never an undercount).
 func toDelivery(d amqp.Delivery, queue, source string) broker.Delivery {
 	m := broker.Message{ID: d.MessageId, Name: d.Type, Body: d.Body, ContentType: d.ContentType, Time: d.Timestamp}
-	if m.Name == "" {
-		m.Name = d.RoutingKey
-	}
 	attempt := 1
 	others := 0 // headers other than the two read here: a map only for them
 	for k, v := range d.Headers {
@@ -323,15 +320,33 @@ func toDelivery(d amqp.Delivery, queue, source string) broker.Delivery {
 			}
 		}
 	}
+	if m.Headers != nil {
+		// A CloudEvent in binary mode: its attributes fill what the AMQP
+		// properties and this library's headers did not.
+		broker.FromCloudEvents(&m, cloudEventsPrefixes...)
+	}
+	if m.Name == "" {
+		m.Name = d.RoutingKey
+	}
 	return broker.Delivery{Message: m, Attempt: attempt, Seq: adapter.SeqOf(m.Headers), Source: source, Origin: broker.Origin{System: "rabbitmq",
 		Destination: queue, Exchange: d.Exchange, RoutingKey: d.RoutingKey, Partition: -1}}
 }
 
+// cloudEventsPrefixes are the CloudEvents header prefixes the subscriber
+// reads, in order: the one the publisher writes (the AMQP binding's), the
+// same with the JMS-safe separator (Spring AMQP), the HTTP binding's
+// (Knative's RabbitMQ broker).
+var cloudEventsPrefixes = []string{broker.CloudEventsPrefixAMQP, broker.CloudEventsPrefixAMQPAlt, broker.CloudEventsPrefixHTTP}
+
 // headerString is an AMQP header value as a string: the usual case without
-// fmt.
+// fmt, and a timestamp (an AMQP binding's cloudEvents:time, say) in
+// RFC 3339.
 func headerString(v any) string {
-	if s, ok := v.(string); ok {
-		return s
+	switch v := v.(type) {
+	case string:
+		return v
+	case time.Time:
+		return v.UTC().Format(time.RFC3339Nano)
 	}
 	return fmt.Sprint(v)
 }
