@@ -116,3 +116,43 @@ func runCatchUp(t *testing.T, db *dbtest.DB, events int) {
 		require.Equal(t, 1, seen[fmt.Sprintf("catchup-%07d", i)], "event %d published once", i)
 	}
 }
+
+// TestRelayOddKeys: keys and ids with the characters an array literal
+// quotes (", \, comma, braces, space, NULL spelled out), several events
+// per key (the advance claim's key list, the mark's id list): every event
+// is published and marked, each key's in order.
+func TestRelayOddKeys(t *testing.T) {
+	dbtest.All(t, func(t *testing.T, db *dbtest.DB) {
+		s := newStore(t, db)
+		rec := &brokertest.Recorder{}
+		r := startRelay(t, s, rec, fastRelay()...)
+		keys := []string{`a"b`, `c\d`, `e,f`, `{g}`, `h i`, `NULL`, `"`, `\`, `é`}
+		var all []broker.Message
+		for round := range 3 {
+			var msgs []broker.Message
+			for _, k := range keys {
+				m := newMsg(k)
+				m.ID = fmt.Sprintf(`%s"\,{%d}`, k, round)
+				msgs = append(msgs, m)
+			}
+			write(t, s, msgs...)
+			all = append(all, msgs...)
+		}
+		brokertest.WaitFor(t, time.Minute, "every odd event published and marked", func() bool {
+			return r.Stats().Published >= int64(len(all))
+		})
+		got := map[string]bool{}
+		last := map[string]int64{}
+		for _, m := range rec.Messages() {
+			got[m.ID] = true
+			seq, err := strconv.ParseInt(m.Headers[broker.HeaderSeq], 10, 64)
+			require.NoError(t, err)
+			require.Greater(t, seq, last[m.Key], "key %q out of order", m.Key)
+			last[m.Key] = seq
+		}
+		for _, m := range all {
+			require.True(t, got[m.ID], "event %q published", m.ID)
+		}
+		require.Equal(t, 0, count(t, db, "state = 0"), "rows left pending")
+	})
+}

@@ -288,7 +288,8 @@ type queries struct {
 	// version) to be claimed.
 	cols, due string
 	colsOf    func(alias string) string
-	// markPublished needs the id list appended; markRetry, markDead one row.
+	// markPublished needs the id list appended (PostgreSQL: one text[]
+	// argument, "= ANY(...)" already there); markRetry, markDead one row.
 	markPublished, markRetry, markDead, release string
 	prune, pruneKeys, backlog                   string
 	inboxInsert, inboxCleanup                   string
@@ -357,6 +358,12 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ` + now + `, ` + now + `)`
 
 	q.markPublished = `UPDATE ` + o + ` SET state = 1, published_at = ` + now + `, lease_owner = NULL, lease_until = NULL
 WHERE state = 0 AND lease_owner = ? AND id IN `
+	if d == Postgres {
+		// One statement text for every batch size: pgx prepares each new
+		// text once per connection (a round trip, and a place in its
+		// statement cache).
+		q.markPublished = strings.TrimSuffix(q.markPublished, " IN ") + ` = ANY(?::text[])`
+	}
 	q.markRetry = `UPDATE ` + o + ` SET next_attempt_at = ` + q.plus("?") + `, last_error = ?, lease_owner = NULL, lease_until = NULL
 WHERE state = 0 AND lease_owner = ? AND id = ?`
 	q.markDead = `UPDATE ` + o + ` SET state = 2, dead_at = ` + now + `, last_error = ?, lease_owner = NULL, lease_until = NULL
@@ -465,20 +472,15 @@ func (q queries) in(first, n int) string {
 // rows.
 
 // headsSQL selects the ids of at most limit due heads, of keys only when
-// nkeys > 0, in next_attempt_at order. Arguments: the keys, then limit.
+// nkeys > 0, in next_attempt_at order. Arguments: the keys (PostgreSQL:
+// one text[] array literal, see pgArray), then limit.
 func (q queries) headsSQL(nkeys int) string {
 	o := q.outbox
 	if q.d == Postgres {
 		if nkeys > 0 {
-			// One index probe per key: its lowest pending seq.
-			var vals strings.Builder
-			for i := range nkeys {
-				if i > 0 {
-					vals.WriteString(", ")
-				}
-				vals.WriteString("(?::text)")
-			}
-			return `SELECT h.id FROM (VALUES ` + vals.String() + `) AS k(msg_key)
+			// One index probe per key: its lowest pending seq. The keys
+			// are one text[] argument: one statement text for any number.
+			return `SELECT h.id FROM unnest(?::text[]) AS k(msg_key)
     CROSS JOIN LATERAL (SELECT p.id, p.next_attempt_at, p.lease_until FROM ` + o + ` p
                         WHERE p.state = 0 AND p.msg_key = k.msg_key ORDER BY p.seq LIMIT 1) h
     WHERE h.next_attempt_at <= now() AND (h.lease_until IS NULL OR h.lease_until <= now())

@@ -165,11 +165,11 @@ func (r *Relay) claimLoop() {
 		}
 		n := min(room, r.c.batch)
 		got := 0
-		var quiet time.Time // when a claim that found less than it asked for may run again
+		var quiet time.Time // when a full claim may run again after a long one that found nothing
 		if n > 0 {
 			start := time.Now()
 			rows, err := r.claim(&cc, n, nil)
-			if took := time.Since(start); err == nil && len(rows) < n {
+			if took := time.Since(start); err == nil && len(rows) == 0 && took >= claimRestAfter {
 				quiet = time.Now().Add(claimRest * took)
 			}
 			if err != nil {
@@ -212,19 +212,23 @@ func (r *Relay) claimLoop() {
 	}
 }
 
-// claimRest spaces out full claims that found less than they asked for:
-// the next one starts no sooner than claimRest times the last one's
-// duration after it. A full claim that comes back short read past every
-// due row it could take (on PostgreSQL: past the rows of keys in flight
-// or backing off); without a rest, every commit (Notify) and every settled
-// batch would start another, and with a deep backlog of keys in flight
-// the claims would take most of the database's time while finding little
-// (bench/README.md). So the full claims of one relay take at most a
-// quarter of one connection's time when they come back short; a claim
-// that fills its batch goes on at once, keys already in flight advance
-// without it (advanceLoop), and at low load, where a claim takes a
-// fraction of a millisecond, the rest is as short.
-const claimRest = 3
+// claimRest spaces out full claims that found nothing and took long: the
+// next one starts no sooner than claimRest times the last one's duration
+// after it. Such a claim read past every due row without finding one it
+// could take (on PostgreSQL: the rows of keys in flight or backing off);
+// without a rest, every commit (Notify) and every settled batch would
+// start another, and with a deep backlog of keys in flight the claims
+// would take most of the database's time while finding nothing
+// (bench/README.md). So those claims of one relay take at most a quarter
+// of one connection's time; keys already in flight advance without them
+// (advanceLoop). A claim that found rows, or took less than
+// claimRestAfter, gets no rest: the next commit is claimed at once (a
+// rest after every short claim tripled the commit-to-confirmed time at
+// one writer and halved end-to-end throughput, bench/README.md).
+const (
+	claimRest      = 3
+	claimRestAfter = 5 * time.Millisecond
+)
 
 // spawn publishes claimed rows, each in its own goroutine, unless Close
 // has started draining (then their leases are given up by Close).

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/domainevents/domainevents/broker"
@@ -72,8 +73,13 @@ func (r *Relay) claim(cc *claimConn, n int, keys []string) ([]row, error) {
 	q := r.s.q
 	lease := r.c.lease.Microseconds()
 	heads := make([]any, 0, len(keys)+1)
-	for _, k := range keys {
-		heads = append(heads, k)
+	switch {
+	case r.s.dialect == Postgres && len(keys) > 0:
+		heads = append(heads, pgArray(keys)) // one text[]
+	default:
+		for _, k := range keys {
+			heads = append(heads, k)
+		}
 	}
 	heads = append(heads, n)
 	var rows []row
@@ -140,6 +146,29 @@ func (r *Relay) claimMySQL(ctx context.Context, nkeys int, heads []any, lease in
 		return nil, err
 	}
 	return rows, tx.Commit()
+}
+
+// pgArray is strs as a PostgreSQL array literal ({"a","b"}), for a
+// ?::text[] argument: a string, so that every driver sends it as it is
+// (lib/pq takes no []string).
+func pgArray(strs []string) string {
+	var b strings.Builder
+	b.WriteByte('{')
+	for i, s := range strs {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteByte('"')
+		for j := 0; j < len(s); j++ {
+			if s[j] == '"' || s[j] == '\\' {
+				b.WriteByte('\\')
+			}
+			b.WriteByte(s[j])
+		}
+		b.WriteByte('"')
+	}
+	b.WriteByte('}')
+	return b.String()
 }
 
 type querier interface {
