@@ -125,9 +125,12 @@ func perEvent(before, after dbSnapshot, n int64) (stmts, turns float64, kinds []
 // statementKinds names the statements of the outbox, the bench and
 // Watermill's SQL adapter by what they contain; the first match wins.
 var statementKinds = []struct{ kind, has string }{
-	// outbox relay, PostgreSQL: the claim is one statement.
+	// outbox relay, PostgreSQL: the claim is one statement (the first two:
+	// before the relay's changes of issue 21).
 	{"claim-advance", "FROM (VALUES"},
 	{"claim-full", "DISTINCT ON (msg_key)"},
+	{"claim-advance", "FROM unnest("},
+	{"claim-full", "AND p.seq < o.seq)"},
 	// outbox relay, MySQL: heads, lock, lease in one transaction.
 	{"heads-advance", "GROUP BY msg_key) h"}, // refined below: with "msg_key IN"
 	{"proto-claim", "CROSS JOIN LATERAL (SELECT x."},

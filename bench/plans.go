@@ -117,7 +117,7 @@ func pgPlans(ctx context.Context) error {
 	defer drop()
 	full, adv := counter.sample("claim-full"), counter.sample("claim-advance")
 	fmt.Printf("## PostgreSQL: the relay's full claim\n\n```sql\n%s\n```\n\n## and its advance claim (%d keys here)\n\n```sql\n%s\n```\n\n",
-		full, strings.Count(adv, "::text"), adv)
+		full, max(strings.Count(adv, "::text)"), 1), adv)
 	db, err := d.open(nil)
 	if err != nil {
 		return err
@@ -257,6 +257,14 @@ func pgPlans(ctx context.Context) error {
 	}
 	rows.Close()
 	advN := advanceSQL(adv, len(keys))
+	if strings.Contains(adv, "unnest(") {
+		// The keys are one text[] argument.
+		var arr []string
+		for _, k := range keys {
+			arr = append(arr, `"`+strings.Trim(k, "'")+`"`)
+		}
+		keys = []string{"'{" + strings.Join(arr, ",") + "}'"}
+	}
 	plan, ms, err = explain(literal(advN, append(keys, "100", "'plans'", "30000000")...))
 	if err != nil {
 		return err

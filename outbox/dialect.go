@@ -288,7 +288,8 @@ type queries struct {
 	// version) to be claimed.
 	cols, due string
 	colsOf    func(alias string) string
-	// markPublished needs the id list appended; markRetry, markDead one row.
+	// markPublished needs the id list appended (PostgreSQL: one text[]
+	// argument, "= ANY(...)" already there); markRetry, markDead one row.
 	markPublished, markRetry, markDead, release string
 	prune, pruneKeys, backlog                   string
 	inboxInsert, inboxCleanup                   string
@@ -357,6 +358,12 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ` + now + `, ` + now + `)`
 
 	q.markPublished = `UPDATE ` + o + ` SET state = 1, published_at = ` + now + `, lease_owner = NULL, lease_until = NULL
 WHERE state = 0 AND lease_owner = ? AND id IN `
+	if d == Postgres {
+		// One statement text for every batch size: pgx prepares each new
+		// text once per connection (a round trip, and a place in its
+		// statement cache).
+		q.markPublished = strings.TrimSuffix(q.markPublished, " IN ") + ` = ANY(?::text[])`
+	}
 	q.markRetry = `UPDATE ` + o + ` SET next_attempt_at = ` + q.plus("?") + `, last_error = ?, lease_owner = NULL, lease_until = NULL
 WHERE state = 0 AND lease_owner = ? AND id = ?`
 	q.markDead = `UPDATE ` + o + ` SET state = 2, dead_at = ` + now + `, last_error = ?, lease_owner = NULL, lease_until = NULL
@@ -460,34 +467,37 @@ func (q queries) in(first, n int) string {
 //
 // With keys, the claim looks only at those keys (the ones the relay just
 // settled: their next rows are the heads to take next), a few index
-// probes; without, at every key, one pass over the pending rows.
+// probes; without, at every key: on PostgreSQL the due rows in due order
+// until the batch is full, on MySQL and SQLite one pass over the pending
+// rows.
 
 // headsSQL selects the ids of at most limit due heads, of keys only when
-// nkeys > 0, in next_attempt_at order. Arguments: the keys, then limit.
+// nkeys > 0, in next_attempt_at order. Arguments: the keys (PostgreSQL:
+// one text[] array literal, see pgArray), then limit.
 func (q queries) headsSQL(nkeys int) string {
 	o := q.outbox
 	if q.d == Postgres {
 		if nkeys > 0 {
-			// One index probe per key: its lowest pending seq.
-			var vals strings.Builder
-			for i := range nkeys {
-				if i > 0 {
-					vals.WriteString(", ")
-				}
-				vals.WriteString("(?::text)")
-			}
-			return `SELECT h.id FROM (VALUES ` + vals.String() + `) AS k(msg_key)
+			// One index probe per key: its lowest pending seq. The keys
+			// are one text[] argument: one statement text for any number.
+			return `SELECT h.id FROM unnest(?::text[]) AS k(msg_key)
     CROSS JOIN LATERAL (SELECT p.id, p.next_attempt_at, p.lease_until FROM ` + o + ` p
                         WHERE p.state = 0 AND p.msg_key = k.msg_key ORDER BY p.seq LIMIT 1) h
     WHERE h.next_attempt_at <= now() AND (h.lease_until IS NULL OR h.lease_until <= now())
     ORDER BY h.next_attempt_at LIMIT ?`
 		}
-		// One ordered pass over the pending-rows index, and no join for the
-		// planner to get wrong on a table it has no statistics for yet.
-		return `SELECT h.id FROM (SELECT DISTINCT ON (msg_key) id, next_attempt_at, lease_until FROM ` + o + `
-                      WHERE state = 0 ORDER BY msg_key, seq) h
-    WHERE h.next_attempt_at <= now() AND (h.lease_until IS NULL OR h.lease_until <= now())
-    ORDER BY h.next_attempt_at LIMIT ?`
+		// The due rows in next_attempt_at order (the due index), each
+		// with one probe of the pending-heads index for a lower pending
+		// seq of its key, until limit heads are found: it reads about the
+		// batch when most due rows are heads, not every pending row, and
+		// needs no sort. It reads further past rows of keys whose head is
+		// in flight or backing off (each rejected by its probe); the relay
+		// spaces such claims out (see claimLoop). Planned for the table
+		// as it is (claimConn).
+		return `SELECT o.id FROM ` + o + ` o
+    WHERE o.state = 0 AND o.next_attempt_at <= now() AND (o.lease_until IS NULL OR o.lease_until <= now())
+      AND NOT EXISTS (SELECT 1 FROM ` + o + ` p WHERE p.state = 0 AND p.msg_key = o.msg_key AND p.seq < o.seq)
+    ORDER BY o.next_attempt_at LIMIT ?`
 	}
 	// min(seq) per key: a loose index scan on InnoDB's (state, msg_key,
 	// seq), one pass over SQLite's partial index. (A NOT EXISTS probe per

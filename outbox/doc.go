@@ -46,11 +46,13 @@
 // rows in one statement (PostgreSQL, SQLite) or one short transaction at
 // READ COMMITTED (MySQL, see below):
 //
-//	SELECT the head of each key: its pending row with the lowest seq
-//	  (PostgreSQL: DISTINCT ON (key) over the pending-rows index; MySQL,
-//	  SQLite: min(seq) GROUP BY key), keep those due and whose lease is
-//	  free or ran out, oldest first, LIMIT batch; then lock each one by id
-//	  FOR UPDATE SKIP LOCKED, re-checking its state and lease
+//	SELECT the heads of the keys: pending rows with no pending row of a
+//	  lower seq in their key, due, whose lease is free or ran out, oldest
+//	  first, LIMIT batch (PostgreSQL: the due rows in due order, each
+//	  with one probe of the pending-rows index, until the batch is full;
+//	  MySQL, SQLite: min(seq) GROUP BY key over the pending rows); then
+//	  lock each one by id FOR UPDATE SKIP LOCKED, re-checking its state
+//	  and lease
 //	UPDATE them: lease_owner = me, lease_until = now + lease, attempts + 1
 //
 // and publishes the batch concurrently, each row once the row before it in
@@ -108,7 +110,13 @@
 // [Store.Transact] or [Store.Notify], when a failed or dead row lets its
 // key move on, when there is room in flight again, and every poll interval
 // ([WithPollInterval]) for rows committed by other processes and rows
-// backing off. No
+// backing off; one that took 5 ms or more and found nothing is not
+// repeated for three times its own duration, so that a deep backlog of
+// keys in flight does not make every commit rescan it. On PostgreSQL the
+// claims run on connections set to plan each claim for the table as it
+// is (plan_cache_mode = force_custom_plan; see [Relay]): a generic plan
+// cached while the table was nearly empty could cost a scan of the
+// pending rows per head, and the relay would fall behind for good. No
 // LISTEN/NOTIFY: it does not survive PgBouncer's transaction pooling, and
 // the in-process wake-up covers the writer's own process.
 //

@@ -28,6 +28,13 @@ import (
 // configuration), not a retry layer with a dead-letter sink: the table is
 // the durable store and the relay waits for the broker itself, while a
 // spool would take a key's event out of its order.
+//
+// On PostgreSQL a relay keeps two connections of the Store's *sql.DB for
+// its claims (the claim loop's and the advancer's), set to plan each claim
+// for the table as it is (plan_cache_mode = force_custom_plan, session
+// level: behind a pooler in transaction mode, give the relay a direct
+// connection); size the pool with them in mind. Its marks and settles use
+// the pool as it comes.
 type Relay struct {
 	s     *Store
 	b     broker.Broker
@@ -140,6 +147,8 @@ type result struct {
 // failed or dead row, room in flight again), the poll interval, or Close.
 func (r *Relay) claimLoop() {
 	defer r.claimer.Done()
+	var cc claimConn
+	defer cc.drop()
 	poll := time.NewTimer(0)
 	defer poll.Stop()
 	var failures int
@@ -156,8 +165,13 @@ func (r *Relay) claimLoop() {
 		}
 		n := min(room, r.c.batch)
 		got := 0
+		var quiet time.Time // when a full claim may run again after a long one that found nothing
 		if n > 0 {
-			rows, err := r.claim(n, nil)
+			start := time.Now()
+			rows, err := r.claim(&cc, n, nil)
+			if took := time.Since(start); err == nil && len(rows) == 0 && took >= claimRestAfter {
+				quiet = time.Now().Add(claimRest * took)
+			}
 			if err != nil {
 				failures++
 				r.setErr(err)
@@ -192,8 +206,29 @@ func (r *Relay) claimLoop() {
 		case <-r.closing.Done():
 			return
 		}
+		if d := time.Until(quiet); d > 0 && !r.sleep(d) {
+			return
+		}
 	}
 }
+
+// claimRest spaces out full claims that found nothing and took long: the
+// next one starts no sooner than claimRest times the last one's duration
+// after it. Such a claim read past every due row without finding one it
+// could take (on PostgreSQL: the rows of keys in flight or backing off);
+// without a rest, every commit (Notify) and every settled batch would
+// start another, and with a deep backlog of keys in flight the claims
+// would take most of the database's time while finding nothing
+// (bench/README.md). So those claims of one relay take at most a quarter
+// of one connection's time; keys already in flight advance without them
+// (advanceLoop). A claim that found rows, or took less than
+// claimRestAfter, gets no rest: the next commit is claimed at once (a
+// rest after every short claim tripled the commit-to-confirmed time at
+// one writer and halved end-to-end throughput, bench/README.md).
+const (
+	claimRest      = 3
+	claimRestAfter = 5 * time.Millisecond
+)
 
 // spawn publishes claimed rows, each in its own goroutine, unless Close
 // has started draining (then their leases are given up by Close).
@@ -212,11 +247,11 @@ func (r *Relay) spawn(rows []row) {
 
 // advance claims the next heads of keys, whose rows this relay just
 // published: a few index probes instead of a scan of every key.
-func (r *Relay) advance(keys []string) {
+func (r *Relay) advance(cc *claimConn, keys []string) {
 	if r.closing.Begun() || len(keys) == 0 {
 		return
 	}
-	rows, err := r.claim(len(keys), keys)
+	rows, err := r.claim(cc, len(keys), keys)
 	if err != nil {
 		r.setErr(err)
 		r.wakeClaimer() // the next full claim takes them
@@ -306,6 +341,8 @@ func (r *Relay) markLoop() {
 // and claiming overlap.
 func (r *Relay) advanceLoop() {
 	defer r.advancer.Done()
+	var cc claimConn
+	defer cc.drop()
 	for keys := range r.advances {
 		seen := make(map[string]bool, len(keys))
 		for _, k := range keys {
@@ -328,7 +365,7 @@ func (r *Relay) advanceLoop() {
 				break more
 			}
 		}
-		r.advance(keys)
+		r.advance(&cc, keys)
 	}
 }
 

@@ -3,6 +3,7 @@ package outbox
 import (
 	"context"
 	"errors"
+	"strings"
 	"time"
 
 	"github.com/domainevents/domainevents/broker"
@@ -13,12 +14,27 @@ import (
 func (r *Relay) markPublished(ok []result) []string {
 	args := make([]any, 0, len(ok)+1)
 	args = append(args, r.owner)
-	for _, res := range ok {
-		args = append(args, res.row.msg.ID)
+	stmt := r.s.q.markPublished
+	if r.s.dialect == Postgres {
+		ids := make([]string, len(ok))
+		for i, res := range ok {
+			ids[i] = res.row.msg.ID
+		}
+		args = append(args, pgArray(ids)) // one text[]
+	} else {
+		for _, res := range ok {
+			args = append(args, res.row.msg.ID)
+		}
+		stmt += r.s.q.in(1, len(ok))
 	}
 	ctx, cancel := context.WithTimeout(r.run, r.c.lease/2)
 	defer cancel()
-	res, err := r.s.db.ExecContext(ctx, r.s.q.markPublished+r.s.q.in(1, len(ok)), args...)
+	res, err := r.s.db.ExecContext(ctx, stmt, args...)
+	for try := 1; err != nil && try < 3 && deadlock(err) && ctx.Err() == nil; try++ {
+		// The database chose this mark as a deadlock's victim and rolled
+		// it back: it changed nothing; marking again is safe.
+		res, err = r.s.db.ExecContext(ctx, stmt, args...)
+	}
 	if err != nil {
 		// Unmarked rows stay leased until the lease ends, then are
 		// published again: a duplicate, never a loss.
@@ -135,4 +151,12 @@ func (r *Relay) markDead(ctx context.Context, w row, cat, reason string) error {
 	r.observe(broker.Observation{Kind: broker.ObservedDeadLetter, MessageID: w.msg.ID, MessageName: w.msg.Name,
 		Category: cat, Attempt: w.attempts})
 	return nil
+}
+
+// deadlock reports a statement the database rolled back to break a
+// deadlock (MySQL and MariaDB error 1213, PostgreSQL SQLSTATE 40P01), by
+// its text: the library imports no driver.
+func deadlock(err error) bool {
+	s := err.Error()
+	return strings.Contains(s, "Error 1213") || strings.Contains(s, "40P01") || strings.Contains(s, "deadlock detected")
 }
