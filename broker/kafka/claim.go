@@ -195,13 +195,13 @@ func (c *claim) end() bool {
 		defer cancel()
 	}
 	c.s.log.Debug("kafka: claim ending", "topic", c.topic, "partition", c.partition, "running", c.lanes.Stats().Running)
-	if err := c.lanes.Close(ctx); err != nil && c.s.handlers.Err() == nil {
+	err := c.lanes.Close(ctx)
+	if err != nil && c.s.handlers.Err() == nil {
 		c.s.log.Warn("kafka: handlers still running after the rebalance timeout: their records are handled again by the partition's next owner",
 			"topic", c.topic, "partition", c.partition, "wait", c.s.revokeWait, "running", c.lanes.Stats().Running)
 		c.s.straggle(c.lanes)
-		return false
-	}
-	return true
+	} // else Close gave up on them: they end on their own
+	return err == nil
 }
 
 // cooperative says whether a group with these balance strategies uses
