@@ -2,6 +2,7 @@ package kafka
 
 import (
 	"context"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -18,6 +19,19 @@ import (
 // them; the lanes' workers handle, retry and dead-letter them and settle
 // each finished one, which moves the partition's commit point (a
 // lanes.Watermark: the lowest offset not yet finished) and marks it.
+//
+// At WithConcurrency(1) (and an eager rebalance protocol, sarama's
+// default) feed runs on a goroutine of its own and hands each record to
+// lanes.Dispatcher.Run, which handles it on feed's goroutine while the
+// lanes hold nothing: no hand-over to a worker per record. A record whose
+// first attempt fails waits for its retry on its lane, and the records
+// after it go to the lanes' worker until they are empty again, so a key
+// waiting for a retry still holds up no other key. ConsumeClaim waits for
+// feed or for the session's end, whichever comes first, then for the
+// handlers as end allows: a stuck handler keeps feed, not the rebalance.
+// (A cooperative rebalance revokes a claim by closing its messages only,
+// which feed cannot see while it runs a handler: there every record goes
+// to the worker.)
 //
 // Lock order: claim.mu, then sarama's offset manager (MarkOffset). The
 // dispatcher's lock is never held while claim.mu is taken (lanes calls
@@ -52,7 +66,8 @@ type claim struct {
 	topic     string
 	partition int32
 	lanes     *lanes.Dispatcher[record]
-	window    int // most records started and not yet below the commit point
+	inline    bool // feed runs handlers itself (lanes.Dispatcher.Run)
+	window    int  // most records started and not yet below the commit point
 
 	mu      sync.Mutex
 	wm      lanes.Watermark
@@ -63,7 +78,8 @@ type claim struct {
 func (s *Subscriber) newClaim(sess sarama.ConsumerGroupSession, topic string, partition int32) (*claim, error) {
 	capacity := max(minClaimCapacity, 4*s.opts.concurrency)
 	c := &claim{s: s, sess: sess, topic: topic, partition: partition,
-		window: max(minUncommitted, 2*capacity), moved: make(chan struct{})}
+		window: max(minUncommitted, 2*capacity), moved: make(chan struct{}),
+		inline: s.opts.concurrency == 1 && !s.cooperative}
 	d, err := lanes.New(lanes.Config[record]{
 		Workers:          s.opts.concurrency,
 		Capacity:         capacity,
@@ -111,7 +127,13 @@ func (c *claim) feed(ctx context.Context, msgs <-chan *sarama.ConsumerMessage) {
 		}
 		// An item Add refuses (ctx ended) stays unfinished: the commit
 		// point stops below it and the next owner handles it.
-		if c.lanes.Add(ctx, lanes.Item[record]{Key: d.Key, Delivery: d, Value: m}) != nil {
+		it := lanes.Item[record]{Key: d.Key, Delivery: d, Value: m}
+		if c.inline {
+			err = c.lanes.Run(ctx, it)
+		} else {
+			err = c.lanes.Add(ctx, it)
+		}
+		if err != nil {
 			return
 		}
 	}
@@ -163,8 +185,9 @@ func (c *claim) settle(it *lanes.Item[record], o lanes.Outcome) {
 // retry) are abandoned, the running handlers finish and are settled (their
 // offsets marked before sarama commits the session's). For a rebalance the
 // wait is bounded by the group's rebalance timeout (the coordinator has
-// moved on by then); for Close, by Close's ctx.
-func (c *claim) end() {
+// moved on by then); for Close, by Close's ctx. It says whether every
+// handler finished.
+func (c *claim) end() bool {
 	ctx := c.s.handlers // ends when Close gives up
 	if c.s.stop.Err() == nil {
 		var cancel context.CancelFunc
@@ -172,11 +195,29 @@ func (c *claim) end() {
 		defer cancel()
 	}
 	c.s.log.Debug("kafka: claim ending", "topic", c.topic, "partition", c.partition, "running", c.lanes.Stats().Running)
-	if err := c.lanes.Close(ctx); err != nil && c.s.handlers.Err() == nil {
+	err := c.lanes.Close(ctx)
+	if err != nil && c.s.handlers.Err() == nil {
 		c.s.log.Warn("kafka: handlers still running after the rebalance timeout: their records are handled again by the partition's next owner",
 			"topic", c.topic, "partition", c.partition, "wait", c.s.revokeWait, "running", c.lanes.Stats().Running)
 		c.s.straggle(c.lanes)
+	} // else Close gave up on them: they end on their own
+	return err == nil
+}
+
+// cooperative says whether a group with these balance strategies uses
+// the cooperative rebalance protocol: every strategy supports it (as
+// sarama decides).
+func cooperative(strategies []sarama.BalanceStrategy) bool {
+	if len(strategies) == 0 {
+		return false
 	}
+	for _, st := range strategies {
+		p, ok := st.(sarama.RebalanceProtocolBalanceStrategy)
+		if !ok || !slices.Contains(p.SupportedProtocols(), sarama.RebalanceProtocolCooperative) {
+			return false
+		}
+	}
+	return true
 }
 
 // call runs the handler, counting it in flight.

@@ -250,6 +250,54 @@ func TestStateClaimRevokeTimeout(t *testing.T) {
 	assert.Equal(t, int64(-1), g.committed(), "its late success is not marked: the claim is gone")
 }
 
+// At WithConcurrency(1) the claim's feed runs handlers itself: a stuck
+// one still lets the rebalance go on after the timeout (its ctx
+// cancelled, its record not marked), the next session starts, and Close
+// waits for it.
+func TestStateClaimRevokeTimeoutInline(t *testing.T) {
+	checkNoLeak(t)
+	inside, release := make(chan struct{}), make(chan struct{})
+	var stuckCtx context.Context
+	h := func(ctx context.Context, d broker.Delivery) error {
+		if d.ID == "stuck/1" {
+			stuckCtx = ctx
+			close(inside)
+			<-release // ignores ctx
+		}
+		return nil
+	}
+	g := newFakeGroup()
+	s, client, _ := fakeSubscriber(t, g, h, nil, 3, func(s *Subscriber) { s.revokeWait = time.Millisecond })
+	require.Equal(t, 1, s.opts.concurrency)
+	feed(t, g, []*sarama.ConsumerMessage{keyed("other", 0, 0), keyed("stuck", 1, 1)})
+	<-inside
+	brokertest.WaitFor(t, time.Minute, "the first record committed", func() bool { return g.committed() == 1 })
+	g.rebalance()
+	brokertest.WaitFor(t, time.Minute, "the next session, without the stuck handler", func() bool { return g.calls.Load() == 2 })
+	assert.ErrorIs(t, stuckCtx.Err(), context.Canceled, "the stuck handler's ctx was cancelled")
+	assert.Equal(t, int64(1), g.committed(), "the stuck record is not marked")
+
+	closed := make(chan error, 1)
+	go func() { closed <- s.Close(context.Background()) }()
+	brokertest.WaitFor(t, time.Minute, "the group left", func() bool { return client.closes.Load() == 1 })
+	select {
+	case err := <-closed:
+		t.Fatalf("Close returned (%v) while a handler of a revoked claim ran", err)
+	default:
+	}
+	close(release)
+	require.NoError(t, waitErr(t, closed))
+	assert.Zero(t, s.Stats().InFlight)
+	assert.Equal(t, int64(1), g.committed(), "its late success is not marked: the claim is gone")
+}
+
+func TestCooperative(t *testing.T) {
+	assert.False(t, cooperative(nil))
+	assert.False(t, cooperative([]sarama.BalanceStrategy{sarama.NewBalanceStrategyRange()}))
+	assert.True(t, cooperative([]sarama.BalanceStrategy{sarama.NewBalanceStrategyCooperativeSticky()}))
+	assert.False(t, cooperative([]sarama.BalanceStrategy{sarama.NewBalanceStrategyCooperativeSticky(), sarama.NewBalanceStrategySticky()}))
+}
+
 // The partition stops fetching once minUncommitted records are past its
 // commit point (one record held, the others handled), and goes on once
 // the held one finishes.

@@ -114,9 +114,27 @@ func (g groupHandler) ConsumeClaim(sess sarama.ConsumerGroupSession, cl sarama.C
 	}
 	ctx, cancel := context.WithCancel(sess.Context())
 	stop := context.AfterFunc(g.s.handlers, cancel) // Close gave up
-	c.feed(ctx, cl.Messages())
+	if !c.inline {
+		c.feed(ctx, cl.Messages())
+		stop()
+		cancel()
+		c.end()
+		return nil
+	}
+	// feed runs handlers: it may be stuck in one when the session ends.
+	fed := make(chan struct{})
+	go func() {
+		defer close(fed)
+		c.feed(ctx, cl.Messages())
+	}()
+	select {
+	case <-fed:
+	case <-ctx.Done():
+	}
 	stop()
 	cancel()
-	c.end()
+	if c.end() {
+		<-fed // its handler finished: feed returns at once (ctx ended)
+	} // else feed ends with its handler, which Close joins (straggle)
 	return nil
 }

@@ -154,7 +154,10 @@
 // partition's other keys go on; once it is dead-lettered (or handled) the
 // key moves on. n = 1 is the same engine with one handler per partition:
 // one record at a time, and a key waiting for a retry does not hold up the
-// other keys of its partition.
+// other keys of its partition. (At 1, with an eager rebalance protocol,
+// sarama's default, the goroutine reading the partition runs the handler
+// itself while no record waits for a retry, sparing a hand-over per
+// record.)
 //
 // Offsets are committed up to the lowest record not yet finished, never
 // past it, so a crash loses nothing; what the next owner handles again is

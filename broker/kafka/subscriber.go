@@ -40,16 +40,17 @@ type Subscriber struct {
 	// lanes, unless its ctx ends first; a lanes worker whose handler Close
 	// gave up on ends with that handler.
 
-	opts       subscriberOptions
-	topic      string
-	groupID    string
-	handler    broker.Handler
-	log        *slog.Logger
-	conn       *connector[groupLink]
-	dlq        *Broker
-	retry      backoff.Policy            // between a handler's attempts
-	rejoin     func(n int) time.Duration // before the n-th Consume after consecutive failures
-	revokeWait time.Duration             // how long a claim ended by a rebalance waits for its handlers
+	opts        subscriberOptions
+	topic       string
+	groupID     string
+	handler     broker.Handler
+	log         *slog.Logger
+	conn        *connector[groupLink]
+	dlq         *Broker
+	retry       backoff.Policy            // between a handler's attempts
+	rejoin      func(n int) time.Duration // before the n-th Consume after consecutive failures
+	revokeWait  time.Duration             // how long a claim ended by a rebalance waits for its handlers
+	cooperative bool                      // the group's rebalance protocol is cooperative (claims revoked by closing their messages only)
 
 	mu         sync.Mutex
 	state      state
@@ -87,6 +88,7 @@ func NewSubscriber(ctx context.Context, cfg broker.Config, groupID string, h bro
 	if t := sc.Consumer.Group.Rebalance.Timeout; t > 0 {
 		s.revokeWait = t
 	}
+	s.cooperative = cooperative(sc.Consumer.Group.Rebalance.GroupStrategies)
 	var link *groupLink
 	if !o.lazy {
 		l, err := s.conn.run(ctx, true)

@@ -90,7 +90,9 @@ type Config[T any] struct {
 	// Logger is where broker/adapter.CallHandler logs a panicking
 	// handler's stack (once per panic). Nil: slog.Default().
 	Logger *slog.Logger
-	// Settle is told how each item left (see the package doc).
+	// Settle is told how each item left (see the package doc). It and the
+	// other callbacks must not keep it past their return: its memory
+	// holds the next items.
 	Settle func(it *Item[T], o Outcome)
 	// DeadLetter stores a dead item's dead letter (cause is the handler's
 	// last error); an error makes it try again after the backoff, holding
@@ -132,10 +134,12 @@ type Dispatcher[T any] struct {
 	waiters int                 // Add and Idle calls waiting on room
 	closed  bool
 	running int
-	spare   []*lane[T] // lanes emptied by their worker, for new keys: no allocation per key
+	spare   []*lane[T]  // lanes emptied by their worker, for new keys: no allocation per key
+	free    []*entry[T] // entries settled by a worker, for new items: no allocation per item
 
 	workers, timers sync.WaitGroup
 	aborted         atomic.Bool // Close gave up on the running handlers
+	closing         atomic.Bool // closed, read without mu
 
 	handled, retried, deadLettered, abandoned atomic.Int64
 }
@@ -219,7 +223,7 @@ func (d *Dispatcher[T]) Add(ctx context.Context, it Item[T]) error {
 		}
 		l := d.lanes[it.Key]
 		if d.total < d.c.Capacity && (l == nil || len(l.q) < d.c.LaneCapacity) {
-			e := &entry[T]{Item: it}
+			e := d.newEntry(it)
 			if l == nil {
 				l = d.newLane(it.Key)
 				l.q = append(l.q, e)
@@ -270,6 +274,19 @@ func (d *Dispatcher[T]) newLane(key string) *lane[T] {
 		return l
 	}
 	return &lane[T]{key: key}
+}
+
+// newEntry returns an entry holding it, a free one if there is. Called
+// with mu held.
+func (d *Dispatcher[T]) newEntry(it Item[T]) *entry[T] {
+	if n := len(d.free); n > 0 {
+		e := d.free[n-1]
+		d.free[n-1] = nil
+		d.free = d.free[:n-1]
+		e.Item = it
+		return e
+	}
+	return &entry[T]{Item: it}
 }
 
 // push queues lane l for a worker. Called with mu held.
@@ -323,11 +340,7 @@ func (d *Dispatcher[T]) run(l *lane[T]) {
 		if o == 0 { // try again after wait, holding the lane
 			if !d.closed && !e.gone() {
 				d.running--
-				l.state = waiting
-				d.timers.Add(1)
-				l.gen++
-				gen := l.gen
-				l.timer = time.AfterFunc(wait, func() { d.wake(l, gen) })
+				d.hold(l, wait)
 				return
 			}
 			o = Abandoned
@@ -339,6 +352,10 @@ func (d *Dispatcher[T]) run(l *lane[T]) {
 		l.q[len(l.q)-1] = nil
 		l.q = l.q[:len(l.q)-1]
 		d.left(1)
+		if len(d.free) < d.c.Capacity { // Settle has returned: nothing refers to e
+			*e = entry[T]{}
+			d.free = append(d.free, e)
+		}
 		switch {
 		case len(l.q) == 0:
 			delete(d.lanes, l.key)
@@ -358,6 +375,68 @@ func (d *Dispatcher[T]) run(l *lane[T]) {
 			return
 		}
 	}
+}
+
+// hold makes lane l wait before its head's next attempt. Called with mu
+// held.
+func (d *Dispatcher[T]) hold(l *lane[T], wait time.Duration) {
+	l.state = waiting
+	d.timers.Add(1)
+	l.gen++
+	gen := l.gen
+	l.timer = time.AfterFunc(wait, func() { d.wake(l, gen) })
+}
+
+// Run is Add for a dispatcher of one worker (Workers 1) whose feeder can
+// spare its goroutine: when the dispatcher holds no item, Run makes the
+// item's first attempt on the calling goroutine (the handler's ctx is the
+// workers') and settles it there, sparing the hand-over to the worker. If
+// that attempt fails and the item is to be tried again, its lane waits
+// for the backoff as on the worker, the later items of its key behind it
+// and the other keys going on (on the worker: Run hands every item over
+// while the dispatcher holds one). Close waits for a running Run's
+// handler as for a worker's. Otherwise (more workers, items held) it is
+// Add. Like Add, it is for the stream's one feeder goroutine.
+func (d *Dispatcher[T]) Run(ctx context.Context, it Item[T]) error {
+	d.mu.Lock()
+	if d.c.Workers != 1 || d.total > 0 || d.closed {
+		d.mu.Unlock()
+		return d.Add(ctx, it)
+	}
+	// Nothing held, and only this goroutine adds: the dispatcher stays
+	// empty but for e until Run returns. Counted as a worker (there is
+	// one, not closed: the count is above zero), so Close waits for it.
+	e := d.newEntry(it)
+	d.total++
+	d.running++
+	d.workers.Add(1)
+	d.mu.Unlock()
+	defer d.workers.Done()
+	o, wait := d.step(e)
+	d.mu.Lock()
+	if o == 0 {
+		if !d.closed && !e.gone() {
+			l := d.newLane(e.Key) // none holds items: the dispatcher held none
+			l.q = append(l.q, e)
+			d.lanes[e.Key] = l
+			d.running--
+			d.hold(l, wait)
+			d.mu.Unlock()
+			return nil
+		}
+		o = Abandoned
+	}
+	d.mu.Unlock()
+	d.settle(e, o)
+	d.mu.Lock()
+	d.running--
+	d.left(1)
+	if len(d.free) < d.c.Capacity {
+		*e = entry[T]{}
+		d.free = append(d.free, e)
+	}
+	d.mu.Unlock()
+	return nil
 }
 
 // step makes one attempt at e: its handler call, or storing its dead
@@ -413,11 +492,7 @@ func (d *Dispatcher[T]) step(e *entry[T]) (Outcome, time.Duration) {
 	return 0, wait
 }
 
-func (d *Dispatcher[T]) isClosed() bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.closed
-}
+func (d *Dispatcher[T]) isClosed() bool { return d.closing.Load() }
 
 // wake queues a lane whose retry (number gen) is due, unless Close or
 // Expire stopped that wait meanwhile.
@@ -524,6 +599,7 @@ func (d *Dispatcher[T]) Close(ctx context.Context) error {
 	d.mu.Lock()
 	if !d.closed {
 		d.closed = true
+		d.closing.Store(true)
 		for key, l := range d.lanes {
 			from := 0
 			if l.state == running {

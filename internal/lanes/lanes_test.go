@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -264,6 +265,68 @@ func TestRetryHoldsLane(t *testing.T) {
 		assert.LessOrEqual(t, w, 2*time.Millisecond, "the wait is the backoff's")
 	}
 }
+
+// TestRun: with one worker, Run handles an item on the caller's goroutine
+// while nothing is held; a failed first attempt waits for its retry on
+// its lane, its key's later items behind it, while the other keys go on
+// (handed to the worker); once the dispatcher is empty again Run handles
+// inline again. Every item is settled once, each key in order.
+func TestRun(t *testing.T) {
+	j := newJournal()
+	release := make(chan struct{})
+	var inline atomic.Int64
+	var caller atomic.Pointer[string]
+	d := newDispatcher(t, lanes.Config[int]{Workers: 1, MaxAttempts: 1 << 30,
+		Backoff: backoff.Policy{Initial: time.Millisecond, Max: 2 * time.Millisecond},
+		Handler: func(ctx context.Context, d broker.Delivery) error {
+			j.enter(d)
+			defer j.leave(d)
+			if v, _ := ctx.Value(runKey{}).(string); v != "" {
+				t.Error("the handler's ctx is the workers', not Run's")
+			}
+			if p := caller.Load(); p != nil && *p == d.ID {
+				inline.Add(1)
+			}
+			if d.Key == "a" && num(d) == 0 {
+				select {
+				case <-release:
+					return nil
+				default:
+					return errors.New("not yet")
+				}
+			}
+			return nil
+		},
+		Settle: j.settle})
+	ctx := context.WithValue(context.Background(), runKey{}, "run")
+	run := func(it lanes.Item[int]) {
+		id := it.Delivery.ID
+		caller.Store(&id)
+		require.NoError(t, d.Run(ctx, it))
+		caller.Store(nil)
+	}
+	run(item("c", 0))
+	assert.Equal(t, []settled{{0, lanes.Handled}}, j.outcomes("c"), "settled before Run returned")
+	run(item("a", 0)) // fails: waits for its retry on its lane
+	assert.Equal(t, 1, d.Stats().Held)
+	run(item("a", 1))
+	for n := range 20 {
+		run(item("b", n))
+	}
+	waitFor(t, "key b handled while a retries", func() bool { return len(j.outcomes("b")) == 20 })
+	assert.Empty(t, j.outcomes("a"), "a's items wait for its failing head")
+	close(release)
+	waitFor(t, "a's items handled", func() bool { return len(j.outcomes("a")) == 2 })
+	assert.Equal(t, []settled{{0, lanes.Handled}, {1, lanes.Handled}}, j.outcomes("a"))
+	require.NoError(t, d.Idle(context.Background()))
+	before := inline.Load()
+	run(item("c", 1))
+	assert.Equal(t, before+1, inline.Load(), "inline again once nothing is held")
+	assert.Equal(t, []settled{{0, lanes.Handled}, {1, lanes.Handled}}, j.outcomes("c"))
+	assert.Zero(t, j.overlap)
+}
+
+type runKey struct{}
 
 // TestDeadLetterThenMoveOn: after MaxAttempts the item is dead-lettered
 // (with its attempts and category) and its key goes on; a permanent error
@@ -605,6 +668,50 @@ func TestWatermark(t *testing.T) {
 	assert.Zero(t, w.Pending())
 	require.NoError(t, w.Add(20))
 	assert.Equal(t, int64(20), w.Commit())
+}
+
+// The watermark against a model over a long random run (items finishing
+// out of order, up to 300 pending, so its marks slide and are reused), and
+// without an allocation per item once its marks have grown.
+func TestWatermarkModel(t *testing.T) {
+	var w lanes.Watermark
+	rng := rand.New(rand.NewPCG(1, 2))
+	pending := []int64{} // started, not finished, in order
+	var added []int64    // started, in order
+	var next, highest int64
+	highest = -1
+	for range 200_000 {
+		if len(pending) < 300 && (len(pending) == 0 || rng.IntN(2) == 0) {
+			next += 1 + int64(rng.IntN(2)) // gaps allowed
+			require.NoError(t, w.Add(next))
+			pending = append(pending, next)
+			added = append(added, next)
+			highest = next
+			continue
+		}
+		i := rng.IntN(min(len(pending), 20))
+		n := pending[i]
+		pending = append(pending[:i], pending[i+1:]...)
+		want := highest + 1
+		if len(pending) > 0 {
+			want = pending[0]
+		}
+		c, moved := w.Done(n)
+		require.Equal(t, want, c, "Done(%d)", n)
+		require.Equal(t, i == 0, moved, "Done(%d) moved", n)
+		below, _ := slices.BinarySearch(added, want)
+		require.Equal(t, len(added)-below, w.Pending(), "pending: from the commit point up")
+	}
+	for _, n := range pending {
+		w.Done(n)
+	}
+	assert.Zero(t, w.Pending())
+	allocs := testing.AllocsPerRun(1000, func() {
+		next++
+		_ = w.Add(next)
+		w.Done(next)
+	})
+	assert.Zero(t, allocs, "allocations per item")
 }
 
 // BenchmarkDispatch is the dispatcher's own cost per item: one feeder, 16
