@@ -10,8 +10,10 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
+	"unicode"
 )
 
 // readmeImports are the packages README snippets may use, by name.
@@ -47,70 +49,123 @@ const readmePrelude = `
 
 var fence = regexp.MustCompile("(?s)```go\n(.*?)```")
 
-// TestREADMESnippetsCompile compiles every Go snippet of README.md as it
-// is pasted, so that they cannot rot: declarations as a file, statements as
-// the body of a function (with the prelude's variables).
-func TestREADMESnippetsCompile(t *testing.T) {
-	readme, err := os.ReadFile("README.md")
+// snippetDocs are the Markdown files whose Go snippets must compile:
+// README.md and every page of docs/.
+func snippetDocs(t *testing.T) []string {
+	t.Helper()
+	pages, err := filepath.Glob(filepath.Join("docs", "*.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	matches := fence.FindAllSubmatchIndex(readme, -1)
-	if len(matches) < 5 {
-		t.Fatalf("found %d Go snippets in README.md: the fence pattern is broken", len(matches))
-	}
+	return append([]string{"README.md"}, pages...)
+}
+
+// snippetSource is where a generated file's snippet comes from: the
+// Markdown file, the line the snippet starts on there, and the line of the
+// generated file that holds the snippet's first line.
+type snippetSource struct {
+	doc      string
+	line     int
+	fileLine int
+}
+
+// vetPosition is a position go vet reports in a generated file.
+var vetPosition = regexp.MustCompile(`[^\s:]*?([A-Za-z0-9_]+_snippet\d+\.go):(\d+)(:\d+)?`)
+
+// TestREADMESnippetsCompile compiles every Go snippet of README.md and of
+// docs/*.md as it is pasted, so that they cannot rot: declarations as a
+// file, statements as the body of a function (with the prelude's
+// variables). Each Markdown file is a package of its own, so two pages may
+// declare the same name; a failure names the file and the line.
+func TestREADMESnippetsCompile(t *testing.T) {
 	dir, err := os.MkdirTemp(".", ".readme-snippets-")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = os.RemoveAll(dir) })
-	var decls, bodies []string
-	lines := map[string]int{} // file -> README line of the snippet
-	for i, m := range matches {
-		snippet := string(readme[m[2]:m[3]])
-		line := 1 + strings.Count(string(readme[:m[2]]), "\n")
-		name := fmt.Sprintf("snippet%02d.go", i)
-		lines[name] = line
-		if _, err := parser.ParseFile(token.NewFileSet(), "", "package p\n"+snippet, 0); err == nil {
-			decls = append(decls, name)
-			writeSnippet(t, filepath.Join(dir, name), snippet, "")
+	sources := map[string]snippetSource{} // generated file name -> where it comes from
+	var pkgs []string
+	total, decls, bodies := 0, 0, 0
+	for _, doc := range snippetDocs(t) {
+		text, err := os.ReadFile(doc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		matches := fence.FindAllSubmatchIndex(text, -1)
+		if doc == "README.md" && len(matches) < 3 {
+			t.Fatalf("found %d Go snippets in README.md: the fence pattern is broken", len(matches))
+		}
+		if len(matches) == 0 {
 			continue
 		}
-		bodies = append(bodies, name)
-		writeSnippet(t, filepath.Join(dir, name), snippet, fmt.Sprintf("func snippet%02d() error", i))
-	}
-	cmd := exec.Command("go", "vet", "./"+dir)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		report := string(out)
-		for name, line := range lines {
-			report = strings.ReplaceAll(report, name+":", fmt.Sprintf("%s (README.md line %d):", name, line))
+		prefix := regexp.MustCompile(`[^A-Za-z0-9]+`).ReplaceAllString(doc, "_")
+		pkg := filepath.Join(dir, prefix)
+		if err := os.Mkdir(pkg, 0o755); err != nil {
+			t.Fatal(err)
 		}
-		t.Fatalf("README snippets do not compile (%d declaration snippets, %d statement snippets):\n%s", len(decls), len(bodies), report)
+		pkgs = append(pkgs, "./"+pkg)
+		for i, m := range matches {
+			snippet := string(text[m[2]:m[3]])
+			line := 1 + strings.Count(string(text[:m[2]]), "\n")
+			name := fmt.Sprintf("%s_snippet%02d.go", prefix, i)
+			fn := ""
+			if _, err := parser.ParseFile(token.NewFileSet(), "", "package p\n"+snippet, 0); err == nil {
+				decls++
+			} else {
+				bodies++
+				fn = fmt.Sprintf("func snippet%02d() error", i)
+			}
+			fileLine := writeSnippet(t, filepath.Join(pkg, name), doc, snippet, fn)
+			sources[name] = snippetSource{doc: doc, line: line, fileLine: fileLine}
+			total++
+		}
 	}
-	t.Logf("%d README snippets compile (%d declarations, %d statements)", len(matches), len(decls), len(bodies))
+	if total < 10 {
+		t.Fatalf("found %d Go snippets in README.md and docs/*.md: the fence pattern is broken", total)
+	}
+	out, err := exec.Command("go", append([]string{"vet"}, pkgs...)...).CombinedOutput()
+	if err != nil {
+		report := vetPosition.ReplaceAllStringFunc(string(out), func(pos string) string {
+			m := vetPosition.FindStringSubmatch(pos)
+			src, ok := sources[m[1]]
+			if !ok {
+				return pos
+			}
+			n, _ := strconv.Atoi(m[2])
+			if n < src.fileLine { // the generated part: name the snippet
+				return fmt.Sprintf("%s (%s, the snippet at line %d)", pos, src.doc, src.line)
+			}
+			return fmt.Sprintf("%s:%d%s (%s)", src.doc, src.line+n-src.fileLine, m[3], m[1])
+		})
+		t.Fatalf("Go snippets do not compile (%d declaration snippets, %d statement snippets):\n%s", decls, bodies, report)
+	}
+	t.Logf("%d snippets of README.md and docs/*.md compile (%d declarations, %d statements)", total, decls, bodies)
 }
 
-// writeSnippet writes a snippet as a file of package snippets, with the
-// imports it uses; statements go into fn's body after the prelude, with
-// every variable they declare marked used.
-func writeSnippet(t *testing.T, path, snippet, fn string) {
+// writeSnippet writes a snippet of doc as a file of package snippets, with
+// the imports it uses; statements go into fn's body after the prelude,
+// with every variable they declare marked used. It returns the line of the
+// file on which the snippet's first line is.
+func writeSnippet(t *testing.T, path, doc, snippet, fn string) int {
 	t.Helper()
 	src := snippet
+	before := "" // what precedes the snippet in src
 	if fn != "" {
-		src = fn + " {\n" + readmePrelude + "{\n" + snippet + "\n" + markUsed(t, snippet) + "}\nreturn nil\n}\n"
+		before = fn + " {\n" + readmePrelude + "{\n"
+		src = before + snippet + "\n" + markUsed(t, snippet) + "}\nreturn nil\n}\n"
 	}
 	var imports []string
 	for _, name := range usedPackages(t, src) {
 		imports = append(imports, fmt.Sprintf("%s %q", name, readmeImports[name]))
 	}
-	body := "// Code generated by TestREADMESnippetsCompile from README.md. DO NOT EDIT.\n\npackage snippets\n\n"
+	body := "// Code generated by TestREADMESnippetsCompile from " + doc + ". DO NOT EDIT.\n\npackage snippets\n\n"
 	if len(imports) > 0 {
 		body += "import (\n\t" + strings.Join(imports, "\n\t") + "\n)\n\n"
 	}
 	if err := os.WriteFile(path, []byte(body+src), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	return 1 + strings.Count(body+before, "\n")
 }
 
 // usedPackages lists the known packages src refers to (pkg.Name), from its
@@ -118,7 +173,7 @@ func writeSnippet(t *testing.T, path, snippet, fn string) {
 func usedPackages(t *testing.T, src string) []string {
 	f, err := parser.ParseFile(token.NewFileSet(), "", "package p\n"+src, 0)
 	if err != nil {
-		t.Fatalf("a README snippet does not parse: %v\n%s", err, src)
+		t.Fatalf("a Go snippet does not parse: %v\n%s", err, src)
 	}
 	declared := map[string]bool{}
 	ast.Inspect(f, func(n ast.Node) bool {
@@ -150,7 +205,7 @@ func usedPackages(t *testing.T, src string) []string {
 func markUsed(t *testing.T, snippet string) string {
 	f, err := parser.ParseFile(token.NewFileSet(), "", "package p\nfunc f() {\n"+snippet+"\n}", 0)
 	if err != nil {
-		t.Fatalf("a README snippet does not parse as statements: %v\n%s", err, snippet)
+		t.Fatalf("a Go snippet does not parse as statements: %v\n%s", err, snippet)
 	}
 	var names []string
 	for _, st := range f.Decls[0].(*ast.FuncDecl).Body.List { // the snippet's own scope only
@@ -167,4 +222,88 @@ func markUsed(t *testing.T, snippet string) string {
 		fmt.Fprintf(&b, "_ = %s\n", n)
 	}
 	return b.String()
+}
+
+// mdLink is a Markdown link or image target: [text](target).
+var mdLink = regexp.MustCompile(`\]\(([^)\s]+)\)`)
+
+// codeSpan is inline code, where brackets are Go, not links.
+var codeSpan = regexp.MustCompile("`[^`\n]*`")
+
+// TestREADMELinksResolve checks that every relative link of README.md and
+// docs/*.md names a file or directory of the repository and, into a
+// Markdown file, a heading it has.
+func TestREADMELinksResolve(t *testing.T) {
+	checked := 0
+	for _, doc := range snippetDocs(t) {
+		text, err := os.ReadFile(doc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines := strings.Split(string(text), "\n")
+		inFence := false
+		for i, line := range lines {
+			if strings.HasPrefix(line, "```") {
+				inFence = !inFence
+				continue
+			}
+			if inFence {
+				continue
+			}
+			for _, m := range mdLink.FindAllStringSubmatch(codeSpan.ReplaceAllString(line, "``"), -1) {
+				target := m[1]
+				if strings.Contains(target, "://") || strings.HasPrefix(target, "mailto:") {
+					continue
+				}
+				file, anchor, _ := strings.Cut(target, "#")
+				path := doc
+				if file != "" {
+					path = filepath.Join(filepath.Dir(doc), file)
+				}
+				checked++
+				if _, err := os.Stat(path); err != nil {
+					t.Errorf("%s:%d: link %q: %s does not exist", doc, i+1, target, path)
+					continue
+				}
+				if anchor != "" && strings.HasSuffix(path, ".md") && !slices.Contains(headingAnchors(t, path), anchor) {
+					t.Errorf("%s:%d: link %q: %s has no heading #%s", doc, i+1, target, path, anchor)
+				}
+			}
+		}
+	}
+	if checked < 10 {
+		t.Fatalf("checked %d links: the link pattern is broken", checked)
+	}
+}
+
+// headingAnchors returns the anchors GitHub gives the headings of a
+// Markdown file: lower case, punctuation dropped, spaces as hyphens.
+func headingAnchors(t *testing.T, path string) []string {
+	t.Helper()
+	text, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var anchors []string
+	inFence := false
+	for _, line := range strings.Split(string(text), "\n") {
+		if strings.HasPrefix(line, "```") {
+			inFence = !inFence
+		}
+		if inFence || !strings.HasPrefix(line, "#") {
+			continue
+		}
+		title := strings.ToLower(strings.TrimSpace(strings.TrimLeft(line, "#")))
+		var b strings.Builder
+		for _, r := range title {
+			switch {
+			case r == ' ':
+				b.WriteRune('-')
+			case r == '-' || r == '_' || unicode.IsLetter(r) || unicode.IsDigit(r):
+				b.WriteRune(r)
+			}
+		}
+		anchors = append(anchors, b.String())
+	}
+	return anchors
 }
