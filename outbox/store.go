@@ -36,6 +36,8 @@ type Store struct {
 	txOpts  *sql.TxOptions
 	maxSize int // WithMaxMessageSize
 
+	scheduleSQL string // stores a scheduled message (schedule.go)
+
 	closing lifecycle.Closing
 	mu      sync.Mutex
 	wakers  map[chan struct{}]struct{}
@@ -132,6 +134,7 @@ func New(db *sql.DB, d Dialect, opts ...Option) (*Store, error) {
 		return nil, invalid("options", fmt.Errorf("WithTables: %w", err))
 	}
 	s.q = newQueries(d, s.tables)
+	s.scheduleSQL = newScheduleSQL(d, s.tables, s.q.now)
 	return s, nil
 }
 
@@ -216,6 +219,9 @@ func (s *Store) Publish(ctx context.Context, msg broker.Message) error {
 	if err := s.check(msg); err != nil {
 		return err
 	}
+	if due, ok := DeliverAtFrom(ctx); ok {
+		return s.publishScheduled(ctx, tx, msg, due)
+	}
 	var headers any // NULL when there are none
 	if len(msg.Headers) > 0 {
 		h, err := json.Marshal(msg.Headers)
@@ -273,6 +279,9 @@ const maxField = 255
 func (s *Store) check(msg broker.Message) error {
 	if msg.Key == "" {
 		return invalid("publish", fmt.Errorf("message %s: Key is empty: the outbox orders messages per aggregate key", msg.ID))
+	}
+	if err := checkScheduledKey(msg); err != nil {
+		return err
 	}
 	size := len(msg.Body) + len(msg.ID) + len(msg.Name) + len(msg.Key) + len(msg.ContentType)
 	for _, f := range []struct{ name, v string }{{"ID", msg.ID}, {"Name", msg.Name}, {"Key", msg.Key}, {"ContentType", msg.ContentType}} {

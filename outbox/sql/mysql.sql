@@ -19,6 +19,7 @@ CREATE TABLE IF NOT EXISTS domainevents_outbox (
     published_at    DATETIME(6)  NULL,
     dead_at         DATETIME(6)  NULL,
     last_error      TEXT         NULL,
+    deliver_at      DATETIME(6)  NULL,                  -- WithDeliverAt: not published before; NULL: at once
     PRIMARY KEY (id),
     UNIQUE KEY domainevents_outbox_key_seq (msg_key, seq),
     KEY domainevents_outbox_due (state, next_attempt_at),

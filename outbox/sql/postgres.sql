@@ -19,6 +19,7 @@ CREATE TABLE IF NOT EXISTS domainevents_outbox (
     published_at    TIMESTAMPTZ,
     dead_at         TIMESTAMPTZ,
     last_error      TEXT,
+    deliver_at      TIMESTAMPTZ,                        -- WithDeliverAt: not published before; NULL: at once
     CONSTRAINT domainevents_outbox_key_seq UNIQUE (msg_key, seq)
 );
 

@@ -19,6 +19,7 @@ CREATE TABLE IF NOT EXISTS domainevents_outbox (
     published_at    INTEGER,
     dead_at         INTEGER,
     last_error      TEXT,
+    deliver_at      INTEGER,                            -- WithDeliverAt: not published before; NULL: at once
     UNIQUE (msg_key, seq)
 );
 
