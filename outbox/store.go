@@ -176,7 +176,8 @@ func TxFrom(ctx context.Context) (*sql.Tx, bool) {
 // The message gets the next sequence number of its Key (the aggregate
 // id): a counter row per key, locked until the transaction ends, so that
 // the relay publishes a key's messages in the order their transactions
-// committed. Two transactions storing messages of the same key therefore
+// committed. A message scheduled by ctx ([WithDeliverAt]) gets none: it
+// is published at its time, outside its key's order. Two transactions storing messages of the same key therefore
 // take turns; transactions that lock several keys in different orders can
 // deadlock like any two transactions updating the same rows (the database
 // aborts one).
@@ -388,7 +389,8 @@ func (s *Store) Close(context.Context) error {
 
 // Backlog returns how many rows wait to be published (pending, including
 // those backing off) and the age of the oldest of them by the database's
-// clock (0 when none).
+// clock (0 when none). A scheduled row ([WithDeliverAt]) waits from its
+// deliver-at time on: before it, it is not counted.
 func (s *Store) Backlog(ctx context.Context) (rows int64, lag time.Duration, err error) {
 	var secs sql.NullFloat64
 	if err := s.db.QueryRowContext(ctx, s.q.backlog).Scan(&rows, &secs); err != nil {
