@@ -148,6 +148,7 @@ func ddl(d Dialect, t Tables) ([]string, error) {
     published_at    TIMESTAMPTZ,
     dead_at         TIMESTAMPTZ,
     last_error      TEXT,
+    deliver_at      TIMESTAMPTZ,                        -- WithDeliverAt: not published before; NULL: at once
     CONSTRAINT ` + indexName(o, "key_seq") + ` UNIQUE (msg_key, seq)
 )`,
 			`CREATE INDEX IF NOT EXISTS ` + indexName(o, "due") + ` ON ` + o + ` (next_attempt_at) WHERE state = 0`,
@@ -194,6 +195,7 @@ func ddl(d Dialect, t Tables) ([]string, error) {
     published_at    DATETIME(6)  NULL,
     dead_at         DATETIME(6)  NULL,
     last_error      TEXT         NULL,
+    deliver_at      DATETIME(6)  NULL,                  -- WithDeliverAt: not published before; NULL: at once
     PRIMARY KEY (id),
     UNIQUE KEY ` + indexName(o, "key_seq") + ` (msg_key, seq),
     KEY ` + indexName(o, "due") + ` (state, next_attempt_at),
@@ -240,6 +242,7 @@ func ddl(d Dialect, t Tables) ([]string, error) {
     published_at    INTEGER,
     dead_at         INTEGER,
     last_error      TEXT,
+    deliver_at      INTEGER,                            -- WithDeliverAt: not published before; NULL: at once
     UNIQUE (msg_key, seq)
 )`,
 			`CREATE INDEX IF NOT EXISTS ` + indexName(o, "due") + ` ON ` + o + ` (next_attempt_at) WHERE state = 0`,
@@ -369,13 +372,17 @@ WHERE state = 0 AND lease_owner = ? AND id = ?`
 	q.markDead = `UPDATE ` + o + ` SET state = 2, dead_at = ` + now + `, last_error = ?, lease_owner = NULL, lease_until = NULL
 WHERE state = 0 AND lease_owner = ? AND id = ?`
 	q.release = `UPDATE ` + o + ` SET lease_owner = NULL, lease_until = NULL WHERE state = 0 AND lease_owner = ?`
-	q.dueNow = `UPDATE ` + o + ` SET next_attempt_at = ` + now + ` WHERE state = 0 AND next_attempt_at > ` + now
+	q.dueNow = `UPDATE ` + o + ` SET next_attempt_at = ` + now + ` WHERE state = 0 AND next_attempt_at > ` + now +
+		` AND (deliver_at IS NULL OR deliver_at <= ` + now + `)` // a scheduled row keeps its time
 
 	older := q.plus("?") // now - retention: the parameter is negative
+	// The backlog leaves out scheduled rows before their time, and counts
+	// a scheduled row's lag from it.
+	notScheduled := ` AND (deliver_at IS NULL OR deliver_at <= ` + now + `)`
 	switch d {
 	case Postgres:
 		q.prune = `DELETE FROM ` + o + ` WHERE id IN (SELECT id FROM ` + o + ` WHERE state = 1 AND published_at < ` + older + ` LIMIT ?)`
-		q.backlog = `SELECT count(*), COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0)::float8 FROM ` + o + ` WHERE state = 0`
+		q.backlog = `SELECT count(*), COALESCE(EXTRACT(EPOCH FROM now() - min(COALESCE(deliver_at, created_at))), 0)::float8 FROM ` + o + ` WHERE state = 0` + notScheduled
 		q.inboxInsert = `INSERT INTO ` + t.Inbox + ` (consumer, event_id, processed_at) VALUES (?, ?, now()) ON CONFLICT DO NOTHING`
 		q.inboxCleanup = `DELETE FROM ` + t.Inbox + ` WHERE (consumer, event_id) IN (SELECT consumer, event_id FROM ` + t.Inbox + ` WHERE processed_at < ` + older + ` LIMIT ?)`
 		q.inboxKeyLock = `INSERT INTO ` + t.InboxKeys + ` AS k (consumer, msg_key, last_seq, updated_at) VALUES (?, ?, 0, now())
@@ -383,7 +390,7 @@ ON CONFLICT (consumer, msg_key) DO UPDATE SET last_seq = k.last_seq RETURNING la
 		q.inboxKeyCleanup = `DELETE FROM ` + t.InboxKeys + ` WHERE (consumer, msg_key) IN (SELECT consumer, msg_key FROM ` + t.InboxKeys + ` WHERE updated_at < ` + older + ` LIMIT ?)`
 	case MySQL:
 		q.prune = `DELETE FROM ` + o + ` WHERE state = 1 AND published_at < ` + older + ` LIMIT ?`
-		q.backlog = `SELECT count(*), COALESCE(TIMESTAMPDIFF(MICROSECOND, min(created_at), UTC_TIMESTAMP(6)) / 1000000, 0) FROM ` + o + ` WHERE state = 0`
+		q.backlog = `SELECT count(*), COALESCE(TIMESTAMPDIFF(MICROSECOND, min(COALESCE(deliver_at, created_at)), UTC_TIMESTAMP(6)) / 1000000, 0) FROM ` + o + ` WHERE state = 0` + notScheduled
 		// ON DUPLICATE KEY UPDATE, not INSERT IGNORE: IGNORE would also
 		// turn a too-long id into a silently truncated one.
 		q.inboxInsert = `INSERT INTO ` + t.Inbox + ` (consumer, event_id, processed_at) VALUES (?, ?, UTC_TIMESTAMP(6)) ON DUPLICATE KEY UPDATE event_id = event_id`
@@ -394,7 +401,7 @@ ON DUPLICATE KEY UPDATE last_seq = last_seq`
 		q.inboxKeyCleanup = `DELETE FROM ` + t.InboxKeys + ` WHERE updated_at < ` + older + ` LIMIT ?`
 	case SQLite:
 		q.prune = `DELETE FROM ` + o + ` WHERE rowid IN (SELECT rowid FROM ` + o + ` WHERE state = 1 AND published_at < ` + older + ` LIMIT ?)`
-		q.backlog = `SELECT count(*), COALESCE((` + now + ` - min(created_at)) / 1000000.0, 0) FROM ` + o + ` WHERE state = 0`
+		q.backlog = `SELECT count(*), COALESCE((` + now + ` - min(COALESCE(deliver_at, created_at))) / 1000000.0, 0) FROM ` + o + ` WHERE state = 0` + notScheduled
 		q.inboxInsert = `INSERT INTO ` + t.Inbox + ` (consumer, event_id, processed_at) VALUES (?, ?, ` + now + `) ON CONFLICT DO NOTHING`
 		q.inboxCleanup = `DELETE FROM ` + t.Inbox + ` WHERE rowid IN (SELECT rowid FROM ` + t.Inbox + ` WHERE processed_at < ` + older + ` LIMIT ?)`
 		q.inboxKeyLock = `INSERT INTO ` + t.InboxKeys + ` (consumer, msg_key, last_seq, updated_at) VALUES (?, ?, 0, ` + now + `)

@@ -38,7 +38,8 @@
 // column gives: a transaction that took its id early can commit late.
 // The relay sends the number with the message, in the broker.HeaderSeq
 // header (both brokers; consumers read it as broker.Delivery.Seq), so that
-// an [Inbox] can apply a key's events in that order.
+// an [Inbox] can apply a key's events in that order. (A scheduled message
+// is outside its key's sequence: see "Scheduled events".)
 //
 // # Relaying
 //
@@ -181,6 +182,40 @@
 // after the rows of its key that were published while it was dead, and
 // before those still pending; a key keeps at most one message in flight.
 //
+// # Scheduled events
+//
+// A message published with a ctx from [WithDeliverAt] is stored to be
+// published at that time, not before ("send order.payment_reminder in 30
+// minutes"), on any broker: its row's due time (next_attempt_at, the one
+// retries push back) starts at the deliver-at time instead of now, and
+// its deliver_at column keeps the time. The relay claims it once the
+// database's clock reaches it, within a poll interval; the schedule lives
+// in the table, so it survives any relay's restart or crash. The
+// broker's return makes only rows past their time due, and
+// [Store.Backlog] counts a scheduled row from its time.
+//
+// A scheduled message is not part of its key's order. Its row is in a
+// lane of its own (msg_key "domainevents:at:" + its id, seq 1; the
+// message's Key is kept in its stored headers and put back before
+// publishing), takes no number of the key's sequence, and is published
+// with its Key but without broker.HeaderSeq. Why: the relay publishes a
+// key's rows one after the other, so a scheduled row in the key's lane
+// would hold every later event of its order (its status updates) until
+// its time; and a number in the key's sequence would leave a gap that the
+// consumers' [Inbox] waits for (ErrOutOfOrder) until it comes. What a
+// scheduled event says is due at a time, not after a given change: the
+// inbox applies it whenever it arrives (deduplicated by id), and the
+// key's other events neither wait for it nor it for them. Two scheduled
+// messages of one key are not ordered between themselves. Consumers'
+// per-key lanes still handle it one at a time with its key's other
+// events, since its Key travels. A scheduled row that dies is listed by
+// [Store.DeadRows] under its lane's key, with its Key in the
+// "domainevents-outbox-key" header; re-driven, it is published at once.
+// Message keys that start with "domainevents:at:" are refused. Until its
+// time a scheduled row is a pending row that each full claim looks at and
+// passes over, like a row backing off: many thousands of them waiting
+// make every claim slower.
+//
 // # Inbox
 //
 // [Inbox.Handler] wraps a consumer's broker.Handler: in one transaction it
@@ -204,9 +239,13 @@
 //
 // [Postgres], [MySQL] (MariaDB >= 10.6, MySQL >= 8.0) and [SQLite]
 // (>= 3.42; one relay does the work at a time, since SQLite has one write
-// lock). [Store.Migrate] creates the tables; [DDL] returns the same script
-// for your migration tool, and [SchemaFiles] holds it with the default table
-// names. Table names are set with [WithTables]. The library needs no
+// lock). [Store.Migrate] creates the tables, and adds the deliver_at
+// column to an outbox table made before it existed; [DDL] returns the
+// same script for your migration tool, and [SchemaFiles] holds it with the
+// default table names (an older outbox table needs "ALTER TABLE
+// domainevents_outbox ADD COLUMN deliver_at TIMESTAMPTZ", DATETIME(6)
+// NULL on MySQL, INTEGER on SQLite, before a release with scheduled
+// events runs). Table names are set with [WithTables]. The library needs no
 // driver: open the *sql.DB with pgx's stdlib, go-sql-driver/mysql,
 // modernc.org/sqlite or any other. With SQLite, open it with a busy timeout
 // and immediate transactions (modernc: ?_pragma=busy_timeout(5000)&_txlock=immediate).

@@ -14,8 +14,10 @@ import (
 )
 
 // Migrate creates the tables and indexes when they do not exist yet ([DDL]
-// with the Store's table names). It is idempotent and changes nothing that
-// exists.
+// with the Store's table names), and adds to an existing outbox table the
+// columns later versions added (deliver_at, for [WithDeliverAt]: nullable,
+// so adding it rewrites no row). It is idempotent and changes nothing else
+// that exists.
 //
 // It is safe to call from every process at start, all at once: the
 // statements run under a lock of the database, one caller after the
@@ -75,6 +77,9 @@ func (s *Store) migratePostgres(ctx context.Context, stmts []string) error {
 			return err
 		}
 	}
+	if err := s.upgrade(ctx, tx); err != nil {
+		return err
+	}
 	return tx.Commit()
 }
 
@@ -114,7 +119,7 @@ func (s *Store) migrateMySQL(ctx context.Context, stmts []string) (err error) {
 			return err
 		}
 	}
-	return nil
+	return s.upgrade(ctx, conn)
 }
 
 // migrateSQLite runs the DDL in one transaction that takes the database's
@@ -150,6 +155,9 @@ func (s *Store) migrateSQLite(ctx context.Context, stmts []string) error {
 		if _, err = conn.ExecContext(ctx, st); err != nil {
 			break
 		}
+	}
+	if err == nil {
+		err = s.upgrade(ctx, conn)
 	}
 	if err == nil {
 		if _, err = conn.ExecContext(ctx, "COMMIT"); err == nil {

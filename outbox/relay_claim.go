@@ -202,7 +202,9 @@ func (r *Relay) queryRows(ctx context.Context, db querier, query string, args ..
 		if w.msg.Headers == nil {
 			w.msg.Headers = make(map[string]string, 1)
 		}
-		w.msg.Headers[broker.HeaderSeq] = strconv.FormatInt(w.seq, 10) // consumers apply a key's events in this order
+		if !unschedule(&w.msg) { // a scheduled message has no place in its key's sequence
+			w.msg.Headers[broker.HeaderSeq] = strconv.FormatInt(w.seq, 10) // consumers apply a key's events in this order
+		}
 		out = append(out, w)
 	}
 	return out, rs.Err()

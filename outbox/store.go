@@ -36,6 +36,8 @@ type Store struct {
 	txOpts  *sql.TxOptions
 	maxSize int // WithMaxMessageSize
 
+	scheduleSQL string // stores a scheduled message (schedule.go)
+
 	closing lifecycle.Closing
 	mu      sync.Mutex
 	wakers  map[chan struct{}]struct{}
@@ -132,6 +134,7 @@ func New(db *sql.DB, d Dialect, opts ...Option) (*Store, error) {
 		return nil, invalid("options", fmt.Errorf("WithTables: %w", err))
 	}
 	s.q = newQueries(d, s.tables)
+	s.scheduleSQL = newScheduleSQL(d, s.tables, s.q.now)
 	return s, nil
 }
 
@@ -173,7 +176,8 @@ func TxFrom(ctx context.Context) (*sql.Tx, bool) {
 // The message gets the next sequence number of its Key (the aggregate
 // id): a counter row per key, locked until the transaction ends, so that
 // the relay publishes a key's messages in the order their transactions
-// committed. Two transactions storing messages of the same key therefore
+// committed. A message scheduled by ctx ([WithDeliverAt]) gets none: it
+// is published at its time, outside its key's order. Two transactions storing messages of the same key therefore
 // take turns; transactions that lock several keys in different orders can
 // deadlock like any two transactions updating the same rows (the database
 // aborts one).
@@ -215,6 +219,9 @@ func (s *Store) Publish(ctx context.Context, msg broker.Message) error {
 	}
 	if err := s.check(msg); err != nil {
 		return err
+	}
+	if due, ok := DeliverAtFrom(ctx); ok {
+		return s.publishScheduled(ctx, tx, msg, due)
 	}
 	var headers any // NULL when there are none
 	if len(msg.Headers) > 0 {
@@ -273,6 +280,9 @@ const maxField = 255
 func (s *Store) check(msg broker.Message) error {
 	if msg.Key == "" {
 		return invalid("publish", fmt.Errorf("message %s: Key is empty: the outbox orders messages per aggregate key", msg.ID))
+	}
+	if err := checkScheduledKey(msg); err != nil {
+		return err
 	}
 	size := len(msg.Body) + len(msg.ID) + len(msg.Name) + len(msg.Key) + len(msg.ContentType)
 	for _, f := range []struct{ name, v string }{{"ID", msg.ID}, {"Name", msg.Name}, {"Key", msg.Key}, {"ContentType", msg.ContentType}} {
@@ -379,7 +389,8 @@ func (s *Store) Close(context.Context) error {
 
 // Backlog returns how many rows wait to be published (pending, including
 // those backing off) and the age of the oldest of them by the database's
-// clock (0 when none).
+// clock (0 when none). A scheduled row ([WithDeliverAt]) waits from its
+// deliver-at time on: before it, it is not counted.
 func (s *Store) Backlog(ctx context.Context) (rows int64, lag time.Duration, err error) {
 	var secs sql.NullFloat64
 	if err := s.db.QueryRowContext(ctx, s.q.backlog).Scan(&rows, &secs); err != nil {

@@ -1,5 +1,7 @@
 -- Schema of github.com/domainevents/domainevents/outbox for mysql, default table names.
 -- outbox.DDL returns it for other names; Store.Migrate runs it. Idempotent.
+-- Tables made before scheduled events (Store.Migrate adds it itself):
+--   ALTER TABLE domainevents_outbox ADD COLUMN deliver_at DATETIME(6) NULL;
 
 CREATE TABLE IF NOT EXISTS domainevents_outbox (
     id              VARCHAR(255) NOT NULL,              -- event id, the consumers' idempotency key
@@ -19,6 +21,7 @@ CREATE TABLE IF NOT EXISTS domainevents_outbox (
     published_at    DATETIME(6)  NULL,
     dead_at         DATETIME(6)  NULL,
     last_error      TEXT         NULL,
+    deliver_at      DATETIME(6)  NULL,                  -- WithDeliverAt: not published before; NULL: at once
     PRIMARY KEY (id),
     UNIQUE KEY domainevents_outbox_key_seq (msg_key, seq),
     KEY domainevents_outbox_due (state, next_attempt_at),

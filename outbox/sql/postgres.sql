@@ -1,5 +1,7 @@
 -- Schema of github.com/domainevents/domainevents/outbox for postgres, default table names.
 -- outbox.DDL returns it for other names; Store.Migrate runs it. Idempotent.
+-- Tables made before scheduled events (Store.Migrate adds it itself):
+--   ALTER TABLE domainevents_outbox ADD COLUMN deliver_at TIMESTAMPTZ;
 
 CREATE TABLE IF NOT EXISTS domainevents_outbox (
     id              TEXT COLLATE "C" NOT NULL PRIMARY KEY, -- event id, the consumers' idempotency key
@@ -19,6 +21,7 @@ CREATE TABLE IF NOT EXISTS domainevents_outbox (
     published_at    TIMESTAMPTZ,
     dead_at         TIMESTAMPTZ,
     last_error      TEXT,
+    deliver_at      TIMESTAMPTZ,                        -- WithDeliverAt: not published before; NULL: at once
     CONSTRAINT domainevents_outbox_key_seq UNIQUE (msg_key, seq)
 );
 
