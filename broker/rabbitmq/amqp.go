@@ -31,23 +31,41 @@ type connection interface {
 	IsClosed() bool
 }
 
-// channel is one AMQP channel.
+// channel is one AMQP channel. The adapter's own methods (lower case) say
+// what it does, with amqp091's rows of flags fixed once, in amqpChannel:
+// every exchange and queue durable and kept when unused, every call
+// waiting for the broker's answer, deliveries acknowledged by hand, every
+// publish mandatory. The others are amqp091's methods as they are.
 type channel interface {
-	ExchangeDeclare(name, kind string, durable, autoDelete, internal, noWait bool, args amqp.Table) error
-	ExchangeDeclarePassive(name, kind string, durable, autoDelete, internal, noWait bool, args amqp.Table) error
-	QueueDeclare(name string, durable, autoDelete, exclusive, noWait bool, args amqp.Table) (amqp.Queue, error)
-	QueueBind(name, key, exchange string, noWait bool, args amqp.Table) error
-	Confirm(noWait bool) error
-	Qos(prefetchCount, prefetchSize int, global bool) error
-	Consume(queue, consumer string, autoAck, exclusive, noLocal, noWait bool, args amqp.Table) (<-chan amqp.Delivery, error)
-	Cancel(consumer string, noWait bool) error
+	// declareExchange declares x as its spec says (kind, arguments), or
+	// checks that it exists when x.passive; see [exchangeSpec.declare] for
+	// the alternate exchange.
+	declareExchange(x exchangeSpec) error
+	// declareQueue declares q, shared, with its type and arguments.
+	declareQueue(q Queue) error
+	// bind routes the messages of exchange whose routing key matches key
+	// to queue.
+	bind(queue, key, exchange string) error
+	// confirmMode puts the channel in publisher-confirm mode.
+	confirmMode() error
+	// prefetch bounds how many unacknowledged deliveries the broker pushes
+	// to each consumer the channel starts next (basic.qos, per consumer).
+	prefetch(n int) error
+	// consume starts consuming queue as consumer tag, acknowledging each
+	// delivery by hand.
+	consume(queue, tag string) (<-chan amqp.Delivery, error)
+	// cancel stops the consumer tag: the broker sends no more, and its
+	// deliveries channel closes.
+	cancel(tag string) error
+	// publish publishes msg, mandatory (an unroutable message comes back
+	// through NotifyReturn), on a confirm-mode channel and returns its
+	// pending confirm.
+	publish(exchange, key string, msg amqp.Publishing) (pendingConfirm, error)
+
 	NotifyReturn(chan amqp.Return) chan amqp.Return
 	NotifyClose(chan *amqp.Error) chan *amqp.Error
 	// GetNextPublishSeqNo is the delivery tag the next publish gets.
 	GetNextPublishSeqNo() uint64
-	// PublishDeferred publishes msg on a confirm-mode channel and returns
-	// its pending confirm.
-	PublishDeferred(exchange, key string, mandatory bool, msg amqp.Publishing) (pendingConfirm, error)
 	// IsClosed reports whether the channel is closed; amqp091 sets it
 	// before it fails the pending confirms of a closing channel.
 	IsClosed() bool
@@ -69,8 +87,47 @@ type pendingConfirm interface {
 // amqpChannel is a real *amqp.Channel as a channel.
 type amqpChannel struct{ *amqp.Channel }
 
-func (c amqpChannel) PublishDeferred(exchange, key string, mandatory bool, msg amqp.Publishing) (pendingConfirm, error) {
-	dc, err := c.Channel.PublishWithDeferredConfirm(exchange, key, mandatory, false, msg)
+// The flags amqpChannel passes amqp091, named.
+const (
+	durable    = true
+	autoDelete = false // kept when unused
+	internal   = false // clients may publish to an exchange
+	exclusive  = false // a queue or consumer others may use too
+	noWait     = false // wait for the broker's answer
+	autoAck    = false // deliveries acknowledged by hand
+	noLocal    = false // (unsupported by RabbitMQ)
+	mandatory  = true  // an unroutable message comes back
+	immediate  = false // (unsupported by RabbitMQ)
+)
+
+func (c amqpChannel) declareExchange(x exchangeSpec) error {
+	if x.passive {
+		return c.ExchangeDeclarePassive(x.name, x.kind, durable, autoDelete, internal, noWait, x.args)
+	}
+	return c.ExchangeDeclare(x.name, x.kind, durable, autoDelete, internal, noWait, x.args)
+}
+
+func (c amqpChannel) declareQueue(q Queue) error {
+	_, err := c.QueueDeclare(q.Name, durable, autoDelete, exclusive, noWait, q.args())
+	return err
+}
+
+func (c amqpChannel) bind(queue, key, exchange string) error {
+	return c.QueueBind(queue, key, exchange, noWait, nil)
+}
+
+func (c amqpChannel) confirmMode() error { return c.Confirm(noWait) }
+
+func (c amqpChannel) prefetch(n int) error { return c.Qos(n, 0, false) }
+
+func (c amqpChannel) consume(queue, tag string) (<-chan amqp.Delivery, error) {
+	return c.Consume(queue, tag, autoAck, exclusive, noLocal, noWait, nil)
+}
+
+func (c amqpChannel) cancel(tag string) error { return c.Cancel(tag, noWait) }
+
+func (c amqpChannel) publish(exchange, key string, msg amqp.Publishing) (pendingConfirm, error) {
+	dc, err := c.PublishWithDeferredConfirm(exchange, key, mandatory, immediate, msg)
 	if err != nil {
 		return nil, err
 	}

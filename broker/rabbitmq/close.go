@@ -105,7 +105,7 @@ func (b *Broker) Health(context.Context) error {
 		if b.sess == nil {
 			kind = healthKind(b.lastErr)
 		}
-		return &broker.Error{Op: opPublish, Kind: kind, Err: fmt.Errorf("exchange %s: %s", b.exchange, why)}
+		return &broker.Error{Op: opPublish, Kind: kind, Err: fmt.Errorf("exchange %s: %s", b.exchange.name, why)}
 	}
 	return nil
 }

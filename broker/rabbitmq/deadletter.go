@@ -15,7 +15,8 @@ import (
 // key and headers, plus the broker.HeaderDeadLetter* headers giving the
 // reason and [HeaderOriginalExchange] and [HeaderOriginalRoutingKey]
 // saying where it was going ([Redrive] sends it there). ctx bounds
-// connecting only.
+// connecting only. It takes the publisher's options; [WithAlternateExchange]
+// does not apply to "<exchange>.dlx", which routes everything to its queue.
 func NewDeadLetterSink(ctx context.Context, cfg broker.Config, opts ...PublisherOption) (*broker.BrokerSink, error) {
 	cfg, o, err := publisherSetup(cfg, opts)
 	if err != nil {
@@ -23,8 +24,8 @@ func NewDeadLetterSink(ctx context.Context, cfg broker.Config, opts ...Publisher
 	}
 	queue := cfg.Exchange + ".dlq"
 	o.queues = []Queue{{Name: queue, Keys: []string{"#"}}}
-	o.alternate = ""
-	b, err := start(ctx, "rabbitmq dead-letter sink", cfg, cfg.Exchange+".dlx", o)
+	dlx := topicExchange(cfg.Exchange+".dlx", "", o.conn.passive)
+	b, err := start(ctx, "rabbitmq dead-letter sink", cfg, dlx, o)
 	if err != nil {
 		return nil, err
 	}

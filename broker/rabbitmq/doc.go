@@ -13,10 +13,9 @@
 // Options have a role, so that a misplaced one does not compile:
 //
 //	Option (both)        WithLogger, WithObserver, WithTLS, WithHeartbeat, WithConnectionName,
-//	                     WithURLs, WithPassive, WithAMQPConfig, WithDialTimeout,
-//	                     WithReconnectBackoff, WithLazyConnect
-//	PublisherOption      WithQueue, WithAlternateExchange, WithWindow, WithMaxMessageSize,
-//	                     WithCloudEvents
+//	                     WithURLs, WithPassive, WithAlternateExchange, WithAMQPConfig,
+//	                     WithDialTimeout, WithReconnectBackoff, WithLazyConnect
+//	PublisherOption      WithQueue, WithWindow, WithMaxMessageSize, WithCloudEvents
 //	SubscriberOption     WithPrefetch, WithConcurrency, WithUnordered, WithMaxAttempts,
 //	                     WithRetryBackoff
 //
@@ -33,6 +32,13 @@
 // message that went nowhere. [WithQueue] declares and binds queues;
 // [WithAlternateExchange] sends unroutable messages to a catch-all queue
 // instead.
+//
+// An exchange has one declaration: New and [NewSubscriber] build it from
+// Config.Exchange and the connection options ([WithAlternateExchange],
+// [WithPassive]) alike and declare it the same way. RabbitMQ refuses a
+// declaration whose arguments differ from the exchange's, so give every
+// publisher and subscriber of an exchange the same such options (a
+// subscriber not given the exchange's alternate binds to it as it is).
 //
 // # Wire mapping
 //

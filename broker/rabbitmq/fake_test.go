@@ -22,7 +22,8 @@ type fakeServer struct {
 	mu      sync.Mutex
 	dialErr []error // errors for the next dials, in order; empty: dial succeeds
 	dialled []string
-	conns   chan *fakeConn // every connection made, in order
+	made    []*fakeConn    // every connection made, in order
+	conns   chan *fakeConn // the same, for the test to take one by one
 }
 
 func newFakeServer() *fakeServer { return &fakeServer{conns: make(chan *fakeConn, 100)} }
@@ -39,6 +40,9 @@ func (f *fakeServer) dial(_ context.Context, t target) (connection, error) {
 		return nil, err
 	}
 	c := &fakeConn{srv: f, chans: make(chan *fakeChannel, 100), addr: t.addr}
+	f.mu.Lock()
+	f.made = append(f.made, c)
+	f.mu.Unlock()
 	f.conns <- c
 	return c, nil
 }
@@ -186,24 +190,35 @@ type fakeChannel struct {
 	returns    []chan amqp.Return
 	closes     []chan *amqp.Error
 	publishErr error
-	declared   []string
+	declared   []string // each declaration and binding, in order, as fakeChannel.declare has them
 	deliveries chan amqp.Delivery
 }
 
-func (ch *fakeChannel) ExchangeDeclare(name, _ string, _, _, _, _ bool, _ amqp.Table) error {
-	return ch.declare("exchange " + name)
+// declareExchange records "exchange <name> <kind> <args>", "exchange?" for
+// a passive one.
+func (ch *fakeChannel) declareExchange(x exchangeSpec) error {
+	verb := "exchange"
+	if x.passive {
+		verb = "exchange?"
+	}
+	return ch.declare(fmt.Sprintf("%s %s %s %v", verb, x.name, x.kind, x.args))
 }
 
-func (ch *fakeChannel) ExchangeDeclarePassive(name, _ string, _, _, _, _ bool, _ amqp.Table) error {
-	return ch.declare("exchange? " + name)
+// declareQueue records "queue <name> <args>".
+func (ch *fakeChannel) declareQueue(q Queue) error {
+	return ch.declare(fmt.Sprintf("queue %s %v", q.Name, q.args()))
 }
 
-func (ch *fakeChannel) QueueDeclare(name string, _, _, _, _ bool, _ amqp.Table) (amqp.Queue, error) {
-	return amqp.Queue{Name: name}, ch.declare("queue " + name)
+// bind records "bind <queue> <key> <exchange>".
+func (ch *fakeChannel) bind(queue, key, exchange string) error {
+	return ch.declare("bind " + queue + " " + key + " " + exchange)
 }
 
-func (ch *fakeChannel) QueueBind(name, key, exchange string, _ bool, _ amqp.Table) error {
-	return ch.declare("bind " + name + " " + key + " " + exchange)
+// declarations returns what was declared on ch, in order.
+func (ch *fakeChannel) declarations() []string {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	return append([]string(nil), ch.declared...)
 }
 
 func (ch *fakeChannel) declare(what string) error {
@@ -216,23 +231,23 @@ func (ch *fakeChannel) declare(what string) error {
 	return nil
 }
 
-func (ch *fakeChannel) Confirm(bool) error {
+func (ch *fakeChannel) confirmMode() error {
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
 	ch.confirming = true
 	return nil
 }
 
-func (ch *fakeChannel) Qos(int, int, bool) error { return nil }
+func (ch *fakeChannel) prefetch(int) error { return nil }
 
-func (ch *fakeChannel) Consume(string, string, bool, bool, bool, bool, amqp.Table) (<-chan amqp.Delivery, error) {
+func (ch *fakeChannel) consume(string, string) (<-chan amqp.Delivery, error) {
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
 	ch.deliveries = make(chan amqp.Delivery, 100)
 	return ch.deliveries, nil
 }
 
-func (ch *fakeChannel) Cancel(string, bool) error { return nil }
+func (ch *fakeChannel) cancel(string) error { return nil }
 
 // fakeConfirm is a pending confirm, like *amqp.DeferredConfirmation.
 type fakeConfirm struct {
@@ -277,7 +292,7 @@ func (ch *fakeChannel) GetNextPublishSeqNo() uint64 {
 	return ch.seq + 1
 }
 
-func (ch *fakeChannel) PublishDeferred(exchange, key string, _ bool, msg amqp.Publishing) (pendingConfirm, error) {
+func (ch *fakeChannel) publish(exchange, key string, msg amqp.Publishing) (pendingConfirm, error) {
 	ch.mu.Lock()
 	if ch.closed {
 		ch.mu.Unlock()

@@ -45,6 +45,7 @@ type connOptions struct {
 	connName       string
 	urls           []string
 	passive        bool
+	alternate      string // the exchange's alternate exchange, "" for none
 	amqpConfig     *amqp.Config
 	dialTimeout    time.Duration
 	backoffInitial time.Duration
@@ -57,7 +58,6 @@ type connOptions struct {
 type publisherOptions struct {
 	conn           connOptions
 	queues         []Queue
-	alternate      string
 	window         int
 	maxMessageSize int
 	nackReplace    time.Duration // how long a channel may nack everything before it is replaced (a test seam)
@@ -228,7 +228,8 @@ func redactURLError(err error) string {
 }
 
 // WithPassive checks that the exchange exists instead of declaring it, for
-// brokers where the application may not declare topology. Queues are still
+// brokers where the application may not declare topology. Queues, and the
+// alternate exchange of [WithAlternateExchange] with its queue, are still
 // declared. Default: declare a durable topic exchange.
 func WithPassive() Option {
 	return connOption(func(o *connOptions) error {
@@ -297,6 +298,31 @@ func WithReconnectBackoff(initial, max time.Duration) Option {
 func WithLazyConnect() Option {
 	return connOption(func(o *connOptions) error {
 		o.lazy = true
+		return nil
+	})
+}
+
+// WithAlternateExchange sets the exchange's alternate-exchange argument to
+// name and declares name as a durable fanout exchange with a durable queue
+// of the same name bound to it: events no queue is bound for land there
+// instead of failing with broker.ErrUnroutable.
+//
+// It is an argument of the exchange, not of one publisher: RabbitMQ refuses
+// to declare an exchange again with other arguments (PRECONDITION_FAILED -
+// inequivalent arg 'alternate-exchange'), so give it to every [New] and
+// [NewSubscriber] of the exchange alike, as you give them the same
+// Config.Exchange. Each declares the exchange from the same spec on every
+// (re)connect. ([NewDeadLetterSink] takes it too and leaves it out: its
+// exchange routes everything to its queue.) A subscriber not given it
+// (another team's service) finds the exchange declared with an alternate,
+// checks that it exists and binds to it as it is; a publisher must match.
+// Default: none.
+func WithAlternateExchange(name string) Option {
+	return connOption(func(o *connOptions) error {
+		if name == "" {
+			return errors.New("WithAlternateExchange: name is empty")
+		}
+		o.alternate = name
 		return nil
 	})
 }
@@ -381,21 +407,6 @@ func WithQueue(q Queue) PublisherOption {
 			return fmt.Errorf("WithQueue: %w", err)
 		}
 		o.queues = append(o.queues, q)
-		return nil
-	})
-}
-
-// WithAlternateExchange sets the exchange's alternate-exchange argument to
-// name and declares name as a durable fanout exchange with a durable queue
-// of the same name bound to it: events no queue is bound for land there
-// instead of failing with broker.ErrUnroutable. The main exchange's
-// arguments must match if it already exists. Default: none.
-func WithAlternateExchange(name string) PublisherOption {
-	return publisherOption(func(o *publisherOptions) error {
-		if name == "" {
-			return errors.New("WithAlternateExchange: name is empty")
-		}
-		o.alternate = name
 		return nil
 	})
 }

@@ -25,7 +25,7 @@ import (
 // of the queue; the supervisor opens a new session. Lock order: Broker.mu,
 // then session.mu. Every goroutine is joined by Close.
 type Broker struct {
-	exchange string
+	exchange exchangeSpec // where it publishes, declared on every session
 	opts     publisherOptions
 	conn     *connector
 	log      *slog.Logger
@@ -77,12 +77,12 @@ func New(ctx context.Context, cfg broker.Config, opts ...PublisherOption) (*Brok
 	if err != nil {
 		return nil, err
 	}
-	return start(ctx, "rabbitmq publisher", cfg, cfg.Exchange, o)
+	return start(ctx, "rabbitmq publisher", cfg, destination(cfg.Exchange, &o.conn), o)
 }
 
-// start makes and starts a Broker publishing to exchange ("" is the
+// start makes and starts a Broker publishing to exchange (named "": the
 // default exchange, never declared).
-func start(ctx context.Context, component string, cfg broker.Config, exchange string, o publisherOptions) (*Broker, error) {
+func start(ctx context.Context, component string, cfg broker.Config, exchange exchangeSpec, o publisherOptions) (*Broker, error) {
 	b := &Broker{
 		exchange: exchange,
 		opts:     o,
@@ -134,8 +134,8 @@ func (b *Broker) install(s *session, attempt int) {
 	go b.watch(s)
 	b.kickWriter()
 	b.log.Info("rabbitmq publisher: connected", "component", b.conn.component, "addr", s.addr,
-		"exchange", b.exchange, "session", s.id, "waiting", waiting)
-	b.conn.observe(broker.Observation{Kind: broker.ObservedConnected, Address: s.addr, Destination: b.exchange, Attempt: attempt})
+		"exchange", b.exchange.name, "session", s.id, "waiting", waiting)
+	b.conn.observe(broker.Observation{Kind: broker.ObservedConnected, Address: s.addr, Destination: b.exchange.name, Attempt: attempt})
 }
 
 // supervise opens a new session after each loss, until Close: on the same
@@ -381,5 +381,5 @@ func newRecord(key string, m broker.Message, ceSource string) *record {
 // Describe says where Publish sends m: the exchange, with routing key
 // m.Name. It implements broker.Describer.
 func (b *Broker) Describe(m broker.Message) broker.Destination {
-	return broker.Destination{System: "rabbitmq", Name: b.exchange, RoutingKey: m.Name}
+	return broker.Destination{System: "rabbitmq", Name: b.exchange.name, RoutingKey: m.Name}
 }

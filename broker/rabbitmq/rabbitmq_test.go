@@ -117,24 +117,57 @@ func TestUnroutableIsAnError(t *testing.T) {
 	assert.Equal(t, int64(2), b.Stats().Returned)
 }
 
+// An alternate exchange catches what no queue is bound for. It is an
+// argument of the exchange: a subscriber given the same option declares the
+// exchange alike, starts and receives; one not given it (another team's
+// service, say) starts on the exchange as it is and receives too.
 func TestAlternateExchangeCatchesUnroutable(t *testing.T) {
 	f := newFixture(t)
 	ae := f.exchange + ".unroutable"
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	b, err := rabbitmq.New(ctx, f.config(rabbitAddr()), rabbitmq.WithAlternateExchange(ae), rabbitmq.WithLogger(testLogger(t)))
 	require.NoError(t, err)
 	defer b.Close(ctx)
+	early := brokertest.NewMessage("order.created")
+	require.NoError(t, b.Publish(ctx, early), "an alternate exchange makes the event routed")
 
+	var mu sync.Mutex
+	got, plain := map[string]int{}, map[string]int{}
+	other, err := rabbitmq.NewSubscriber(ctx, f.config(rabbitAddr()), rabbitmq.Queue{Name: f.sub() + ".plain", Keys: []string{"#"}},
+		func(_ context.Context, d broker.Delivery) error {
+			mu.Lock()
+			defer mu.Unlock()
+			plain[d.Message.ID]++
+			return nil
+		}, rabbitmq.WithLogger(testLogger(t)))
+	require.NoError(t, err, "a subscriber not given the exchange's alternate starts")
+	defer other.Close(ctx)
+
+	f.subscribe(t, rabbitAddr(), func(_ context.Context, d broker.Delivery) error {
+		mu.Lock()
+		defer mu.Unlock()
+		got[d.Message.ID]++
+		return nil
+	}, rabbitmq.WithAlternateExchange(ae))
 	m := brokertest.NewMessage("order.created")
-	require.NoError(t, b.Publish(ctx, m), "an alternate exchange makes the event routed")
+	require.NoError(t, b.Publish(ctx, m))
+	waitFor(t, 10*time.Second, "both subscribers receive the event", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return got[m.ID] == 1 && plain[m.ID] == 1
+	})
+
 	ch, err := f.admin.Channel()
 	require.NoError(t, err)
 	defer ch.Close()
-	waitFor(t, 5*time.Second, "message in the alternate queue", func() bool {
+	waitFor(t, 10*time.Second, "the event published before any binding in the alternate queue", func() bool {
 		d, ok, err := ch.Get(ae, true)
-		return err == nil && ok && d.MessageId == m.ID
+		return err == nil && ok && d.MessageId == early.ID
 	})
+	mu.Lock()
+	defer mu.Unlock()
+	assert.Zero(t, got[early.ID]+plain[early.ID], "the early event went to the alternate queue only")
 }
 
 // A nack (a full queue with reject-publish here; a quorum queue electing

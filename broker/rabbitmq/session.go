@@ -67,17 +67,17 @@ func (b *Broker) openSession(conn connection, addr string, blocked <-chan amqp.B
 	if err != nil {
 		return nil, wrap(opConnect, "open channel on "+addr, err)
 	}
-	if err := declareExchange(ch, b.exchange, b.opts.alternate, b.opts.conn.passive); err != nil {
+	if err := b.exchange.declare(ch); err != nil {
 		_ = ch.Close()
 		return nil, err
 	}
 	for _, q := range b.opts.queues {
-		if err := declareQueue(ch, q, b.exchange); err != nil {
+		if err := declareBound(ch, q, b.exchange.name); err != nil {
 			_ = ch.Close()
 			return nil, err
 		}
 	}
-	if err := ch.Confirm(false); err != nil {
+	if err := ch.confirmMode(); err != nil {
 		_ = ch.Close()
 		return nil, wrap(opConnect, "enable publisher confirms on "+addr, err)
 	}
@@ -268,12 +268,12 @@ func (b *Broker) confirm(s *session, r *record, ack bool, ret *amqp.Return) {
 		// retryable (the retry layer bounds how long).
 		b.stats.nacked.Add(1)
 		b.resolve(r, &broker.Error{Op: opPublish, Kind: broker.ErrUnavailable,
-			Err: fmt.Errorf("exchange %s nacked message %s (%s): a queue is full (reject-publish) or electing its leader", b.exchange, r.pub.MessageId, r.key)})
+			Err: fmt.Errorf("exchange %s nacked message %s (%s): a queue is full (reject-publish) or electing its leader", b.exchange.name, r.pub.MessageId, r.key)})
 	case ret != nil:
 		b.stats.returned.Add(1)
 		b.resolve(r, &broker.Error{Op: opPublish, Kind: broker.ErrUnroutable,
 			Err: fmt.Errorf("exchange %s has no queue bound for routing key %q (message %s): %d %s; bind a queue or use WithQueue / WithAlternateExchange",
-				b.exchange, r.key, r.pub.MessageId, ret.ReplyCode, ret.ReplyText)})
+				b.exchange.name, r.key, r.pub.MessageId, ret.ReplyCode, ret.ReplyText)})
 	default:
 		b.stats.confirmed.Add(1)
 		b.resolve(r, nil)
@@ -382,7 +382,7 @@ func (b *Broker) lose(s *session, reason *amqp.Error) {
 		b.log.Warn("rabbitmq publisher: connection lost, reconnecting", "component", b.conn.component,
 			"addr", s.addr, "unconfirmed", len(suspects), "err", cause)
 	}
-	b.conn.observe(broker.Observation{Kind: broker.ObservedDisconnected, Address: s.addr, Destination: b.exchange, Err: cause})
+	b.conn.observe(broker.Observation{Kind: broker.ObservedDisconnected, Address: s.addr, Destination: b.exchange.name, Err: cause})
 	select {
 	case b.lost <- struct{}{}:
 	default:

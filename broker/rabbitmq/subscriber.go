@@ -45,13 +45,14 @@ const (
 // broker.HeaderDeadLetter* reason headers (confirmed before the original
 // is acknowledged) and its key moves on.
 //
-// Topology, declared on every (re)connect: the exchange (as the publisher
-// declares it), the queue with its binding keys, and "<queue>.dlq"; a
+// Topology, declared on every (re)connect: the exchange, from the same
+// spec as the publisher's (the same Config.Exchange and [Option]s, such as
+// [WithAlternateExchange], make the same declaration), the queue with its binding keys, and "<queue>.dlq"; a
 // quorum queue also gets a delivery limit (2 × WithMaxAttempts + 5) after
 // which the broker dead-letters, at least once, a delivery that keeps
 // coming back unfinished (a handler that crashes the process).
 type Subscriber struct {
-	exchange string
+	exchange exchangeSpec // the exchange the queue is bound to
 	queue    Queue
 	source   string // "queue <name>", every delivery's Source
 	opts     subscriberOptions
@@ -103,14 +104,14 @@ func NewSubscriber(ctx context.Context, cfg broker.Config, q Queue, h broker.Han
 	if o.prefetch == 0 {
 		o.prefetch = max(defaultPrefetch, 4*o.concurrency)
 	}
-	s := &Subscriber{exchange: cfg.Exchange, queue: q, source: "queue " + q.Name, opts: o}
+	s := &Subscriber{exchange: destination(cfg.Exchange, &o.conn), queue: q, source: "queue " + q.Name, opts: o}
 	s.conn = newConnector("rabbitmq subscriber", cfg, &s.opts.conn)
 	s.log = s.opts.conn.logger.With("component", s.conn.component)
 	po := defaultPublisherOptions()
 	po.conn = s.opts.conn
 	po.window = 4 * o.concurrency
 	po.maxMessageSize = 1 << 30 // the copy of a message the broker delivered
-	if s.pub, err = start(ctx, "rabbitmq subscriber "+q.Name+" (dead letters)", cfg, "", po); err != nil {
+	if s.pub, err = start(ctx, "rabbitmq subscriber "+q.Name+" (dead letters)", cfg, exchangeSpec{}, po); err != nil {
 		s.conn.stop()
 		return nil, err
 	}
@@ -172,24 +173,40 @@ func (s *Subscriber) setup(conn connection, addr string) (<-chan amqp.Delivery, 
 	if err != nil {
 		return nil, nil, "", wrap(opSubscribe, "open channel on "+addr, err)
 	}
-	if err := declareExchange(ch, s.exchange, "", s.opts.conn.passive); err != nil {
-		return nil, nil, "", err
+	if err := s.exchange.declare(ch); err != nil {
+		if !errors.Is(err, errAlternateMismatch) || s.exchange.alternate != "" {
+			return nil, nil, "", err
+		}
+		// The exchange exists with an alternate exchange (its publishers'
+		// WithAlternateExchange) this subscriber was not given: a
+		// subscriber only binds to the exchange, so it takes it as it is.
+		// RabbitMQ closed the channel over the refusal: a new one.
+		if ch, err = conn.Channel(); err != nil {
+			return nil, nil, "", wrap(opSubscribe, "open channel on "+addr, err)
+		}
+		existing := s.exchange
+		existing.passive = true
+		if err := existing.declare(ch); err != nil {
+			return nil, nil, "", err
+		}
+		s.log.Info("rabbitmq subscriber: the exchange has an alternate exchange this subscriber was not given; binding to it as it is",
+			"exchange", s.exchange.name)
 	}
 	q := s.queue.Name
 	for _, dq := range subscriberQueues(s.queue, s.opts) {
 		exchange := ""
 		if dq.Name == q {
-			exchange = s.exchange
+			exchange = s.exchange.name
 		}
-		if err := declareQueue(ch, dq, exchange); err != nil {
+		if err := declareBound(ch, dq, exchange); err != nil {
 			return nil, nil, "", err
 		}
 	}
-	if err := ch.Qos(s.opts.prefetch, 0, false); err != nil {
+	if err := ch.prefetch(s.opts.prefetch); err != nil {
 		return nil, nil, "", wrap(opSubscribe, "set prefetch", err)
 	}
 	tag := fmt.Sprintf("%s-%d", s.opts.conn.connName, time.Now().UnixNano())
-	deliveries, err := ch.Consume(q, tag, false, false, false, false, nil)
+	deliveries, err := ch.consume(q, tag)
 	if err != nil {
 		return nil, nil, "", wrap(opSubscribe, "consume "+q, err)
 	}
@@ -249,7 +266,7 @@ func (s *Subscriber) supervise(deliveries <-chan amqp.Delivery) {
 			s.mu.Lock()
 			ch, tag := s.ch, s.tag
 			s.mu.Unlock()
-			_ = ch.Cancel(tag, false)
+			_ = ch.cancel(tag)
 		default:
 		}
 	}

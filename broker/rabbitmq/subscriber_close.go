@@ -28,7 +28,7 @@ func (s *Subscriber) Close(ctx context.Context) error {
 	if ch != nil {
 		// The broker stops delivering; best effort, it waits for the
 		// broker's answer, which the connection's close below cuts short.
-		s.wg.Go(func() { _ = ch.Cancel(tag, false) })
+		s.wg.Go(func() { _ = ch.cancel(tag) })
 	}
 	err := s.lanes.Close(ctx)
 

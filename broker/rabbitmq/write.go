@@ -67,7 +67,7 @@ func (b *Broker) writeNext() bool {
 	r.sent = true
 	b.mu.Unlock()
 
-	conf, err := s.ch.PublishDeferred(b.exchange, r.key, true, r.pub)
+	conf, err := s.ch.publish(b.exchange.name, r.key, r.pub)
 	if err != nil {
 		b.writeFailed(s, tag, r, err, wasSent)
 		return true
