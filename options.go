@@ -68,8 +68,16 @@ type publisherConfig struct {
 
 type subscriberConfig struct {
 	common
-	rabbit []rabbitmq.SubscriberOption
-	kafka  []kafka.SubscriberOption
+	rabbit     []rabbitmq.SubscriberOption
+	kafka      []kafka.SubscriberOption
+	inbox      *inboxConfig
+	middleware []func(broker.Handler) broker.Handler
+}
+
+type inboxConfig struct {
+	store    *outbox.Store
+	consumer string
+	opts     []outbox.InboxOption
 }
 
 type relayConfig struct {
@@ -299,6 +307,49 @@ func WithRabbitMQSubscriber(opts ...rabbitmq.SubscriberOption) SubscriberOption 
 func WithKafkaSubscriber(opts ...kafka.SubscriberOption) SubscriberOption {
 	return subscriberOption(func(c *subscriberConfig) error {
 		c.kafka = append(c.kafka, opts...)
+		return nil
+	})
+}
+
+// WithInbox puts an outbox.Inbox of consumer, in store's inbox table,
+// between the subscriber and the handler given to [OpenSubscriber]: each
+// event id is handled once for consumer, in one database transaction with
+// the handler's own writes (outbox.TxFrom(ctx) in the handler, typed
+// handlers included: bridge.EnvelopeFrom and outbox.TxFrom both work in
+// an eventbus handler behind bridge.NewHandler), acknowledged only after
+// it commits, and each key's events applied in the producer's commit
+// order (see outbox.Inbox.Handler). Duplicates it skips are logged at
+// Debug and reported to [WithObserver]'s observer. The inbox gets
+// [WithLogger] and [WithObserver], then opts. The subscriber's Close
+// closes the inbox after the subscriber; [InboxOf] returns it (to list
+// keys blocked by a gap, or skip one). A nil store or an empty consumer is
+// an error matching broker.ErrInvalid. Default: no inbox (use bridge.Dedup
+// to deduplicate within one process).
+func WithInbox(store *outbox.Store, consumer string, opts ...outbox.InboxOption) SubscriberOption {
+	return subscriberOption(func(c *subscriberConfig) error {
+		switch {
+		case store == nil:
+			return errors.New("WithInbox: store is nil")
+		case consumer == "":
+			return errors.New("WithInbox: consumer is empty")
+		}
+		c.inbox = &inboxConfig{store: store, consumer: consumer, opts: opts}
+		return nil
+	})
+}
+
+// WithHandlerMiddleware wraps the handler the subscriber calls, outside
+// [WithInbox]'s inbox: mw sees every delivery, duplicates included, and
+// its time includes the inbox's transaction. Instrumentation uses it (the
+// OpenTelemetry module's WrapHandler makes the process span, with the
+// inbox's work and the handlers inside it). Given several times, the first
+// wraps innermost. Default: none.
+func WithHandlerMiddleware(mw func(next broker.Handler) broker.Handler) SubscriberOption {
+	return subscriberOption(func(c *subscriberConfig) error {
+		if mw == nil {
+			return errors.New("WithHandlerMiddleware: middleware is nil")
+		}
+		c.middleware = append(c.middleware, mw)
 		return nil
 	})
 }

@@ -29,7 +29,7 @@ type Observation struct {
 	Kind ObservationKind
 	// Component names the part reporting: "rabbitmq publisher", "rabbitmq
 	// subscriber", "kafka publisher", "kafka subscriber", "retry", "spool",
-	// "outbox relay"...
+	// "outbox relay", "outbox inbox"...
 	Component string
 	// System is the messaging system: "rabbitmq", "kafka", or "" when none
 	// applies.
@@ -80,6 +80,10 @@ const (
 	// ObservedOutboxLag: the age in seconds of the oldest unpublished
 	// outbox row (0 when none).
 	ObservedOutboxLag ObservationKind = "outbox_lag"
+	// ObservedDuplicate: a consumer's inbox skipped a delivery whose event
+	// id it had handled before (a redelivery: at least once), with
+	// MessageID, MessageName and the Destination it came from.
+	ObservedDuplicate ObservationKind = "duplicate"
 )
 
 // HealthChecker is implemented by adapters and the parts built on them

@@ -38,6 +38,7 @@ type InboxOption func(*inboxConfig) error
 type inboxConfig struct {
 	window, every   time.Duration
 	logger          *slog.Logger
+	observer        broker.Observer
 	firstSeenStarts bool
 }
 
@@ -75,14 +76,28 @@ func WithFirstSeenStarts() InboxOption {
 	}
 }
 
-// WithInboxLogger sets where cleanup failures are logged (Warn). Default:
-// slog.Default().
+// WithInboxLogger sets where cleanup failures (Warn) and the duplicates
+// the inbox skips (Debug) are logged. Default: slog.Default().
 func WithInboxLogger(l *slog.Logger) InboxOption {
 	return func(c *inboxConfig) error {
 		if l == nil {
 			return errors.New("WithInboxLogger: logger is nil")
 		}
 		c.logger = l
+		return nil
+	}
+}
+
+// WithInboxObserver reports each duplicate the inbox skips to o, as a
+// broker.ObservedDuplicate observation (component "outbox inbox"): what
+// the OpenTelemetry module counts as domainevents.inbox.duplicates.
+// Default: none.
+func WithInboxObserver(o broker.Observer) InboxOption {
+	return func(c *inboxConfig) error {
+		if o == nil {
+			return errors.New("WithInboxObserver: observer is nil")
+		}
+		c.observer = o
 		return nil
 	}
 }
@@ -116,7 +131,8 @@ func NewInbox(s *Store, consumer string, opts ...InboxOption) (*Inbox, error) {
 // Handler wraps h so that each event id is handled once for this consumer:
 // in one database transaction it inserts (consumer, event id) into the
 // inbox table; if the id is there already, the delivery is a duplicate and
-// is acknowledged (nil) without calling h; otherwise h runs with the
+// is acknowledged (nil) without calling h (logged at Debug, reported to
+// [WithInboxObserver]); otherwise h runs with the
 // transaction in its ctx ([TxFrom]), so that its own writes commit
 // atomically with the inbox row, and the transaction commits before the
 // wrapper returns nil, so the subscriber acknowledges only what committed.
@@ -182,6 +198,7 @@ func (in *Inbox) Handler(h broker.Handler) broker.Handler {
 		if n, err := res.RowsAffected(); err != nil {
 			return dbErr("inbox", err)
 		} else if n == 0 {
+			in.duplicate(ctx, d)
 			return nil // handled before: acknowledge, do nothing
 		}
 		ordered := d.Seq > 0 && d.Key != ""
@@ -211,6 +228,17 @@ func (in *Inbox) Handler(h broker.Handler) broker.Handler {
 			in.applied(d)
 		}
 		return nil
+	}
+}
+
+// duplicate logs and reports a delivery skipped because its id was
+// handled before.
+func (in *Inbox) duplicate(ctx context.Context, d broker.Delivery) {
+	in.c.logger.DebugContext(ctx, "outbox inbox: duplicate skipped", "component", "outbox inbox", "consumer", in.consumer,
+		"id", d.ID, "name", d.Name, "key", d.Key, "source", d.Source, "attempt", d.Attempt)
+	if in.c.observer != nil {
+		in.c.observer.Observe(ctx, broker.Observation{Kind: broker.ObservedDuplicate, Component: "outbox inbox",
+			System: d.Origin.System, Destination: d.Origin.Destination, MessageID: d.ID, MessageName: d.Name, Attempt: d.Attempt})
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"strconv"
 	"strings"
@@ -580,7 +581,15 @@ func TestInbox(t *testing.T) {
 		s := newStore(t, db)
 		_, err := db.Exec("CREATE TABLE " + db.Table("effects") + " (event_id VARCHAR(64) NOT NULL)")
 		require.NoError(t, err)
-		in, err := outbox.NewInbox(s, "billing", outbox.WithWindow(time.Hour, time.Hour))
+		logs := &brokertest.LogCounter{}
+		var dups atomic.Int64
+		obs := broker.ObserverFunc(func(_ context.Context, o broker.Observation) {
+			if o.Kind == broker.ObservedDuplicate && o.Component == "outbox inbox" && o.MessageID != "" {
+				dups.Add(1)
+			}
+		})
+		in, err := outbox.NewInbox(s, "billing", outbox.WithWindow(time.Hour, time.Hour),
+			outbox.WithInboxLogger(slog.New(logs)), outbox.WithInboxObserver(obs))
 		require.NoError(t, err)
 		defer in.Close(context.Background())
 
@@ -615,6 +624,8 @@ func TestInbox(t *testing.T) {
 		require.NoError(t, h(ctx, d), "a duplicate is acknowledged")
 		assert.Equal(t, 1, effects(), "and not handled again")
 		assert.Equal(t, int64(2), calls.Load())
+		assert.Equal(t, int64(1), dups.Load(), "the duplicate is reported to the observer")
+		assert.Equal(t, 1, logs.Count("outbox inbox", slog.LevelDebug), "and logged at Debug: %s", logs)
 
 		other, err := outbox.NewInbox(s, "shipping")
 		require.NoError(t, err)
@@ -633,6 +644,7 @@ func TestInbox(t *testing.T) {
 		}
 		wg.Wait()
 		assert.Equal(t, 2, effects())
+		assert.Equal(t, int64(8), dups.Load(), "seven more duplicates")
 
 		n, err := in.Cleanup(ctx)
 		require.NoError(t, err)

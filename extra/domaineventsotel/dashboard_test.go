@@ -80,6 +80,7 @@ func exported(t *testing.T) (families map[string]promMetric, created []string) {
 		{Kind: broker.ObservedSpoolDepth, Component: "spool", Destination: "/var/spool/orders", Value: 3},
 		{Kind: broker.ObservedOutboxBacklog, Component: "outbox relay", Destination: "outbox", Value: 12},
 		{Kind: broker.ObservedOutboxLag, Component: "outbox relay", Destination: "outbox", Value: 0.4},
+		{Kind: broker.ObservedDuplicate, Component: "outbox inbox", System: "rabbitmq", Destination: "billing.orders"},
 	} {
 		obs.Observe(ctx, o)
 	}
@@ -124,7 +125,7 @@ func TestEveryInstrumentIsExported(t *testing.T) {
 		"messaging_client_consumed_messages_total", "messaging_process_duration_seconds",
 		"domainevents_retries_total", "domainevents_dead_letters_total", "domainevents_connects_total",
 		"domainevents_disconnects_total", "domainevents_spool_depth", "domainevents_outbox_backlog",
-		"domainevents_outbox_lag_seconds",
+		"domainevents_outbox_lag_seconds", "domainevents_inbox_duplicates_total",
 	} {
 		assert.Contains(t, names, want, "the name docs/observability and the dashboard use")
 	}

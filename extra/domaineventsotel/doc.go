@@ -19,11 +19,12 @@
 //		domainevents.WithMessageHook(domaineventsotel.MessageHook()),      // the trace context goes with the event (async queue, spool)
 //		domainevents.WithPublishMiddleware(domaineventsotel.Middleware()), // send spans, per attempt
 //		domainevents.WithObserver(domaineventsotel.NewObserver()))         // retries, dead letters, ...
-//	sub, err := domainevents.OpenSubscriber(ctx, cfg,
-//		domaineventsotel.WrapHandler(bridge.NewHandler(bus)),              // process spans
-//		domainevents.WithObserver(domaineventsotel.NewObserver()))
 //	store, err := outbox.New(db, outbox.Postgres,
 //		outbox.WithMessageHook(domaineventsotel.MessageHook()))           // the trace context goes with the row
+//	sub, err := domainevents.OpenSubscriber(ctx, cfg, bridge.NewHandler(bus),
+//		domainevents.WithInbox(store, "billing"),                          // once per event id, in commit order
+//		domainevents.WithHandlerMiddleware(domaineventsotel.HandlerMiddleware()), // process spans, around the inbox
+//		domainevents.WithObserver(domaineventsotel.NewObserver()))         // retries, dead letters, inbox duplicates
 //	relay, err := outbox.NewRelay(store, domaineventsotel.WrapBroker(adapter),
 //		outbox.WithObserver(domaineventsotel.NewObserver()))               // backlog, lag
 //	logger := slog.New(domaineventsotel.NewLogHandler(slog.NewJSONHandler(os.Stderr, nil)))

@@ -55,6 +55,14 @@ func WrapHandler(h broker.Handler, opts ...Option) broker.Handler {
 	return w.handle
 }
 
+// HandlerMiddleware returns WrapHandler with opts as a function, the shape
+// domainevents.WithHandlerMiddleware takes: the process span then wraps
+// the inbox of domainevents.WithInbox too (its transaction, and the
+// duplicates it skips, are part of the span).
+func HandlerMiddleware(opts ...Option) func(broker.Handler) broker.Handler {
+	return func(next broker.Handler) broker.Handler { return WrapHandler(next, opts...) }
+}
+
 type tracedHandler struct {
 	next    broker.Handler
 	tracer  trace.Tracer

@@ -29,6 +29,8 @@ const (
 	MetricOutboxBacklog = "domainevents.outbox.backlog"
 	// MetricOutboxLag is the age of the oldest unpublished outbox row.
 	MetricOutboxLag = "domainevents.outbox.lag"
+	// MetricInboxDuplicates counts deliveries a consumer's inbox skipped.
+	MetricInboxDuplicates = "domainevents.inbox.duplicates"
 )
 
 // NewObserver returns a broker.Observer that turns what the library's parts
@@ -60,6 +62,10 @@ const (
 //     published.
 //   - domainevents.outbox.lag, gauge s: the age of the oldest unpublished
 //     outbox row.
+//   - domainevents.inbox.duplicates, counter {message}: deliveries a
+//     consumer's inbox (outbox.Inbox, given outbox.WithInboxObserver, or
+//     domainevents.WithInbox with WithObserver) skipped because their event
+//     id was handled before: redeliveries, at least once.
 //
 // Observe is safe for concurrent use, does not block and allocates only the
 // first time it sees a combination of attributes. Only WithMeterProvider
@@ -80,6 +86,8 @@ func NewObserver(opts ...Option) broker.Observer {
 			metric.WithDescription("Events in the local dead-letter spool, waiting to be replayed.")))(noop.Int64Gauge{}),
 		backlog: instrument(m.Int64Gauge(MetricOutboxBacklog, metric.WithUnit("{row}"),
 			metric.WithDescription("Outbox rows not yet published.")))(noop.Int64Gauge{}),
+		duplicates: instrument(m.Int64Counter(MetricInboxDuplicates, metric.WithUnit("{message}"),
+			metric.WithDescription("Deliveries a consumer's inbox skipped: their event id was handled before.")))(noop.Int64Counter{}),
 		lag: instrument(m.Float64Gauge(MetricOutboxLag, metric.WithUnit("s"),
 			metric.WithDescription("Age of the oldest unpublished outbox row.")))(noop.Float64Gauge{}),
 	}
@@ -88,6 +96,7 @@ func NewObserver(opts ...Option) broker.Observer {
 
 type observer struct {
 	retries, deadLetters, connects, disconnects metric.Int64Counter
+	duplicates                                  metric.Int64Counter
 	spoolDepth, backlog                         metric.Int64Gauge
 	lag                                         metric.Float64Gauge
 	sets                                        cache[obsKey, metric.MeasurementOption]
@@ -137,6 +146,8 @@ func (o *observer) Observe(ctx context.Context, ob broker.Observation) {
 		o.backlog.Record(ctx, int64(ob.Value), o.set(k))
 	case broker.ObservedOutboxLag:
 		o.lag.Record(ctx, ob.Value, o.set(k))
+	case broker.ObservedDuplicate:
+		o.duplicates.Add(ctx, 1, o.set(k))
 	}
 }
 

@@ -38,6 +38,8 @@ func TestObserver(t *testing.T) {
 		{Kind: broker.ObservedSpoolDepth, Component: "spool", Destination: "/var/spool/orders", Value: 3},
 		{Kind: broker.ObservedOutboxBacklog, Component: "outbox relay", Value: 42},
 		{Kind: broker.ObservedOutboxLag, Component: "outbox relay", Value: 1.5},
+		{Kind: broker.ObservedDuplicate, Component: "outbox inbox", System: "rabbitmq", Destination: "billing.orders", MessageID: "e-1"},
+		{Kind: broker.ObservedDuplicate, Component: "outbox inbox", System: "rabbitmq", Destination: "billing.orders", MessageID: "e-2"},
 		{Kind: "something new"},
 	} {
 		o.Observe(ctx, ob)
@@ -86,6 +88,9 @@ func TestObserver(t *testing.T) {
 	assert.Equal(t, []point{{map[string]any{"domainevents.component": "outbox relay"}, 42}}, points("domainevents.outbox.backlog"))
 	assert.Equal(t, []point{{map[string]any{"domainevents.component": "outbox relay"}, 1.5}}, points("domainevents.outbox.lag"))
 
+	assert.Equal(t, []point{{map[string]any{"domainevents.component": "outbox inbox", "messaging.system": "rabbitmq",
+		"domainevents.destination": "billing.orders"}, 2}}, points("domainevents.inbox.duplicates"))
+
 	units := map[string]string{}
 	for name, m := range ms {
 		units[name] = m.Unit
@@ -94,6 +99,7 @@ func TestObserver(t *testing.T) {
 		"domainevents.retries": "{retry}", "domainevents.dead_letters": "{message}",
 		"domainevents.connects": "{connection}", "domainevents.disconnects": "{connection}",
 		"domainevents.spool.depth": "{message}", "domainevents.outbox.backlog": "{row}", "domainevents.outbox.lag": "s",
+		"domainevents.inbox.duplicates": "{message}",
 	}, units)
 }
 
