@@ -31,6 +31,8 @@ var readmeImports = map[string]string{
 	"retry":        "github.com/domainevents/domainevents/broker/retry",
 	"deadletter":   "github.com/domainevents/domainevents/broker/deadletter",
 	"outbox":       "github.com/domainevents/domainevents/outbox",
+	"memory":       "github.com/domainevents/domainevents/broker/memory",
+	"brokertest":   "github.com/domainevents/domainevents/broker/brokertest",
 }
 
 // readmePrelude declares what snippets take as given: a ctx, a
