@@ -33,6 +33,9 @@ type Inbox struct {
 }
 
 // InboxOption configures [NewInbox]. Each option's doc names its default.
+// Inbox options are named WithInbox...: the package's other options
+// (WithLogger, WithObserver, ...) configure the relay, and one package has
+// one function per name.
 type InboxOption func(*inboxConfig) error
 
 type inboxConfig struct {
@@ -42,7 +45,7 @@ type inboxConfig struct {
 	firstSeenStarts bool
 }
 
-// WithWindow sets how long a handled event id is remembered, checking
+// WithInboxWindow sets how long a handled event id is remembered, checking
 // every interval: it must be longer than any redelivery can come late
 // (the broker's retry delays and dead-letter replays included). A key's
 // last applied sequence number is forgotten after the same time without
@@ -51,10 +54,10 @@ type inboxConfig struct {
 // by then the producer's counter of such a key has started again at
 // number 1, which is what a forgotten key waits for. Default 7 days,
 // every 10 minutes.
-func WithWindow(d, interval time.Duration) InboxOption {
+func WithInboxWindow(d, interval time.Duration) InboxOption {
 	return func(c *inboxConfig) error {
 		if d <= 0 || interval <= 0 {
-			return fmt.Errorf("WithWindow(%v, %v): both must be positive", d, interval)
+			return fmt.Errorf("WithInboxWindow(%v, %v): both must be positive", d, interval)
 		}
 		c.window, c.every = d, interval
 		return nil

@@ -263,7 +263,7 @@ func TestInboxKeyCleanup(t *testing.T) {
 	dbtest.All(t, func(t *testing.T, db *dbtest.DB) {
 		s := newStore(t, db)
 		l := newAppliedLog(t, db)
-		in := newInbox(t, s, "billing", outbox.WithWindow(time.Millisecond, time.Hour))
+		in := newInbox(t, s, "billing", outbox.WithInboxWindow(time.Millisecond, time.Hour))
 		h := in.Handler(l.handler)
 		ctx := context.Background()
 		require.NoError(t, h(ctx, seqd("o1", 1)))

@@ -88,7 +88,7 @@ func TestBadArguments(t *testing.T) {
 			return err
 		}(), "WithOwner"},
 		{"consumer", func() error { _, err := outbox.NewInbox(s, ""); return err }(), "consumer"},
-		{"window", func() error { _, err := outbox.NewInbox(s, "c", outbox.WithWindow(0, time.Second)); return err }(), "WithWindow"},
+		{"window", func() error { _, err := outbox.NewInbox(s, "c", outbox.WithInboxWindow(0, time.Second)); return err }(), "WithInboxWindow"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -588,7 +588,7 @@ func TestInbox(t *testing.T) {
 				dups.Add(1)
 			}
 		})
-		in, err := outbox.NewInbox(s, "billing", outbox.WithWindow(time.Hour, time.Hour),
+		in, err := outbox.NewInbox(s, "billing", outbox.WithInboxWindow(time.Hour, time.Hour),
 			outbox.WithInboxLogger(slog.New(logs)), outbox.WithInboxObserver(obs))
 		require.NoError(t, err)
 		defer in.Close(context.Background())
