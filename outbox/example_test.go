@@ -44,7 +44,7 @@ func Example() {
 	_, _ = db.Exec(`CREATE TABLE orders (id TEXT PRIMARY KEY, user_id TEXT NOT NULL)`)
 	orderID, userID := "6f1e7c2a-0d7b-4c55-9a53-51a1a2d3e4f5", "0c6b1f3e-9a8d-4e7f-b2a1-3c4d5e6f7a8b"
 
-	// --- snippet: README "Publishing from a database transaction" ---
+	// --- snippet: docs/outbox.md, the outbox recipe ---
 	store, err := outbox.New(db, outbox.SQLite) // outbox.Postgres, outbox.MySQL
 	if err != nil {
 		log.Fatal(err)

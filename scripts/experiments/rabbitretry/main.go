@@ -2,8 +2,8 @@
 // what RabbitMQ keeps of messages waiting for a retry when the node is
 // SIGKILLed, and whether a quorum queue on a 3-node cluster ever loses a
 // confirmed message when the publisher's node is SIGKILLed. It is the
-// experiment behind docs/rabbitmq-retry-experiment.md (issue 15, items 2
-// and 6); it is not library code.
+// experiment behind docs/rabbitmq-retry-experiment.md, which holds its
+// data; it is not library code.
 //
 // It never touches the machine's RabbitMQ node on 5672: it drives its own
 // nodes through scripts/rabbitmq-cluster.sh, with a private base directory,
