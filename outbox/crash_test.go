@@ -207,8 +207,23 @@ func readRabbit(t *testing.T, ch *amqp.Channel, queue string) []arrival {
 // readKafka reads every partition of topic from the start to its high
 // watermark, one partition after the other (order is per partition).
 func readKafka(t *testing.T, addrs []string, topic string) []arrival {
-	cfg := sarama.NewConfig()
-	client, err := sarama.NewClient(addrs, cfg)
+	var out []arrival
+	eachKafkaRecord(t, addrs, topic, func(m *sarama.ConsumerMessage) {
+		id := ""
+		for _, h := range m.Headers {
+			if string(h.Key) == kafka.HeaderID {
+				id = string(h.Value)
+			}
+		}
+		out = append(out, arrival{id: id, key: string(m.Key)})
+	})
+	return out
+}
+
+// eachKafkaRecord calls fn with every record of topic, from the start to
+// its high watermark, one partition after the other.
+func eachKafkaRecord(t *testing.T, addrs []string, topic string, fn func(*sarama.ConsumerMessage)) {
+	client, err := sarama.NewClient(addrs, sarama.NewConfig())
 	require.NoError(t, err)
 	defer client.Close()
 	consumer, err := sarama.NewConsumerFromClient(client)
@@ -216,7 +231,6 @@ func readKafka(t *testing.T, addrs []string, topic string) []arrival {
 	defer consumer.Close()
 	parts, err := client.Partitions(topic)
 	require.NoError(t, err)
-	var out []arrival
 	for _, p := range parts {
 		hwm, err := client.GetOffset(topic, p, sarama.OffsetNewest)
 		require.NoError(t, err)
@@ -229,13 +243,7 @@ func readKafka(t *testing.T, addrs []string, topic string) []arrival {
 		for done := false; !done; {
 			select {
 			case m := <-pc.Messages():
-				id := ""
-				for _, h := range m.Headers {
-					if string(h.Key) == kafka.HeaderID {
-						id = string(h.Value)
-					}
-				}
-				out = append(out, arrival{id: id, key: string(m.Key)})
+				fn(m)
 				done = m.Offset >= hwm-1
 			case <-timeout:
 				t.Fatalf("partition %d: timed out before offset %d", p, hwm-1)
@@ -243,7 +251,6 @@ func readKafka(t *testing.T, addrs []string, topic string) []arrival {
 		}
 		require.NoError(t, pc.Close())
 	}
-	return out
 }
 
 func readJournal(t *testing.T, path string) map[string]bool {

@@ -124,43 +124,18 @@ func TestScheduledKafka(t *testing.T) {
 // readKafkaRecords reads every partition of topic from the start to its
 // high-water mark.
 func readKafkaRecords(t *testing.T, addrs []string, topic string) []received {
-	client, err := sarama.NewClient(addrs, sarama.NewConfig())
-	require.NoError(t, err)
-	defer client.Close()
-	consumer, err := sarama.NewConsumerFromClient(client)
-	require.NoError(t, err)
-	defer consumer.Close()
-	parts, err := client.Partitions(topic)
-	require.NoError(t, err)
 	var out []received
-	for _, p := range parts {
-		hwm, err := client.GetOffset(topic, p, sarama.OffsetNewest)
-		require.NoError(t, err)
-		if hwm == 0 {
-			continue
-		}
-		pc, err := consumer.ConsumePartition(topic, p, sarama.OffsetOldest)
-		require.NoError(t, err)
-		timeout := time.After(60 * time.Second)
-		for done := false; !done; {
-			select {
-			case m := <-pc.Messages():
-				r := received{key: string(m.Key), partition: m.Partition}
-				for _, h := range m.Headers {
-					switch string(h.Key) {
-					case kafka.HeaderID:
-						r.id = string(h.Value)
-					case broker.HeaderSeq:
-						r.seq = string(h.Value)
-					}
-				}
-				out = append(out, r)
-				done = m.Offset >= hwm-1
-			case <-timeout:
-				t.Fatalf("partition %d: timed out before offset %d", p, hwm-1)
+	eachKafkaRecord(t, addrs, topic, func(m *sarama.ConsumerMessage) {
+		r := received{key: string(m.Key), partition: m.Partition}
+		for _, h := range m.Headers {
+			switch string(h.Key) {
+			case kafka.HeaderID:
+				r.id = string(h.Value)
+			case broker.HeaderSeq:
+				r.seq = string(h.Value)
 			}
 		}
-		require.NoError(t, pc.Close())
-	}
+		out = append(out, r)
+	})
 	return out
 }
