@@ -113,15 +113,7 @@ func (s *Store) publishScheduled(ctx context.Context, tx *sql.Tx, msg broker.Mes
 	if body == nil {
 		body = []byte{} // NOT NULL
 	}
-	var occ, due any
-	switch s.dialect {
-	case Postgres:
-		occ, due = occurred.UTC(), at.UTC()
-	case MySQL:
-		occ, due = occurred.UTC().Format(mysqlTime), at.UTC().Format(mysqlTime)
-	case SQLite:
-		occ, due = occurred.UnixMicro(), at.UnixMicro()
-	}
+	occ, due := s.timeArg(occurred), s.timeArg(at)
 	if _, err := tx.ExecContext(ctx, s.scheduleSQL, msg.ID, msg.Name, lane, body, msg.ContentType, string(headers), occ, due, due); err != nil {
 		if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
 			return ctx.Err()

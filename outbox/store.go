@@ -242,20 +242,19 @@ func (s *Store) Publish(ctx context.Context, msg broker.Message) error {
 	var err error
 	switch s.dialect {
 	case Postgres:
-		_, err = tx.ExecContext(ctx, s.q.insert, msg.Key, msg.ID, msg.Name, msg.Key, body, msg.ContentType, headers, at.UTC())
+		_, err = tx.ExecContext(ctx, s.q.insert, msg.Key, msg.ID, msg.Name, msg.Key, body, msg.ContentType, headers, s.timeArg(at))
 	case MySQL:
 		var res sql.Result
 		if res, err = tx.ExecContext(ctx, s.q.nextSeq, msg.Key); err == nil {
 			var seq int64
 			if seq, err = res.LastInsertId(); err == nil {
-				_, err = tx.ExecContext(ctx, s.q.insert, msg.ID, msg.Name, msg.Key, seq, body, msg.ContentType, headers,
-					at.UTC().Format(mysqlTime))
+				_, err = tx.ExecContext(ctx, s.q.insert, msg.ID, msg.Name, msg.Key, seq, body, msg.ContentType, headers, s.timeArg(at))
 			}
 		}
 	case SQLite:
 		var seq int64
 		if err = tx.QueryRowContext(ctx, s.q.nextSeq, msg.Key).Scan(&seq); err == nil {
-			_, err = tx.ExecContext(ctx, s.q.insert, msg.ID, msg.Name, msg.Key, seq, body, msg.ContentType, headers, at.UnixMicro())
+			_, err = tx.ExecContext(ctx, s.q.insert, msg.ID, msg.Name, msg.Key, seq, body, msg.ContentType, headers, s.timeArg(at))
 		}
 	}
 	if err != nil {
@@ -301,6 +300,18 @@ func (s *Store) check(msg broker.Message) error {
 			Err: fmt.Errorf("message %s (%s) is %d bytes, the limit is %d (WithMaxMessageSize): the broker would never take it", msg.ID, msg.Name, size, s.maxSize)}
 	}
 	return nil
+}
+
+// timeArg is t as the dialect's time columns take it: TIMESTAMPTZ,
+// DATETIME(6) text in UTC, or SQLite's integer microseconds.
+func (s *Store) timeArg(t time.Time) any {
+	switch s.dialect {
+	case MySQL:
+		return t.UTC().Format(mysqlTime)
+	case SQLite:
+		return t.UnixMicro()
+	}
+	return t.UTC()
 }
 
 // mysqlTime is how times are written to and read from DATETIME(6) columns,
